@@ -1,0 +1,28 @@
+//! Nix's byte formats, written from their specifications.
+//!
+//! No network, no async, no global state: everything reads from [`std::io::Read`]
+//! and writes to [`std::io::Write`] (the NAR dumper and unpacker also touch the
+//! file system they are pointed at). The store directory is always a value
+//! ([`store_path::StoreDir`]) so callers can relocate it.
+//!
+//! | module | format |
+//! |---|---|
+//! | [`nixbase32`] | Nix's base-32 |
+//! | [`hash`] | digests in base16 / nix32 / base64 / SRI |
+//! | [`store_path`] | `<store dir>/<hash>-<name>` |
+//! | [`nar`] | NAR archives: dump, parse, unpack, list, cat |
+//! | [`narinfo`] | `.narinfo` files |
+//! | [`signature`] | ed25519 keys and signatures, fingerprints |
+//! | [`cache_info`] | `nix-cache-info` |
+//! | [`export`] | `nix-store --export` streams |
+//! | [`wire`] | integers and padded strings |
+
+pub mod cache_info;
+pub mod export;
+pub mod hash;
+pub mod nar;
+pub mod narinfo;
+pub mod nixbase32;
+pub mod signature;
+pub mod store_path;
+pub mod wire;

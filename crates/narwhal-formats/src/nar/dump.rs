@@ -1,0 +1,134 @@
+//! Serialising a file system tree as a NAR, byte-identical to `nix-store --dump`.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use super::write::{Finished, NodeWriter, Writer};
+use crate::hash::{Algorithm, Hash, HashingWriter};
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum DumpError {
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} is a {kind}, which a NAR cannot hold (only files, directories and symlinks)")]
+    UnsupportedType { path: PathBuf, kind: &'static str },
+    #[error("cannot write the NAR")]
+    Write(#[source] io::Error),
+}
+
+/// Writes the NAR of `path` to `out` and returns the number of bytes written.
+pub fn dump(path: &Path, out: impl Write) -> Result<u64, DumpError> {
+    let mut counter = Counting { inner: out, count: 0 };
+    let root = Writer::new(&mut counter as &mut dyn Write).map_err(DumpError::Write)?;
+    let _ = dump_node(path, root)?;
+    counter.flush().map_err(DumpError::Write)?;
+    Ok(counter.count)
+}
+
+/// The NAR hash and size of `path`, as `nix hash path` and `nix path-info` compute them.
+pub fn dump_to_hash(path: &Path, algo: Algorithm) -> Result<(Hash, u64), DumpError> {
+    let mut w = HashingWriter::new(algo, io::sink());
+    dump(path, &mut w)?;
+    let (hash, size, _) = w.finish();
+    Ok((hash, size))
+}
+
+fn dump_node<'w>(path: &Path, node: NodeWriter<&'w mut dyn Write>) -> Result<Finished<&'w mut dyn Write>, DumpError> {
+    let read_err = |source| DumpError::Read { path: path.to_owned(), source };
+    let meta = fs::symlink_metadata(path).map_err(read_err)?;
+    let ft = meta.file_type();
+    if ft.is_file() {
+        let mut file = Tracked { inner: File::open(path).map_err(read_err)?, failed: false };
+        let executable = meta.permissions().mode() & 0o100 != 0;
+        let written = node.regular(executable, meta.len(), &mut file);
+        match written {
+            Err(e) if file.failed || e.kind() == io::ErrorKind::UnexpectedEof => Err(read_err(e)),
+            other => other.map_err(DumpError::Write),
+        }
+    } else if ft.is_symlink() {
+        let target = fs::read_link(path).map_err(read_err)?;
+        node.symlink(target.as_os_str().as_bytes()).map_err(DumpError::Write)
+    } else if ft.is_dir() {
+        let mut names: Vec<_> = fs::read_dir(path)
+            .map_err(read_err)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(read_err)?;
+        names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let mut dir = node.directory().map_err(DumpError::Write)?;
+        let mut child = path.to_path_buf();
+        for name in names {
+            child.push(&name);
+            let mut failure = None;
+            let written = dir.entry(name.as_bytes(), |n| {
+                dump_node(&child, n).map_err(|e| {
+                    failure = Some(e);
+                    io::Error::other("entry failed")
+                })
+            });
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            written.map_err(DumpError::Write)?;
+            child.pop();
+        }
+        dir.close().map_err(DumpError::Write)
+    } else {
+        use std::os::unix::fs::FileTypeExt as _;
+        let kind = if ft.is_socket() {
+            "socket"
+        } else if ft.is_fifo() {
+            "named pipe"
+        } else if ft.is_block_device() || ft.is_char_device() {
+            "device"
+        } else {
+            "special file"
+        };
+        Err(DumpError::UnsupportedType { path: path.to_owned(), kind })
+    }
+}
+
+struct Counting<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.inner.write_all(buf)?;
+        self.count += buf.len() as u64;
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Remembers whether reading failed, to tell read errors from write errors.
+struct Tracked<R> {
+    inner: R,
+    failed: bool,
+}
+
+impl<R: io::Read> io::Read for Tracked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let r = self.inner.read(buf);
+        self.failed |= r.is_err();
+        r
+    }
+}

@@ -1,0 +1,38 @@
+//! One module per command; each turns parsed arguments into library calls.
+
+mod hash;
+mod key;
+mod nar;
+mod narinfo;
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use crate::cli::{Cli, Command};
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Nar(cmd) => nar::run(cmd),
+        Command::Hash(cmd) => hash::run(cmd),
+        Command::Key(cmd) => key::run(cmd),
+        Command::Narinfo(cmd) => narinfo::run(cmd),
+    }
+}
+
+/// Opens a file for reading, or standard input for `-`.
+pub fn open_input(path: &Path) -> anyhow::Result<BufReader<Box<dyn Read>>> {
+    let inner: Box<dyn Read> = if path.as_os_str() == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(File::open(path).with_context(|| format!("cannot open {}", path.display()))?)
+    };
+    Ok(BufReader::with_capacity(256 * 1024, inner))
+}
+
+/// Reads a small text file (keys, narinfos) with the path in any error.
+pub fn read_text(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
