@@ -58,7 +58,7 @@ pub enum NarCommand {
         /// Show type, permissions and size.
         #[arg(short, long)]
         long: bool,
-        /// Print the `.ls` document a binary cache serves beside the NAR.
+        /// Print the `.ls` document a binary cache serves beside the NAR (no trailing newline).
         #[arg(long, conflicts_with_all = ["long", "recursive"])]
         json: bool,
     },

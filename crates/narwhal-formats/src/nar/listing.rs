@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 
-use super::read::{parse, Error, Visitor};
+use super::read::{parse_to_end, Error, Visitor};
 
 /// One entry of a NAR, without file contents.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,10 +21,10 @@ pub struct Listing {
 }
 
 impl Listing {
-    /// Reads a NAR from `r` (contents are skipped, not stored).
+    /// Reads a NAR from `r`, which must end with it (contents are skipped, not stored).
     pub fn read(r: &mut impl Read) -> Result<Self, Error> {
         let mut b = Builder { stack: Vec::new(), root: None };
-        parse(r, &mut b)?;
+        parse_to_end(r, &mut b)?;
         Ok(Self { root: b.root.expect("a parsed NAR has a root") })
     }
 

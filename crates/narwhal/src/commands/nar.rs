@@ -28,6 +28,7 @@ pub fn run(cmd: NarCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("{path:?} is not in {}", input.display()))?;
             let mut out = stdout();
             if json {
+                // Byte for byte what a cache serves: no trailing newline.
                 if path.trim_matches('/').is_empty() {
                     out.write_all(&listing.to_json())?;
                 } else {
@@ -35,7 +36,6 @@ pub fn run(cmd: NarCommand) -> anyhow::Result<()> {
                     nar::listing_node_json(node, &mut buf);
                     out.write_all(&buf)?;
                 }
-                out.write_all(b"\n")?;
             } else {
                 let base = if matches!(node, ListingNode::Directory { .. }) {
                     b".".to_vec()

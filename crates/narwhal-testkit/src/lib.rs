@@ -1,0 +1,123 @@
+//! Helpers for narwhal's tests: real Nix as the oracle.
+//!
+//! Tests that need Nix fail (never skip) when it is missing: `.ci/run`
+//! installs it. Nix runs as root without a daemon and without a sandbox;
+//! [`nix`] sets that configuration on every command it builds.
+
+#![allow(clippy::missing_panics_doc, clippy::unwrap_used, clippy::print_stderr)]
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub use tempfile::TempDir;
+
+/// The configuration every Nix command in the tests runs with.
+pub const NIX_CONFIG: &str = "experimental-features = nix-command\nsandbox = false\nbuild-users-group =\nsubstituters =";
+
+/// Names of the store paths in `fixtures/formats.nix`, one per NAR corner case.
+pub const FORMAT_FIXTURES: &[&str] = &[
+    "empty-file",
+    "empty-dir",
+    "executable",
+    "symlink-root",
+    "symlinks",
+    "deep",
+    "sorting",
+    "non-utf8",
+    "big",
+    "mixed",
+    "app",
+];
+
+/// A Nix command (`nix`, `nix-store`, `nix-build`, …) with the test configuration.
+pub fn nix(program: &str) -> Command {
+    let mut c = Command::new(program);
+    c.env("NIX_CONFIG", NIX_CONFIG).stdin(Stdio::null());
+    c
+}
+
+/// Runs `cmd`, panicking with its stderr if it fails; returns stdout.
+pub fn run(cmd: &mut Command) -> Vec<u8> {
+    let out = output(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Runs `cmd` and returns its output, whatever its status.
+pub fn output(cmd: &mut Command) -> Output {
+    match cmd.output() {
+        Ok(o) => o,
+        Err(e) => panic!("cannot run {cmd:?}: {e} (is Nix installed? `bash .ci/run` installs it)"),
+    }
+}
+
+/// Runs `cmd` and returns trimmed stdout as text.
+pub fn run_text(cmd: &mut Command) -> String {
+    String::from_utf8(run(cmd)).unwrap().trim_end().to_owned()
+}
+
+fn fixtures_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/formats.nix")
+}
+
+/// Builds (or finds, when already built) the fixture `name` with real Nix and returns its store path.
+pub fn fixture(name: &str) -> PathBuf {
+    let path = run_text(nix("nix-build").arg(fixtures_file()).args(["-A", name, "--no-out-link", "--quiet"]));
+    assert!(path.starts_with("/nix/store/"), "nix-build printed {path:?}");
+    PathBuf::from(path)
+}
+
+/// All fixtures, by name.
+pub fn format_fixtures() -> Vec<(&'static str, PathBuf)> {
+    // One nix-build for all: Nix locks and builds them once even when tests run in parallel.
+    let mut cmd = nix("nix-build");
+    cmd.arg(fixtures_file()).args(["--no-out-link", "--quiet"]);
+    for n in FORMAT_FIXTURES {
+        cmd.args(["-A", n]);
+    }
+    let out = run_text(&mut cmd);
+    let paths: Vec<PathBuf> = out.lines().map(PathBuf::from).collect();
+    assert_eq!(paths.len(), FORMAT_FIXTURES.len(), "nix-build printed {out}");
+    FORMAT_FIXTURES.iter().copied().zip(paths).collect()
+}
+
+/// The closure of `path` (itself included), as `nix-store -qR` prints it.
+pub fn closure(path: &Path) -> Vec<PathBuf> {
+    run_text(nix("nix-store").arg("-qR").arg(path)).lines().map(PathBuf::from).collect()
+}
+
+/// `nix-store --dump PATH`.
+pub fn nix_dump(path: &Path) -> Vec<u8> {
+    run(nix("nix-store").arg("--dump").arg(path))
+}
+
+/// A fresh temporary directory (removed on drop).
+pub fn tempdir() -> TempDir {
+    tempfile::Builder::new().prefix("narwhal-test-").tempdir().unwrap()
+}
+
+/// A `file://` URL for a directory, with query parameters.
+pub fn file_url(dir: &Path, query: &str) -> String {
+    if query.is_empty() {
+        format!("file://{}", dir.display())
+    } else {
+        format!("file://{}?{query}", dir.display())
+    }
+}
+
+/// Every file under `dir` whose name ends with `suffix`, sorted.
+pub fn files_with_suffix(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().and_then(OsStr::to_str).is_some_and(|n| n.ends_with(suffix)))
+        .collect();
+    v.sort();
+    v
+}

@@ -1,0 +1,45 @@
+//! narwhal's command line against real Nix, the oracle.
+//!
+//! Every test builds its inputs with real Nix (see `narwhal-testkit`) and
+//! compares narwhal's bytes with Nix's.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+mod export;
+mod hash;
+mod keys;
+mod malformed;
+mod nar;
+mod narinfo;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// The narwhal binary under test.
+pub fn narwhal() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_narwhal"));
+    c.stdin(std::process::Stdio::null());
+    c
+}
+
+/// Runs narwhal, asserting success; returns stdout.
+pub fn ok(cmd: &mut Command) -> Vec<u8> {
+    narwhal_testkit::run(cmd)
+}
+
+/// Runs narwhal, asserting failure with exit code 1; returns stderr.
+pub fn fails(cmd: &mut Command) -> String {
+    let out: Output = narwhal_testkit::output(cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{cmd:?} should fail with 1; stderr:\n{stderr}");
+    assert!(stderr.starts_with("error: "), "stderr: {stderr}");
+    stderr
+}
+
+/// Names in `dir`, sorted.
+pub fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
