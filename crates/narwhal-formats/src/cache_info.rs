@@ -28,18 +28,12 @@ pub enum Error {
     Priority { line: usize, value: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CacheInfo {
     pub store_dir: StoreDir,
     pub want_mass_query: Option<bool>,
     /// Lower is preferred; Nix's default for a binary cache is 50.
     pub priority: Option<u64>,
-}
-
-impl Default for CacheInfo {
-    fn default() -> Self {
-        Self { store_dir: StoreDir::default(), want_mass_query: None, priority: None }
-    }
 }
 
 impl CacheInfo {
@@ -50,14 +44,12 @@ impl CacheInfo {
             let value = value.trim();
             match key {
                 "StoreDir" => {
-                    info.store_dir =
-                        StoreDir::new(value).map_err(|source| Error::StoreDir { line: i + 1, source })?;
+                    info.store_dir = StoreDir::new(value).map_err(|source| Error::StoreDir { line: i + 1, source })?;
                 }
                 "WantMassQuery" => info.want_mass_query = Some(value == "1"),
                 "Priority" => {
-                    info.priority = Some(
-                        value.parse().map_err(|_| Error::Priority { line: i + 1, value: value.to_owned() })?,
-                    );
+                    info.priority =
+                        Some(value.parse().map_err(|_| Error::Priority { line: i + 1, value: value.to_owned() })?);
                 }
                 _ => {}
             }

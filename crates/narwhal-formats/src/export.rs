@@ -157,7 +157,11 @@ impl<R: Read> ExportReader<R> {
         let deriver = if deriver.is_empty() {
             None
         } else {
-            Some(self.store_dir.parse_path(&deriver).map_err(|source| Error::StorePath { index, what: "deriver", source })?)
+            Some(self.store_dir.parse_path(&deriver).map_err(|source| Error::StorePath {
+                index,
+                what: "deriver",
+                source,
+            })?)
         };
         if wire::read_u64(&mut self.r).map_err(io_err)? == 1 {
             self.read_string(index, "legacy signature")?;

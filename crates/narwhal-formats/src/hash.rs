@@ -8,8 +8,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use thiserror::Error;
 
 use crate::nixbase32;
@@ -59,10 +59,7 @@ impl fmt::Display for Algorithm {
 impl FromStr for Algorithm {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        Self::ALL
-            .into_iter()
-            .find(|a| a.name() == s)
-            .ok_or_else(|| Error::UnknownAlgorithm(s.to_owned()))
+        Self::ALL.into_iter().find(|a| a.name() == s).ok_or_else(|| Error::UnknownAlgorithm(s.to_owned()))
     }
 }
 
@@ -222,14 +219,12 @@ impl Hash {
 
     /// Which encoding a prefixed or bare digest string used (for printing it back).
     pub fn detect_encoding(s: &str) -> Option<Encoding> {
-        let (algo, digest) = match s.split_once(':') {
-            Some((a, d)) => (a.parse::<Algorithm>().ok()?, d),
-            None => {
-                let (a, _) = s.split_once('-')?;
-                a.parse::<Algorithm>().ok()?;
-                return Some(Encoding::Sri);
-            }
+        let Some((algo, digest)) = s.split_once(':') else {
+            let (a, _) = s.split_once('-')?;
+            a.parse::<Algorithm>().ok()?;
+            return Some(Encoding::Sri);
         };
+        let algo = algo.parse::<Algorithm>().ok()?;
         let n = algo.digest_len();
         if digest.len() == n * 2 {
             Some(Encoding::Base16)

@@ -17,6 +17,8 @@
 //! | [`export`] | `nix-store --export` streams |
 //! | [`wire`] | integers and padded strings |
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod cache_info;
 pub mod export;
 pub mod hash;

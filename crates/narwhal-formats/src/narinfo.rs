@@ -144,7 +144,12 @@ impl NarInfo {
             sigs: Vec::new(),
             ca: None,
             unknown: Vec::new(),
-            layout: Layout { order: Vec::new(), nar_hash: Encoding::Nix32, file_hash: Encoding::Nix32, unknown_deriver: false },
+            layout: Layout {
+                order: Vec::new(),
+                nar_hash: Encoding::Nix32,
+                file_hash: Encoding::Nix32,
+                unknown_deriver: false,
+            },
         }
     }
 
@@ -233,7 +238,11 @@ impl NarInfo {
                         .filter(|r| !r.is_empty())
                         .enumerate()
                         .map(|(index, r)| {
-                            StorePath::from_base_name(r).map_err(|source| Error::Reference { line: line_no, index, source })
+                            StorePath::from_base_name(r).map_err(|source| Error::Reference {
+                                line: line_no,
+                                index,
+                                source,
+                            })
                         })
                         .collect::<Result<Vec<_>, _>>()?;
                     once!(references, "References", refs);
@@ -248,7 +257,8 @@ impl NarInfo {
                         layout.unknown_deriver = true;
                     } else {
                         deriver = Some(
-                            StorePath::from_base_name(value).map_err(|source| Error::Deriver { line: line_no, source })?,
+                            StorePath::from_base_name(value)
+                                .map_err(|source| Error::Deriver { line: line_no, source })?,
                         );
                     }
                     Field::Deriver
@@ -332,11 +342,7 @@ impl NarInfo {
     pub fn valid_signers<'k>(&self, trusted: &'k [PublicKey]) -> Vec<&'k str> {
         let Ok(fp) = self.fingerprint() else { return Vec::new() };
         let sigs: Vec<Signature> = self.sigs.iter().filter_map(|s| Signature::parse(s).ok()).collect();
-        trusted
-            .iter()
-            .filter(|k| sigs.iter().any(|s| k.verify(fp.as_bytes(), s)))
-            .map(PublicKey::name)
-            .collect()
+        trusted.iter().filter(|k| sigs.iter().any(|s| k.verify(fp.as_bytes(), s))).map(PublicKey::name).collect()
     }
 
     fn canonical_order(&self) -> Vec<Field> {

@@ -7,8 +7,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use thiserror::Error;
 
@@ -234,6 +234,9 @@ mod tests {
         let sk = SecretKey::generate("k").unwrap().to_string();
         let mut bytes = BASE64.decode(&sk[2..]).unwrap();
         bytes[40] ^= 1;
-        assert_eq!(SecretKey::parse(&format!("k:{}", BASE64.encode(bytes))).unwrap_err(), Error::Inconsistent("k".into()));
+        assert_eq!(
+            SecretKey::parse(&format!("k:{}", BASE64.encode(bytes))).unwrap_err(),
+            Error::Inconsistent("k".into())
+        );
     }
 }

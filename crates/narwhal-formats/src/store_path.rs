@@ -158,7 +158,7 @@ impl StorePath {
 
     /// Whether this is a derivation file.
     pub fn is_derivation(&self) -> bool {
-        self.name().ends_with(".drv")
+        self.name().as_bytes().ends_with(b".drv")
     }
 }
 

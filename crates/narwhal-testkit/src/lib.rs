@@ -13,7 +13,8 @@ use std::process::{Command, Output, Stdio};
 pub use tempfile::TempDir;
 
 /// The configuration every Nix command in the tests runs with.
-pub const NIX_CONFIG: &str = "experimental-features = nix-command\nsandbox = false\nbuild-users-group =\nsubstituters =";
+pub const NIX_CONFIG: &str =
+    "experimental-features = nix-command\nsandbox = false\nbuild-users-group =\nsubstituters =";
 
 /// Names of the store paths in `fixtures/formats.nix`, one per NAR corner case.
 pub const FORMAT_FIXTURES: &[&str] = &[
@@ -40,12 +41,7 @@ pub fn nix(program: &str) -> Command {
 /// Runs `cmd`, panicking with its stderr if it fails; returns stdout.
 pub fn run(cmd: &mut Command) -> Vec<u8> {
     let out = output(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed with {}:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{cmd:?} failed with {}:\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     out.stdout
 }
 

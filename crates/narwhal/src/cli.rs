@@ -80,6 +80,7 @@ pub enum HashAlgo {
 }
 
 #[derive(Debug, Args)]
+#[allow(clippy::struct_excessive_bools)] // mirrors `nix hash`'s flags
 pub struct HashFormat {
     /// Hash algorithm.
     #[arg(long = "type", value_enum, default_value = "sha256")]

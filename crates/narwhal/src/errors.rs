@@ -28,9 +28,13 @@ pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
         if let Some(e) = cause.downcast_ref::<nar::Error>() {
             return Some(match e.kind {
                 nar::ErrorKind::Truncated => "the archive is incomplete; copy or download it again",
-                nar::ErrorKind::BadMagic => "this is not a NAR; make one with `narwhal nar dump PATH` or `nix-store --dump PATH`",
+                nar::ErrorKind::BadMagic => {
+                    "this is not a NAR; make one with `narwhal nar dump PATH` or `nix-store --dump PATH`"
+                }
                 nar::ErrorKind::Visitor(_) => "check free space and permissions at the destination",
-                _ => "the archive is corrupt or was not written by Nix or narwhal; fetch it again from a trusted source",
+                _ => {
+                    "the archive is corrupt or was not written by Nix or narwhal; fetch it again from a trusted source"
+                }
             });
         }
         if cause.downcast_ref::<signature::Error>().is_some() {
@@ -40,7 +44,9 @@ pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
         }
         if let Some(e) = cause.downcast_ref::<hash::Error>() {
             return match e {
-                hash::Error::MissingAlgorithm { .. } => Some("give the algorithm with --type, or write the hash as `sha256-…` (SRI)"),
+                hash::Error::MissingAlgorithm { .. } => {
+                    Some("give the algorithm with --type, or write the hash as `sha256-…` (SRI)")
+                }
                 _ => None,
             };
         }
@@ -52,8 +58,7 @@ pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain()
-        .any(|c| c.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe))
+    err.chain().any(|c| c.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe))
 }
 
 pub fn report(err: &anyhow::Error) -> ExitCode {

@@ -31,7 +31,7 @@ pub use dump::{dump, dump_to_hash, DumpError};
 pub use listing::{json_string, node_json as listing_node_json, Listing, ListingNode};
 pub use read::{parse, parse_to_end, Error, ErrorKind, Visitor};
 pub use unpack::{unpack, UnpackError};
-pub use write::{DirectoryWriter, NodeWriter, Writer};
+pub use write::{DirectoryWriter, Finished, NodeWriter, Writer};
 
 /// First token of every NAR.
 pub const MAGIC: &[u8] = b"nix-archive-1";

@@ -106,7 +106,14 @@ impl Unpacker {
 }
 
 impl Visitor for Unpacker {
-    fn regular(&mut self, path: &[u8], executable: bool, _size: u64, _offset: u64, contents: &mut dyn Read) -> io::Result<()> {
+    fn regular(
+        &mut self,
+        path: &[u8],
+        executable: bool,
+        _size: u64,
+        _offset: u64,
+        contents: &mut dyn Read,
+    ) -> io::Result<()> {
         let full = self.full(path);
         let mut file = OpenOptions::new()
             .write(true)

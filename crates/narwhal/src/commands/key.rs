@@ -17,7 +17,10 @@ pub fn run(cmd: KeyCommand) -> anyhow::Result<()> {
             }
             for p in [&secret, &public] {
                 if p.symlink_metadata().is_ok() {
-                    bail!("{} already exists; narwhal does not overwrite keys (remove it or pick another file)", p.display());
+                    bail!(
+                        "{} already exists; narwhal does not overwrite keys (remove it or pick another file)",
+                        p.display()
+                    );
                 }
             }
             let key = SecretKey::generate(&name)?;
@@ -28,7 +31,8 @@ pub fn run(cmd: KeyCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot write {}", public.display()))?;
         }
         KeyCommand::Public { secret } => {
-            let key = SecretKey::parse(&read_text(&secret)?).with_context(|| format!("invalid key file {}", secret.display()))?;
+            let key = SecretKey::parse(&read_text(&secret)?)
+                .with_context(|| format!("invalid key file {}", secret.display()))?;
             let mut out = stdout();
             writeln!(out, "{}", key.public_key())?;
             out.flush()?;

@@ -23,9 +23,8 @@ pub fn run(cmd: NarCommand) -> anyhow::Result<()> {
         NarCommand::Ls { nar: input, path, recursive, long, json } => {
             let mut r = open_input(&input)?;
             let listing = Listing::read(&mut r).with_context(|| format!("cannot list {}", input.display()))?;
-            let node = listing
-                .lookup(path.as_bytes())
-                .with_context(|| format!("{path:?} is not in {}", input.display()))?;
+            let node =
+                listing.lookup(path.as_bytes()).with_context(|| format!("{path:?} is not in {}", input.display()))?;
             let mut out = stdout();
             if json {
                 // Byte for byte what a cache serves: no trailing newline.
@@ -60,7 +59,14 @@ pub fn run(cmd: NarCommand) -> anyhow::Result<()> {
 }
 
 /// Prints like `nix nar ls`: a directory's entries as `./name`, recursing with -R.
-fn list(out: &mut impl std::io::Write, node: &ListingNode, rel: &[u8], recursive: bool, long: bool, show_dir: bool) -> std::io::Result<()> {
+fn list(
+    out: &mut impl std::io::Write,
+    node: &ListingNode,
+    rel: &[u8],
+    recursive: bool,
+    long: bool,
+    show_dir: bool,
+) -> std::io::Result<()> {
     match node {
         ListingNode::Directory { entries } if !show_dir => {
             for (name, child) in entries {

@@ -20,12 +20,14 @@ pub fn run(cmd: NarinfoCommand) -> anyhow::Result<()> {
             // Parse everything first: a bad file leaves every file unchanged.
             let mut infos = Vec::new();
             for f in &files {
-                let info = NarInfo::parse(&read_text(f)?, &store_dir).with_context(|| format!("invalid narinfo {}", f.display()))?;
+                let info = NarInfo::parse(&read_text(f)?, &store_dir)
+                    .with_context(|| format!("invalid narinfo {}", f.display()))?;
                 infos.push(info);
             }
             for (f, mut info) in files.iter().zip(infos) {
                 info.sign(&key).with_context(|| format!("cannot sign {}", f.display()))?;
-                write_atomic(f, info.to_string().as_bytes(), 0o644, true).with_context(|| format!("cannot write {}", f.display()))?;
+                write_atomic(f, info.to_string().as_bytes(), 0o644, true)
+                    .with_context(|| format!("cannot write {}", f.display()))?;
             }
         }
         NarinfoCommand::Verify { keys, store_dir, files } => {
@@ -37,7 +39,8 @@ pub fn run(cmd: NarinfoCommand) -> anyhow::Result<()> {
             let mut out = stdout();
             let mut bad = 0;
             for f in &files {
-                let info = NarInfo::parse(&read_text(f)?, &store_dir).with_context(|| format!("invalid narinfo {}", f.display()))?;
+                let info = NarInfo::parse(&read_text(f)?, &store_dir)
+                    .with_context(|| format!("invalid narinfo {}", f.display()))?;
                 let signers = info.valid_signers(&keys);
                 if signers.is_empty() {
                     bad += 1;

@@ -51,9 +51,8 @@ fn nix_store_import_accepts_narwhal_export() {
     w.finish().unwrap();
 
     let root = tmp.path().join("root");
-    let imported = run_text(
-        nix("nix-store").arg("--store").arg(&root).arg("--import").stdin(std::fs::File::open(&file).unwrap()),
-    );
+    let imported =
+        run_text(nix("nix-store").arg("--store").arg(&root).arg("--import").stdin(std::fs::File::open(&file).unwrap()));
     let imported: Vec<&str> = imported.lines().collect();
     assert_eq!(imported, paths.iter().map(|p| p.to_str().unwrap()).collect::<Vec<_>>());
     for p in &paths {

@@ -9,7 +9,12 @@ fn dump_is_byte_identical_to_nix_store_dump() {
     for (name, path) in format_fixtures() {
         let ours = ok(narwhal().args(["nar", "dump"]).arg(&path));
         let theirs = nix_dump(&path);
-        assert!(ours == theirs, "{name}: narwhal nar dump differs from nix-store --dump ({} vs {} bytes)", ours.len(), theirs.len());
+        assert!(
+            ours == theirs,
+            "{name}: narwhal nar dump differs from nix-store --dump ({} vs {} bytes)",
+            ours.len(),
+            theirs.len()
+        );
     }
 }
 
@@ -57,7 +62,12 @@ fn ls_matches_nix_nar_ls() {
         for flags in [&["-R"][..], &["-lR"], &[]] {
             let ours = ok(narwhal().args(["nar", "ls"]).args(flags).arg(&nar_file).arg("/"));
             let theirs = run(nix("nix").args(["nar", "ls"]).args(flags).arg(&nar_file).arg("/"));
-            assert!(ours == theirs, "{name} {flags:?}:\nours:\n{}\nnix:\n{}", String::from_utf8_lossy(&ours), String::from_utf8_lossy(&theirs));
+            assert!(
+                ours == theirs,
+                "{name} {flags:?}:\nours:\n{}\nnix:\n{}",
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&theirs)
+            );
         }
     }
 }
@@ -77,4 +87,12 @@ fn cat_matches_nix_nar_cat() {
     assert!(err.contains("\"/nope\" is not in"), "{err}");
     let err = crate::fails(narwhal().args(["nar", "cat"]).arg(&nar_file).arg("/lib/run-link"));
     assert!(err.contains("is a symlink"), "{err}");
+}
+
+#[test]
+fn bundled_example_is_the_nar_of_its_tree() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../example");
+    let nar = std::fs::read(example.join("hello.nar")).unwrap();
+    assert!(nix_dump(&example.join("hello")) == nar, "example/hello.nar is stale: regenerate it with nix-store --dump");
+    assert!(ok(narwhal().args(["nar", "dump"]).arg(example.join("hello"))) == nar);
 }

@@ -34,7 +34,10 @@ fn narinfos_written_by_nix_print_back_identically() {
             assert_eq!(info.to_string(), text, "{}", file.display());
             assert_eq!(info.compression(), compression);
             // Other tests may have added signatures to these paths in the shared store.
-            let oracle = narwhal_formats::signature::PublicKey::parse(&std::fs::read_to_string(tmp.path().join("nix.pub")).unwrap()).unwrap();
+            let oracle = narwhal_formats::signature::PublicKey::parse(
+                &std::fs::read_to_string(tmp.path().join("nix.pub")).unwrap(),
+            )
+            .unwrap();
             assert_eq!(info.valid_signers(std::slice::from_ref(&oracle)), vec!["oracle-1"], "{}", file.display());
             // The NAR behind it has the recorded size and hash.
             let nar = std::fs::read(cache.join(&info.url)).unwrap();
@@ -57,7 +60,7 @@ fn nix_accepts_a_cache_signed_by_narwhal() {
     let tmp = tempdir();
     let app = fixture("app");
     let cache = tmp.path().join("cache");
-    copy_to(&cache, "compression=none", &[app.clone()]);
+    copy_to(&cache, "compression=none", std::slice::from_ref(&app));
     let (sec, public) = (tmp.path().join("k.sec"), tmp.path().join("k.pub"));
     ok(narwhal().args(["key", "generate", "narwhal-test-1", "--secret"]).arg(&sec).arg("--public").arg(&public));
     let infos = files_with_suffix(&cache, ".narinfo");
@@ -79,13 +82,19 @@ fn nix_accepts_a_cache_signed_by_narwhal() {
 
     // Another key trusted instead: Nix refuses.
     let other = tmp.path().join("other");
-    ok(narwhal().args(["key", "generate", "someone-else-1", "--secret"]).arg(other.with_extension("sec")).arg("--public").arg(other.with_extension("pub")));
+    ok(narwhal()
+        .args(["key", "generate", "someone-else-1", "--secret"])
+        .arg(other.with_extension("sec"))
+        .arg("--public")
+        .arg(other.with_extension("pub")));
     let other_pub = std::fs::read_to_string(other.with_extension("pub")).unwrap();
-    let out = output(nix("nix")
-        .args(["copy", "--from", &file_url(&cache, ""), "--to"])
-        .arg(tmp.path().join("root2"))
-        .args(["--option", "require-sigs", "true", "--option", "trusted-public-keys", &other_pub])
-        .arg(&app));
+    let out = output(
+        nix("nix")
+            .args(["copy", "--from", &file_url(&cache, ""), "--to"])
+            .arg(tmp.path().join("root2"))
+            .args(["--option", "require-sigs", "true", "--option", "trusted-public-keys", &other_pub])
+            .arg(&app),
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("signature"), "{}", String::from_utf8_lossy(&out.stderr));
 }
@@ -102,7 +111,9 @@ fn narwhal_verifies_signatures_made_by_nix() {
     let cache = tmp.path().join("cache");
     copy_to(&cache, "compression=zstd", &[mixed]);
     let infos = files_with_suffix(&cache, ".narinfo");
-    let report = String::from_utf8(ok(narwhal().args(["narinfo", "verify", "--trusted-public-key", &public]).args(&infos))).unwrap();
+    let report =
+        String::from_utf8(ok(narwhal().args(["narinfo", "verify", "--trusted-public-key", &public]).args(&infos)))
+            .unwrap();
     assert!(report.contains("signed by nix-oracle-1"), "{report}");
 
     // The same cache, tampered with: the size no longer matches the signature.
