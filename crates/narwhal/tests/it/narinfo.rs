@@ -7,7 +7,9 @@ use narwhal_formats::hash::{Algorithm, Hash};
 use narwhal_formats::nar::Listing;
 use narwhal_formats::narinfo::NarInfo;
 use narwhal_formats::store_path::StoreDir;
-use narwhal_testkit::{closure, file_url, files_with_suffix, fixture, format_fixtures, nix, output, run, tempdir};
+use narwhal_testkit::{
+    closure, file_url, files_with_suffix, fixture, format_fixtures, nix, output, run, run_text, tempdir,
+};
 
 use crate::{fails, narwhal, ok};
 
@@ -21,7 +23,12 @@ fn narinfos_written_by_nix_print_back_identically() {
     let dir = StoreDir::default();
     let key = tmp.path().join("nix.sec");
     run(nix("nix-store").args(["--generate-binary-cache-key", "oracle-1"]).arg(&key).arg(tmp.path().join("nix.pub")));
-    let paths: Vec<_> = format_fixtures().into_iter().map(|(_, p)| p).collect();
+    let mut paths: Vec<_> = format_fixtures().into_iter().map(|(_, p)| p).collect();
+    // Content-addressed paths, whose narinfos carry a CA line (recursive and flat).
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../example/hello");
+    paths.push(run_text(nix("nix-store").arg("--add").arg(&example)).into());
+    paths.push(run_text(nix("nix").args(["store", "add-file"]).arg(example.join("share/greeting"))).into());
+    let mut seen_ca = 0;
     for compression in ["xz", "zstd", "none"] {
         let cache = tmp.path().join(compression);
         let query = format!("compression={compression}&write-nar-listing=true&secret-key={}", key.display());
@@ -33,6 +40,7 @@ fn narinfos_written_by_nix_print_back_identically() {
             let info = NarInfo::parse(&text, &dir).unwrap_or_else(|e| panic!("{}: {e:?}", file.display()));
             assert_eq!(info.to_string(), text, "{}", file.display());
             assert_eq!(info.compression(), compression);
+            seen_ca += usize::from(info.ca.is_some());
             // Other tests may have added signatures to these paths in the shared store.
             let oracle = narwhal_formats::signature::PublicKey::parse(
                 &std::fs::read_to_string(tmp.path().join("nix.pub")).unwrap(),
@@ -53,6 +61,7 @@ fn narinfos_written_by_nix_print_back_identically() {
             }
         }
     }
+    assert_eq!(seen_ca, 6, "both content-addressed paths in all three caches");
 }
 
 #[test]
