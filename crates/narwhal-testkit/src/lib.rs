@@ -12,6 +12,9 @@ use std::process::{Command, Output, Stdio};
 
 pub use tempfile::TempDir;
 
+pub mod http;
+pub mod isolate;
+
 /// The configuration every Nix command in the tests runs with.
 pub const NIX_CONFIG: &str =
     "experimental-features = nix-command\nsandbox = false\nbuild-users-group =\nsubstituters =";

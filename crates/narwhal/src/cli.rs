@@ -26,6 +26,93 @@ pub enum Command {
     /// Sign and verify narinfo files.
     #[command(subcommand)]
     Narinfo(NarinfoCommand),
+    /// Realise the closure of store paths, pins or Hydra jobs from binary caches into a directory.
+    ///
+    /// Every narinfo's signature is checked against the trusted keys, every NAR
+    /// against its FileHash, NarHash and NarSize; with --prefix, the store
+    /// directory is rewritten to PREFIX (same length) in files and symlinks.
+    Fetch(FetchArgs),
+    /// Assemble a Heroku-style slug: fetch relocated into APP_DIR/store, `result` links,
+    /// `.profile.d/narwhal.sh`, `.slugexclude` pruning, checks and a size report.
+    Slug(SlugArgs),
+    /// The buildpack phases (bin/detect, bin/compile and bin/release call these).
+    #[command(subcommand, hide = true)]
+    Buildpack(BuildpackCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BuildpackCommand {
+    /// Heroku's `bin/detect BUILD_DIR`.
+    Detect { build_dir: PathBuf },
+    /// Heroku's `bin/compile BUILD_DIR CACHE_DIR ENV_DIR`.
+    Compile { build_dir: PathBuf, cache_dir: PathBuf, env_dir: PathBuf },
+    /// Heroku's `bin/release BUILD_DIR`.
+    Release { build_dir: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct SlugArgs {
+    /// Store paths, `pin:<name>[@<revision>]`, or Hydra job URLs; the first becomes `result`.
+    #[arg(required = true)]
+    pub roots: Vec<String>,
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// The app directory that becomes the slug (Heroku's BUILD_DIR).
+    #[arg(long)]
+    pub app_dir: PathBuf,
+    /// Where APP_DIR is at run time.
+    #[arg(long, default_value = "/app")]
+    pub runtime_root: String,
+    /// Store prefix at run time; defaults to RUNTIME_ROOT/store (`/app/store`: 10 bytes, like /nix/store).
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Pad a shorter prefix with '/'.
+    #[arg(long)]
+    pub pad: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// Store paths (`/nix/store/<hash>-<name>`), `pin:<name>[@<revision>]`, or Hydra job URLs.
+    #[arg(required = true)]
+    pub roots: Vec<String>,
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Directory to put the store paths in, as `<dir>/<hash>-<name>`.
+    #[arg(long)]
+    pub to: PathBuf,
+    /// Rewrite the store directory to PREFIX (no longer than the store directory).
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Pad a shorter PREFIX with '/' to the store directory's length.
+    #[arg(long, requires = "prefix")]
+    pub pad: bool,
+}
+
+/// Where closures come from, and how far to trust them.
+#[derive(Debug, Args)]
+pub struct SourceArgs {
+    /// Binary cache URL (file:///dir, /dir, http(s)://…); repeat or separate with spaces. Tried by priority.
+    #[arg(long = "from", env = "NARWHAL_SUBSTITUTERS", value_delimiter = ' ', required = true)]
+    pub from: Vec<String>,
+    /// Trusted public key (`name:base64`), as in nix.conf's trusted-public-keys; repeat or separate with spaces.
+    #[arg(long = "trusted-public-key", env = "NARWHAL_TRUSTED_PUBLIC_KEYS", value_delimiter = ' ')]
+    pub trusted_public_keys: Vec<String>,
+    /// Accept paths without a valid signature by a trusted key (NAR hashes are still checked).
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Keep downloaded NARs here, keyed by hash, and reuse them on later runs.
+    #[arg(long, env = "NARWHAL_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Paths downloaded and unpacked at once.
+    #[arg(long, short = 'j', env = "NARWHAL_JOBS")]
+    pub jobs: Option<usize>,
+    /// Seconds to wait for a revision's pin that is not in the cache yet.
+    #[arg(long, env = "NARWHAL_WAIT", default_value_t = 0)]
+    pub wait: u64,
+    /// Never draw progress bars.
+    #[arg(long, env = "NARWHAL_NO_PROGRESS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_progress: bool,
 }
 
 #[derive(Debug, Subcommand)]

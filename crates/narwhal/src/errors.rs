@@ -25,6 +25,19 @@ pub fn one_line(err: &anyhow::Error) -> String {
 /// A hint for the first cause narwhal knows how to help with.
 pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
     for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<narwhal_fetch::Error>() {
+            if let Some(h) = e.hint() {
+                return Some(h);
+            }
+        }
+        if let Some(e) = cause.downcast_ref::<narwhal_store::StoreError>() {
+            if let Some(h) = e.hint() {
+                return Some(h);
+            }
+        }
+        if cause.downcast_ref::<narwhal_relocate::Error>().is_some() {
+            return Some("the prefix must be an absolute directory no longer than the store directory (/nix/store: 10 bytes), such as /app/store; pass --pad to pad a shorter one with '/'");
+        }
         if let Some(e) = cause.downcast_ref::<nar::Error>() {
             return Some(match e.kind {
                 nar::ErrorKind::Truncated => "the archive is incomplete; copy or download it again",

@@ -1,9 +1,11 @@
 //! `narwhal`: parse arguments, run one command, report errors once.
 
+mod buildpack;
 mod cli;
 mod commands;
 mod errors;
 mod output;
+mod progress;
 
 use std::process::ExitCode;
 

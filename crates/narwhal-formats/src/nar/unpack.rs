@@ -8,6 +8,7 @@
 //! this call created, so nothing is followed through a symlink and nothing
 //! lands outside the destination.
 
+use std::borrow::Cow;
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
@@ -52,23 +53,103 @@ pub(crate) fn temp_sibling(dest: &Path) -> Option<PathBuf> {
 /// Unpacks the NAR read from `r` (which must end with it) to `dest`, which
 /// must not exist. Returns the NAR's size.
 pub fn unpack(r: &mut impl Read, dest: &Path) -> Result<u64, UnpackError> {
+    let pending = unpack_pending(r, dest, &mut Verbatim)?;
+    let size = pending.nar_size();
+    pending.commit()?;
+    Ok(size)
+}
+
+/// Changes what is written while unpacking (narwhal relocates store paths
+/// this way). Names and structure are never changed.
+pub trait UnpackHook {
+    /// Copies a regular file's contents to `out`; by default verbatim.
+    fn contents(&mut self, path: &[u8], contents: &mut dyn Read, out: &mut dyn Write) -> io::Result<()> {
+        let _ = path;
+        copy(contents, out)
+    }
+
+    /// The target to give a symlink; by default `target` itself.
+    fn symlink_target<'t>(&mut self, path: &[u8], target: &'t [u8]) -> Cow<'t, [u8]> {
+        let _ = path;
+        Cow::Borrowed(target)
+    }
+}
+
+/// The hook that changes nothing.
+pub struct Verbatim;
+
+impl UnpackHook for Verbatim {}
+
+/// Copies through a 256 KiB buffer.
+fn copy(from: &mut dyn Read, to: &mut dyn Write) -> io::Result<()> {
+    let mut buf = vec![0; 256 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..n])?;
+    }
+}
+
+/// An unpacked tree under its temporary name, waiting for [`Pending::commit`].
+/// Dropping it removes the tree.
+#[derive(Debug)]
+pub struct Pending {
+    tmp: PathBuf,
+    dest: PathBuf,
+    nar_size: u64,
+    done: bool,
+}
+
+impl Pending {
+    /// Where the tree is now.
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+
+    pub fn nar_size(&self) -> u64 {
+        self.nar_size
+    }
+
+    /// Renames the tree to its destination, which must still not exist.
+    pub fn commit(mut self) -> Result<(), UnpackError> {
+        if fs::symlink_metadata(&self.dest).is_ok() {
+            return Err(UnpackError::Exists(self.dest.clone()));
+        }
+        fs::rename(&self.tmp, &self.dest).map_err(|source| UnpackError::Rename { path: self.dest.clone(), source })?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.done {
+            remove_any(&self.tmp);
+        }
+    }
+}
+
+/// Unpacks under a temporary name beside `dest`, passing contents and
+/// targets through `hook`; the caller checks what it must and then commits.
+pub fn unpack_pending(r: &mut impl Read, dest: &Path, hook: &mut dyn UnpackHook) -> Result<Pending, UnpackError> {
     if fs::symlink_metadata(dest).is_ok() {
         return Err(UnpackError::Exists(dest.to_owned()));
     }
     let tmp = temp_sibling(dest).ok_or_else(|| UnpackError::BadDestination(dest.to_owned()))?;
-    let mut v = Unpacker { root: tmp.clone(), buf: vec![0; 256 * 1024], created_root: false };
-    let result = parse_to_end(r, &mut v);
-    let result = result.map_err(UnpackError::from).and_then(|size| {
-        if fs::symlink_metadata(dest).is_ok() {
-            return Err(UnpackError::Exists(dest.to_owned()));
+    let mut v = Unpacker { root: tmp.clone(), hook, created_root: false };
+    match parse_to_end(r, &mut v) {
+        Ok(nar_size) => Ok(Pending { tmp, dest: dest.to_owned(), nar_size, done: false }),
+        Err(e) => {
+            if v.created_root {
+                remove_any(&tmp);
+            }
+            Err(e.into())
         }
-        fs::rename(&tmp, dest).map_err(|source| UnpackError::Rename { path: dest.to_owned(), source })?;
-        Ok(size)
-    });
-    if result.is_err() && v.created_root {
-        remove_any(&tmp);
     }
-    result
 }
 
 /// Removes a file, symlink or directory tree, best effort.
@@ -84,9 +165,9 @@ pub(crate) fn remove_any(path: &Path) {
     }
 }
 
-struct Unpacker {
+struct Unpacker<'h> {
     root: PathBuf,
-    buf: Vec<u8>,
+    hook: &'h mut dyn UnpackHook,
     created_root: bool,
 }
 
@@ -94,7 +175,7 @@ fn context(path: &Path, e: &io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
-impl Unpacker {
+impl Unpacker<'_> {
     fn full(&mut self, rel: &[u8]) -> PathBuf {
         if rel.is_empty() {
             self.created_root = true;
@@ -105,7 +186,7 @@ impl Unpacker {
     }
 }
 
-impl Visitor for Unpacker {
+impl Visitor for Unpacker<'_> {
     fn regular(
         &mut self,
         path: &[u8],
@@ -121,25 +202,36 @@ impl Visitor for Unpacker {
             .mode(if executable { 0o755 } else { 0o644 })
             .open(&full)
             .map_err(|e| context(&full, &e))?;
-        loop {
-            let n = match contents.read(&mut self.buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            file.write_all(&self.buf[..n]).map_err(|e| context(&full, &e))?;
-        }
-        Ok(())
+        let mut out = ContextWriter { inner: &mut file, path: &full };
+        self.hook.contents(path, contents, &mut out)
     }
 
     fn symlink(&mut self, path: &[u8], target: &[u8]) -> io::Result<()> {
         let full = self.full(path);
-        std::os::unix::fs::symlink(OsStr::from_bytes(target), &full).map_err(|e| context(&full, &e))
+        let target = self.hook.symlink_target(path, target);
+        std::os::unix::fs::symlink(OsStr::from_bytes(&target), &full).map_err(|e| context(&full, &e))
     }
 
     fn enter_directory(&mut self, path: &[u8]) -> io::Result<()> {
         let full = self.full(path);
         fs::create_dir(&full).map_err(|e| context(&full, &e))
+    }
+}
+
+/// Names the file in write errors.
+struct ContextWriter<'a, W> {
+    inner: W,
+    path: &'a Path,
+}
+
+impl<W: Write> Write for ContextWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf).map_err(|e| context(self.path, &e))
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.inner.write_all(buf).map_err(|e| context(self.path, &e))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }

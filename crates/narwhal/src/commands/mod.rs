@@ -1,9 +1,11 @@
 //! One module per command; each turns parsed arguments into library calls.
 
+mod fetch;
 mod hash;
 mod key;
 mod nar;
 mod narinfo;
+mod slug;
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -11,7 +13,9 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{BuildpackCommand, Cli, Command};
+
+pub use slug::run as slug_run;
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -19,6 +23,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Hash(cmd) => hash::run(cmd),
         Command::Key(cmd) => key::run(cmd),
         Command::Narinfo(cmd) => narinfo::run(cmd),
+        Command::Fetch(args) => fetch::run(&args),
+        Command::Slug(args) => slug::run(&args).map(|_| ()),
+        Command::Buildpack(BuildpackCommand::Detect { build_dir }) => {
+            if crate::buildpack::heroku::detect(&build_dir) {
+                println_data("narwhal")
+            } else {
+                anyhow::bail!("no narwhal.toml or default.nix in {}", build_dir.display())
+            }
+        }
+        Command::Buildpack(BuildpackCommand::Compile { build_dir, cache_dir, env_dir }) => {
+            crate::buildpack::heroku::compile(&build_dir, &cache_dir, &env_dir)
+        }
+        Command::Buildpack(BuildpackCommand::Release { build_dir }) => crate::buildpack::heroku::release(&build_dir),
     }
 }
 
@@ -35,4 +52,11 @@ pub fn open_input(path: &Path) -> anyhow::Result<BufReader<Box<dyn Read>>> {
 /// Reads a small text file (keys, narinfos) with the path in any error.
 pub fn read_text(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn println_data(s: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{s}")?;
+    Ok(())
 }

@@ -5,7 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+mod buildpack;
 mod export;
+mod fetch;
 mod hash;
 mod keys;
 mod malformed;
@@ -32,7 +34,7 @@ pub fn fails(cmd: &mut Command) -> String {
     let out: Output = narwhal_testkit::output(cmd);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "{cmd:?} should fail with 1; stderr:\n{stderr}");
-    assert!(stderr.starts_with("error: "), "stderr: {stderr}");
+    assert_eq!(stderr.lines().filter(|l| l.starts_with("error: ")).count(), 1, "stderr: {stderr}");
     stderr
 }
 

@@ -88,11 +88,3 @@ fn cat_matches_nix_nar_cat() {
     let err = crate::fails(narwhal().args(["nar", "cat"]).arg(&nar_file).arg("/lib/run-link"));
     assert!(err.contains("is a symlink"), "{err}");
 }
-
-#[test]
-fn bundled_example_is_the_nar_of_its_tree() {
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../example");
-    let nar = std::fs::read(example.join("hello.nar")).unwrap();
-    assert!(nix_dump(&example.join("hello")) == nar, "example/hello.nar is stale: regenerate it with nix-store --dump");
-    assert!(ok(narwhal().args(["nar", "dump"]).arg(example.join("hello"))) == nar);
-}

@@ -25,9 +25,9 @@ fn narinfos_written_by_nix_print_back_identically() {
     run(nix("nix-store").args(["--generate-binary-cache-key", "oracle-1"]).arg(&key).arg(tmp.path().join("nix.pub")));
     let mut paths: Vec<_> = format_fixtures().into_iter().map(|(_, p)| p).collect();
     // Content-addressed paths, whose narinfos carry a CA line (recursive and flat).
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../example/hello");
-    paths.push(run_text(nix("nix-store").arg("--add").arg(&example)).into());
-    paths.push(run_text(nix("nix").args(["store", "add-file"]).arg(example.join("share/greeting"))).into());
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../narwhal-testkit/fixtures");
+    paths.push(run_text(nix("nix-store").arg("--add").arg(&fixtures)).into());
+    paths.push(run_text(nix("nix").args(["store", "add-file"]).arg(fixtures.join("formats.nix"))).into());
     let mut seen_ca = 0;
     for compression in ["xz", "zstd", "none"] {
         let cache = tmp.path().join(compression);

@@ -1,0 +1,121 @@
+//! Walking a closure through narinfos, breadth first, in parallel.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use narwhal_formats::narinfo::NarInfo;
+use narwhal_formats::signature::PublicKey;
+use narwhal_formats::store_path::StorePath;
+
+use crate::error::{Error, Failure};
+use crate::substituters::Substituters;
+
+/// A path of the closure and where to get it.
+#[derive(Debug, Clone)]
+pub struct ClosurePath {
+    pub info: NarInfo,
+    /// Index into [`Substituters::list`].
+    pub substituter: usize,
+}
+
+/// Finds the narinfo of `path` in the first cache (by priority) that has one
+/// that parses and, when `trusted` is `Some`, carries a valid signature by a trusted key.
+fn lookup(subs: &Substituters, path: &StorePath, trusted: Option<&[PublicKey]>) -> Result<ClosurePath, Error> {
+    let mut tried = Vec::new();
+    let full = subs.store_dir.display(path).to_string();
+    for (i, s) in subs.list.iter().enumerate() {
+        let key = format!("{}.narinfo", path.hash_part());
+        let Some(bytes) = s.cache.get(&key)? else {
+            tried.push(Failure { cache: s.url.to_string(), why: "not there".into() });
+            continue;
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let info = NarInfo::parse(&text, &s.info.store_dir).map_err(|source| Error::Narinfo {
+            path: full.clone(),
+            cache: s.url.to_string(),
+            source,
+        })?;
+        if info.path != *path {
+            tried.push(Failure { cache: s.url.to_string(), why: format!("its narinfo describes {}", info.path) });
+            continue;
+        }
+        if let Some(keys) = trusted {
+            if info.valid_signers(keys).is_empty() {
+                let why = if info.sigs.is_empty() {
+                    "no signature".to_owned()
+                } else {
+                    let names: Vec<&str> = info.sigs.iter().map(|s| s.split(':').next().unwrap_or("")).collect();
+                    format!("no valid signature by a trusted key (signed by {})", names.join(", "))
+                };
+                tried.push(Failure { cache: s.url.to_string(), why });
+                continue;
+            }
+        }
+        return Ok(ClosurePath { info, substituter: i });
+    }
+    Err(Error::NotFound { path: full, tried })
+}
+
+/// The closure of `roots`: every path with its narinfo, references first
+/// (a path comes after all the paths it refers to, self-references aside).
+pub fn walk_closure(
+    subs: &Substituters,
+    roots: &[StorePath],
+    trusted: Option<&[PublicKey]>,
+    jobs: usize,
+) -> Result<Vec<ClosurePath>, Error> {
+    let mut found: BTreeMap<StorePath, ClosurePath> = BTreeMap::new();
+    let mut frontier: BTreeSet<StorePath> = roots.iter().cloned().collect();
+    while !frontier.is_empty() {
+        let level: Vec<StorePath> = std::mem::take(&mut frontier).into_iter().collect();
+        let results = Mutex::new(Vec::with_capacity(level.len()));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..jobs.clamp(1, level.len()) {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(p) = level.get(i) else { break };
+                    let r = lookup(subs, p, trusted);
+                    let failed = r.is_err();
+                    results.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(r);
+                    if failed {
+                        break;
+                    }
+                });
+            }
+        });
+        for r in results.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            let cp = r?;
+            for reference in cp.info.references() {
+                if !found.contains_key(reference) && *reference != cp.info.path {
+                    frontier.insert(reference.clone());
+                }
+            }
+            found.insert(cp.info.path.clone(), cp);
+        }
+        frontier.retain(|p| !found.contains_key(p));
+    }
+    Ok(topological(found))
+}
+
+/// References first; ties broken by name for a stable order.
+fn topological(mut found: BTreeMap<StorePath, ClosurePath>) -> Vec<ClosurePath> {
+    let mut out = Vec::with_capacity(found.len());
+    let mut placed: BTreeSet<StorePath> = BTreeSet::new();
+    while !found.is_empty() {
+        let ready: Vec<StorePath> = found
+            .iter()
+            .filter(|(p, cp)| cp.info.references().iter().all(|r| r == *p || placed.contains(r)))
+            .map(|(p, _)| p.clone())
+            .collect();
+        // A cycle (impossible in a valid store) must not loop forever: take the rest as is.
+        let batch = if ready.is_empty() { found.keys().cloned().collect() } else { ready };
+        for p in batch {
+            if let Some(cp) = found.remove(&p) {
+                placed.insert(p);
+                out.push(cp);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,124 @@
+//! Why a fetch failed, with the culprit named.
+
+use std::path::PathBuf;
+
+use narwhal_formats::hash::Hash;
+use narwhal_store::StoreError;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{path} is in none of the caches:{}", failures(.tried))]
+    NotFound { path: String, tried: Vec<Failure> },
+    #[error("invalid narinfo for {path} in {cache}")]
+    Narinfo {
+        path: String,
+        cache: String,
+        #[source]
+        source: narwhal_formats::narinfo::Error,
+    },
+    #[error("invalid nix-cache-info in {cache}")]
+    CacheInfo {
+        cache: String,
+        #[source]
+        source: narwhal_formats::cache_info::Error,
+    },
+    #[error("the caches disagree on the store directory: {first} has {first_dir}, {second} has {second_dir}")]
+    StoreDirMismatch { first: String, first_dir: String, second: String, second_dir: String },
+    #[error("{what} of {path} from {cache} does not match: expected {expected}, got {actual} (the download is corrupt or was tampered with)")]
+    HashMismatch { path: String, cache: String, what: &'static str, expected: String, actual: String },
+    #[error("{path} from {cache}")]
+    Unpack {
+        path: String,
+        cache: String,
+        #[source]
+        source: narwhal_formats::nar::UnpackError,
+    },
+    #[error("cannot read the NAR of {path} from {cache}")]
+    Download {
+        path: String,
+        cache: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} already exists but narwhal did not write it (it is not in the manifest); remove it or fetch into an empty directory")]
+    Unmanaged(PathBuf),
+    #[error("{path} exists with a different {what}: {existing} (now {wanted}); fetch into a new directory")]
+    Conflict { path: PathBuf, what: &'static str, existing: String, wanted: String },
+    #[error("{what} {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the manifest {path} is corrupt")]
+    Manifest {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("invalid root {root:?}: {why}")]
+    InvalidRoot { root: String, why: String },
+    #[error("no pin {key} in any cache{}", if *.waited > 0 { format!(" after waiting {} s", .waited) } else { String::new() })]
+    PinMissing { key: String, waited: u64 },
+    #[error("invalid pin {key} in {cache}")]
+    Pin {
+        key: String,
+        cache: String,
+        #[source]
+        source: narwhal_store::pin::Error,
+    },
+    #[error("unsupported compression in the narinfo of {path}")]
+    Compression {
+        path: String,
+        #[source]
+        source: narwhal_store::compression::UnknownCompression,
+    },
+    #[error("NarHash of {path} is {hash:?}, but narwhal checks sha256 NAR hashes only")]
+    NotSha256 { path: String, hash: Hash },
+}
+
+/// Why one cache could not provide a path.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub cache: String,
+    pub why: String,
+}
+
+fn failures(tried: &[Failure]) -> String {
+    tried.iter().map(|f| format!(" {} ({})", f.cache, f.why)).collect::<Vec<_>>().join(";")
+}
+
+impl Error {
+    /// A hint for the user, when one is known.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Error::Store(e) => e.hint(),
+            Error::NotFound { tried, .. } if tried.iter().any(|f| f.why.contains("signature")) => Some(
+                "add the cache's public key with --trusted-public-key (as in nix.conf's trusted-public-keys), or sign the paths",
+            ),
+            Error::NotFound { .. } => Some("push the closure to the cache first (narwhal push or nix copy --to)"),
+            Error::HashMismatch { .. } => Some("fetch again; if it persists the cache holds a corrupt NAR: push the path again"),
+            Error::PinMissing { .. } => Some(
+                "push the closure and its pin first (narwhal pin), or raise NARWHAL_WAIT if CI is still pushing",
+            ),
+            _ => None,
+        }
+    }
+
+    /// Whether trying the same path again may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Store(e) => e.is_transient(),
+            Error::Download { source, .. } => !matches!(source.kind(), std::io::ErrorKind::InvalidData),
+            Error::Unpack { source: narwhal_formats::nar::UnpackError::Nar(e), .. } => {
+                matches!(e.kind, narwhal_formats::nar::ErrorKind::Truncated | narwhal_formats::nar::ErrorKind::Io(_))
+            }
+            _ => false,
+        }
+    }
+}

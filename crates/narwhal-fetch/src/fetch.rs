@@ -1,0 +1,518 @@
+//! Fetching a resolved closure into a directory.
+//!
+//! Per path, one stream: cache (or the local download cache) -> FileHash and
+//! byte count (and a copy into the download cache) -> decompression -> NarHash
+//! and NarSize (and the hash of the relocated NAR) -> strict NAR parser ->
+//! relocating unpack under a temporary name. Only when every hash and size
+//! matches the narinfo is the tree renamed to `<dest>/<hash>-<name>` and the
+//! download cache entry to its final name. Paths run in parallel; memory
+//! stays at a few buffers per worker whatever the closure's size.
+
+use std::borrow::Cow;
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use narwhal_formats::hash::{Algorithm, Encoding, Hasher};
+use narwhal_formats::nar::{self, UnpackHook};
+use narwhal_relocate::{Relocation, RewritingWriter};
+use narwhal_store::Compression;
+
+use crate::closure::ClosurePath;
+use crate::error::Error;
+use crate::manifest::{Manifest, ManifestEntry};
+use crate::report::{Reporter, Source};
+use crate::substituters::Substituters;
+
+/// Where the download cache keeps compressed NARs, versioned.
+pub const DOWNLOAD_CACHE_DIR: &str = "nar-v1";
+
+pub struct FetchOptions<'a> {
+    /// Where store paths go, as `<dest>/<hash>-<name>`.
+    pub dest: PathBuf,
+    /// Store dir -> prefix; the identity when not relocating.
+    pub relocation: Relocation,
+    /// Keeps compressed NARs between runs, keyed by their hash.
+    pub cache_dir: Option<PathBuf>,
+    /// Paths fetched at once.
+    pub jobs: usize,
+    /// Attempts per path for transient failures.
+    pub attempts: u32,
+    /// Remove download-cache entries this run did not use.
+    pub prune_cache: bool,
+    pub reporter: &'a dyn Reporter,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub paths: usize,
+    pub downloaded: usize,
+    pub from_cache: usize,
+    pub present: usize,
+    /// Compressed bytes read from caches over the network or disk.
+    pub downloaded_bytes: u64,
+    /// Uncompressed NAR bytes unpacked.
+    pub unpacked_bytes: u64,
+    pub warnings: Vec<String>,
+}
+
+struct Done {
+    base: String,
+    entry: ManifestEntry,
+    source: Source,
+    read_bytes: u64,
+}
+
+/// Fetches every path of `closure` into `opts.dest`.
+pub fn fetch(subs: &Substituters, closure: &[ClosurePath], opts: &FetchOptions<'_>) -> Result<Summary, Error> {
+    fs::create_dir_all(&opts.dest).map_err(|source| Error::Io {
+        what: "cannot create",
+        path: opts.dest.clone(),
+        source,
+    })?;
+    let prefix = String::from_utf8_lossy(opts.relocation.to()).into_owned();
+    let mut manifest = Manifest::load(&opts.dest)?.unwrap_or_else(|| Manifest {
+        version: 1,
+        store_dir: subs.store_dir.to_string(),
+        prefix: prefix.clone(),
+        paths: std::collections::BTreeMap::new(),
+    });
+    if manifest.prefix != prefix || manifest.store_dir != subs.store_dir.to_string() {
+        return Err(Error::Conflict {
+            path: opts.dest.clone(),
+            what: "prefix",
+            existing: format!("{} -> {}", manifest.store_dir, manifest.prefix),
+            wanted: format!("{} -> {prefix}", subs.store_dir),
+        });
+    }
+
+    // Decide what is already there before reading anything.
+    let mut todo = Vec::new();
+    let mut summary = Summary { paths: closure.len(), ..Summary::default() };
+    for cp in closure {
+        let base = cp.info.path.base_name().to_owned();
+        let target = opts.dest.join(&base);
+        let exists = fs::symlink_metadata(&target).is_ok();
+        match (exists, manifest.paths.get(&base)) {
+            (true, Some(e)) if e.nar_hash == cp.info.nar_hash.to_string() => {
+                summary.present += 1;
+                opts.reporter.finished(&cp.info.path, Source::Present);
+            }
+            (true, Some(e)) => {
+                return Err(Error::Conflict {
+                    path: target,
+                    what: "NarHash",
+                    existing: e.nar_hash.clone(),
+                    wanted: cp.info.nar_hash.to_string(),
+                })
+            }
+            (true, None) => return Err(Error::Unmanaged(target)),
+            (false, _) => todo.push(cp),
+        }
+    }
+    let planned: u64 = todo.iter().map(|cp| cp.info.file_size.unwrap_or(cp.info.nar_size)).sum();
+    opts.reporter.planned(closure.len(), planned);
+
+    let cache_dir = opts.cache_dir.as_ref().map(|d| d.join(DOWNLOAD_CACHE_DIR));
+    if let Some(d) = &cache_dir {
+        fs::create_dir_all(d).map_err(|source| Error::Io { what: "cannot create", path: d.clone(), source })?;
+    }
+
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let results: Mutex<Vec<Result<Done, Error>>> = Mutex::new(Vec::new());
+    let used_cache_keys: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let unpacked = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..opts.jobs.clamp(1, todo.len().max(1)) {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(cp) = todo.get(i) else { break };
+                    let key = download_key(cp);
+                    used_cache_keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(key.clone());
+                    let r = fetch_path(subs, cp, opts, cache_dir.as_deref(), &key, &unpacked);
+                    if r.is_err() {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    results.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(r);
+                }
+            });
+        }
+    });
+
+    let mut first_error = None;
+    for r in results.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+        match r {
+            Ok(done) => {
+                match done.source {
+                    Source::Download => summary.downloaded += 1,
+                    Source::LocalCache => summary.from_cache += 1,
+                    Source::Present => summary.present += 1,
+                }
+                summary.downloaded_bytes += done.read_bytes;
+                summary.warnings.extend(done.entry.warnings.iter().cloned());
+                manifest.paths.insert(done.base, done.entry);
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    summary.unpacked_bytes = unpacked.into_inner();
+    // Record what did arrive even when something failed, so a rerun skips it.
+    manifest.save(&opts.dest)?;
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    if let (Some(dir), true) = (&cache_dir, opts.prune_cache) {
+        let keep = used_cache_keys.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let present_keys: Vec<String> = closure.iter().map(download_key).collect();
+        prune_download_cache(dir, &keep, &present_keys);
+    }
+    Ok(summary)
+}
+
+/// The download cache's name for a path's compressed NAR.
+fn download_key(cp: &ClosurePath) -> String {
+    match &cp.info.file_hash {
+        Some(h) => format!("{}-{}", h.encode(Encoding::Nix32), cp.info.compression()),
+        None => format!("nar-{}-{}", cp.info.nar_hash.encode(Encoding::Nix32), cp.info.compression()),
+    }
+}
+
+fn prune_download_cache(dir: &Path, used: &[String], closure: &[String]) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !used.contains(&name) && !closure.contains(&name) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+fn fetch_path(
+    subs: &Substituters,
+    cp: &ClosurePath,
+    opts: &FetchOptions<'_>,
+    cache_dir: Option<&Path>,
+    key: &str,
+    unpacked: &AtomicU64,
+) -> Result<Done, Error> {
+    let sub = &subs.list[cp.substituter];
+    let path_str = subs.store_dir.display(&cp.info.path).to_string();
+    if cp.info.nar_hash.algorithm() != Algorithm::Sha256 {
+        return Err(Error::NotSha256 { path: path_str, hash: cp.info.nar_hash });
+    }
+    let compression: Compression =
+        cp.info.compression().parse().map_err(|source| Error::Compression { path: path_str.clone(), source })?;
+    let cached = cache_dir.map(|d| d.join(key)).filter(|p| p.is_file());
+    let mut use_cache = cached.is_some();
+    let mut attempt = 0;
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let source = if use_cache { Source::LocalCache } else { Source::Download };
+        opts.reporter.started(&cp.info.path, source);
+        let r = fetch_once(subs, cp, opts, cache_dir, key, compression, source, unpacked);
+        match r {
+            Ok(done) => {
+                opts.reporter.finished(&cp.info.path, source);
+                return Ok(done);
+            }
+            Err(e) if use_cache => {
+                // A damaged download-cache entry: forget it and download.
+                if let Some(p) = &cached {
+                    let _ = fs::remove_file(p);
+                }
+                opts.reporter.retrying(&cp.info.path, 1, &format!("local cache entry unusable ({e}); downloading"));
+                use_cache = false;
+            }
+            Err(e) if e.is_transient() && attempt + 1 < opts.attempts => {
+                attempt += 1;
+                opts.reporter.retrying(&cp.info.path, attempt + 1, &format!("{e} ({})", sub.url));
+                std::thread::sleep(delay);
+                delay = delay.saturating_mul(2);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+// One linear pipeline, read top to bottom; splitting it would scatter its cleanup.
+#[allow(clippy::too_many_arguments, clippy::too_many_lines)]
+fn fetch_once(
+    subs: &Substituters,
+    cp: &ClosurePath,
+    opts: &FetchOptions<'_>,
+    cache_dir: Option<&Path>,
+    key: &str,
+    compression: Compression,
+    source: Source,
+    unpacked: &AtomicU64,
+) -> Result<Done, Error> {
+    let sub = &subs.list[cp.substituter];
+    let info = &cp.info;
+    let path_str = subs.store_dir.display(&info.path).to_string();
+    let cache_name =
+        if source == Source::LocalCache { "the local download cache".to_owned() } else { sub.url.to_string() };
+    let download_err =
+        |source: io::Error| Error::Download { path: path_str.clone(), cache: cache_name.clone(), source };
+
+    let input: Box<dyn Read + Send> = match source {
+        Source::LocalCache => {
+            let p = cache_dir.map(|d| d.join(key)).unwrap_or_default();
+            Box::new(File::open(&p).map_err(&download_err)?)
+        }
+        _ => sub.cache.open(&info.url)?,
+    };
+    // Copy into the download cache while reading, under a temporary name.
+    let mut copy = None;
+    if let (Some(dir), Source::Download) = (cache_dir, source) {
+        let tmp = dir.join(format!(".tmp-{}-{key}", std::process::id()));
+        match File::create(&tmp) {
+            Ok(f) => copy = Some((tmp, f)),
+            Err(e) => opts.reporter.warning(&format!("cannot write to the download cache {}: {e}", dir.display())),
+        }
+    }
+    let mut tee = FileTee {
+        inner: input,
+        hasher: Hasher::new(Algorithm::Sha256),
+        size: 0,
+        copy: copy.as_mut().map(|(_, f)| io::BufWriter::with_capacity(256 * 1024, f)),
+        reporter: opts.reporter,
+    };
+    let dest = opts.dest.join(info.path.base_name());
+    // The hash of the NAR as it will be on disk; the same as NarHash when not relocating.
+    let reloc_hash = (!opts.relocation.is_identity()).then(|| opts.relocation.writer(Hasher::new(Algorithm::Sha256)));
+    let mut hook = RelocateHook { reloc: &opts.relocation, compressed: Vec::new(), buf: vec![0; 256 * 1024] };
+
+    let result = (|| {
+        let decoder = compression.decoder(&mut tee).map_err(&download_err)?;
+        let nar_tee = NarTee { inner: decoder, hasher: Hasher::new(Algorithm::Sha256), size: 0, relocated: reloc_hash };
+        let mut reader = BufReader::with_capacity(256 * 1024, nar_tee);
+        let pending = nar::unpack_pending(&mut reader, &dest, &mut hook).map_err(|source| match source {
+            nar::UnpackError::Nar(e) if matches!(e.kind, nar::ErrorKind::Io(_)) => {
+                let nar::ErrorKind::Io(io) = e.kind else { unreachable!() };
+                download_err(io)
+            }
+            source => Error::Unpack { path: path_str.clone(), cache: cache_name.clone(), source },
+        })?;
+        let NarTee { inner: decoder, hasher, size: nar_size, relocated } = reader.into_inner();
+        drop(decoder);
+        Ok((pending, hasher.finish(), nar_size, relocated))
+    })();
+    let (pending, nar_hash, nar_size, relocated) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            drop(tee);
+            if let Some((tmp, _)) = copy {
+                let _ = fs::remove_file(tmp);
+            }
+            return Err(e);
+        }
+    };
+    // The decompressor may stop before the end of the file: the FileHash covers all of it.
+    let drained = io::copy(&mut tee, &mut io::sink());
+    let file_size = tee.size;
+    let flushed = tee.copy.take().map_or(Ok(()), |mut w| w.flush());
+    let file_hash = tee.hasher.clone().finish();
+    drop(tee);
+    let cleanup = |copy: Option<(PathBuf, File)>| {
+        if let Some((tmp, _)) = copy {
+            let _ = fs::remove_file(tmp);
+        }
+    };
+    if let Err(e) = drained {
+        cleanup(copy);
+        return Err(download_err(e));
+    }
+    let check = check_hashes(info, &path_str, &cache_name, file_hash, file_size, nar_hash, nar_size);
+    if let Err(e) = check {
+        cleanup(copy);
+        return Err(e);
+    }
+    let relocated_hash = match relocated {
+        Some(w) => w.finish().map_err(download_err)?.0.finish(),
+        None => nar_hash,
+    };
+    pending.commit().map_err(|source| Error::Unpack { path: path_str.clone(), cache: cache_name.clone(), source })?;
+    unpacked.fetch_add(nar_size, Ordering::Relaxed);
+    if let Some((tmp, file)) = copy {
+        drop(file);
+        if flushed.is_ok() {
+            let _ = fs::rename(&tmp, tmp.with_file_name(key));
+        } else {
+            let _ = fs::remove_file(tmp);
+        }
+    }
+
+    let warnings = if opts.relocation.is_identity() {
+        Vec::new()
+    } else {
+        unreachable_references(&dest, &info.path, &hook.compressed, &opts.relocation)
+    };
+    for w in &warnings {
+        opts.reporter.warning(w);
+    }
+    Ok(Done {
+        base: info.path.base_name().to_owned(),
+        entry: ManifestEntry {
+            nar_hash: nar_hash.to_string(),
+            nar_size,
+            relocated_nar_hash: relocated_hash.to_string(),
+            references: info.references().iter().map(ToString::to_string).collect(),
+            warnings,
+        },
+        source,
+        read_bytes: file_size,
+    })
+}
+
+/// Hashes and counts the compressed bytes, copies them into the download cache, reports progress.
+struct FileTee<'a, 'f> {
+    inner: Box<dyn Read + Send>,
+    hasher: Hasher,
+    size: u64,
+    copy: Option<io::BufWriter<&'f mut File>>,
+    reporter: &'a dyn Reporter,
+}
+
+impl Read for FileTee<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        if let Some(w) = &mut self.copy {
+            if w.write_all(&buf[..n]).is_err() {
+                // The download cache is an optimisation: stop copying, keep going.
+                self.copy = None;
+            }
+        }
+        self.reporter.progress(n as u64);
+        Ok(n)
+    }
+}
+
+/// Hashes and counts the NAR, and the NAR as relocated.
+struct NarTee<R> {
+    inner: R,
+    hasher: Hasher,
+    size: u64,
+    relocated: Option<RewritingWriter<Hasher>>,
+}
+
+impl<R: Read> Read for NarTee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        if let Some(w) = &mut self.relocated {
+            w.write_all(&buf[..n])?;
+        }
+        Ok(n)
+    }
+}
+
+/// Rewrites contents and symlink targets; notes files that look compressed.
+struct RelocateHook<'r> {
+    reloc: &'r Relocation,
+    compressed: Vec<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl UnpackHook for RelocateHook<'_> {
+    fn contents(&mut self, path: &[u8], contents: &mut dyn Read, out: &mut dyn Write) -> io::Result<()> {
+        let head = if self.reloc.is_identity() {
+            copy_sniffing(contents, out, &mut self.buf)?
+        } else {
+            let mut w = self.reloc.writer(out);
+            let head = copy_sniffing(contents, &mut w, &mut self.buf)?;
+            w.finish()?;
+            head
+        };
+        if narwhal_relocate::sniff(&head).is_some() {
+            self.compressed.push(path.to_vec());
+        }
+        Ok(())
+    }
+
+    fn symlink_target<'t>(&mut self, _path: &[u8], target: &'t [u8]) -> Cow<'t, [u8]> {
+        if self.reloc.is_identity() {
+            Cow::Borrowed(target)
+        } else {
+            Cow::Owned(self.reloc.rewrite_target(target))
+        }
+    }
+}
+
+/// Copies everything and returns the first bytes, for [`narwhal_relocate::sniff`].
+fn copy_sniffing<W: Write + ?Sized>(from: &mut dyn Read, to: &mut W, buf: &mut [u8]) -> io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(narwhal_relocate::scan::SNIFF_LEN);
+    loop {
+        let n = match from.read(buf) {
+            Ok(0) => return Ok(head),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let take = (narwhal_relocate::scan::SNIFF_LEN - head.len()).min(n);
+        head.extend_from_slice(&buf[..take]);
+        to.write_all(&buf[..n])?;
+    }
+}
+
+/// References a byte rewrite cannot reach: the store dir inside compressed data.
+fn unreachable_references(
+    dest: &Path,
+    path: &narwhal_formats::store_path::StorePath,
+    compressed: &[Vec<u8>],
+    relocation: &Relocation,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for rel in compressed {
+        let file = dest.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(rel));
+        let shown = String::from_utf8_lossy(rel);
+        match narwhal_relocate::scan_compressed(&file, relocation.from().as_bytes()) {
+            Ok(Some(f)) => warnings.push(format!(
+                "{path}/{shown}{} holds {} inside its {} data, which relocation cannot rewrite",
+                f.member.map(|m| format!(" (entry {m})")).unwrap_or_default(),
+                relocation.from(),
+                f.format
+            )),
+            Ok(None) => {}
+            Err(e) => warnings.push(format!("could not scan {path}/{shown}: {e}")),
+        }
+    }
+    warnings
+}
+
+/// Compares what was read with what the (signed) narinfo promised.
+fn check_hashes(
+    info: &narwhal_formats::narinfo::NarInfo,
+    path: &str,
+    cache: &str,
+    file_hash: narwhal_formats::hash::Hash,
+    file_size: u64,
+    nar_hash: narwhal_formats::hash::Hash,
+    nar_size: u64,
+) -> Result<(), Error> {
+    let mismatch = |what: &'static str, expected: String, actual: String| {
+        Err(Error::HashMismatch { path: path.to_owned(), cache: cache.to_owned(), what, expected, actual })
+    };
+    if let Some(h) = info.file_hash.filter(|h| *h != file_hash) {
+        return mismatch("FileHash", h.to_string(), file_hash.to_string());
+    }
+    if let Some(s) = info.file_size.filter(|s| *s != file_size) {
+        return mismatch("FileSize", s.to_string(), file_size.to_string());
+    }
+    if nar_size != info.nar_size {
+        return mismatch("NarSize", info.nar_size.to_string(), nar_size.to_string());
+    }
+    if nar_hash != info.nar_hash {
+        return mismatch("NarHash", info.nar_hash.to_string(), nar_hash.to_string());
+    }
+    Ok(())
+}

@@ -1,0 +1,76 @@
+//! What went wrong talking to a cache, and whether trying again can help.
+
+use std::io;
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+#[error("{url}")]
+pub struct StoreError {
+    /// The object's full URL (cache URL and key).
+    pub url: String,
+    #[source]
+    pub kind: StoreErrorKind,
+}
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    #[error("not found")]
+    NotFound,
+    #[error("HTTP {status}{}", if *.attempts > 1 { format!(" (after {} attempts)", .attempts) } else { String::new() })]
+    Status { status: u16, attempts: u32 },
+    #[error("cannot reach the server{}", if *.attempts > 1 { format!(" (after {} attempts)", .attempts) } else { String::new() })]
+    Transport {
+        attempts: u32,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(
+        "the key leaves the cache (absolute, '..', or a full URL); the narinfo or pin that named it is not trustworthy"
+    )]
+    InvalidKey,
+    #[error("invalid cache URL: {0}")]
+    InvalidUrl(String),
+    #[error(transparent)]
+    Io(io::Error),
+}
+
+impl StoreError {
+    pub fn new(url: impl Into<String>, kind: StoreErrorKind) -> Self {
+        Self { url: url.into(), kind }
+    }
+
+    /// Whether a later attempt may succeed (timeouts, resets, 5xx, 429).
+    pub fn is_transient(&self) -> bool {
+        match &self.kind {
+            StoreErrorKind::Status { status, .. } => *status >= 500 || *status == 429 || *status == 408,
+            StoreErrorKind::Transport { .. } => true,
+            StoreErrorKind::Io(e) => matches!(
+                e.kind(),
+                io::ErrorKind::TimedOut
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::UnexpectedEof
+                    | io::ErrorKind::Interrupted
+            ),
+            _ => false,
+        }
+    }
+
+    /// A hint for the user, when one is known.
+    pub fn hint(&self) -> Option<&'static str> {
+        match &self.kind {
+            StoreErrorKind::Status { status: 401 | 403, .. } => {
+                Some("the cache refused access; check the credentials or token it expects")
+            }
+            StoreErrorKind::Status { status: 404, .. } | StoreErrorKind::NotFound => {
+                Some("the cache lacks this object; push the closure again or check the cache URL")
+            }
+            StoreErrorKind::Status { .. } | StoreErrorKind::Transport { .. } => {
+                Some("check that the cache URL is right and the server is up; transient errors were retried")
+            }
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Hydra's JSON API: the outputs of a job's latest successful build.
+//!
+//! `GET <job URL>/latest` with `Accept: application/json` answers with the
+//! build; its `buildoutputs` map output names to `{"path": "/nix/store/…"}`.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+use crate::error::{StoreError, StoreErrorKind};
+use crate::http::HttpOptions;
+
+#[derive(Debug, Deserialize)]
+struct Build {
+    #[serde(default)]
+    buildoutputs: BTreeMap<String, Output>,
+    #[serde(default)]
+    buildstatus: Option<i64>,
+    #[serde(default)]
+    finished: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Output {
+    path: String,
+}
+
+/// Whether `s` looks like a Hydra job URL (`http(s)://host/job/<project>/<jobset>/<job>`).
+pub fn is_job_url(s: &str) -> bool {
+    (s.starts_with("http://") || s.starts_with("https://")) && s.contains("/job/")
+}
+
+/// The output paths of the latest successful build of the job at `job_url`,
+/// `out` first.
+pub fn latest_outputs(job_url: &str, options: &HttpOptions) -> Result<Vec<String>, StoreError> {
+    let url = format!("{}/latest", job_url.trim_end_matches('/'));
+    let client = reqwest::blocking::Client::builder()
+        .timeout(options.timeout)
+        .build()
+        .map_err(|e| StoreError::new(&url, StoreErrorKind::Transport { attempts: 0, source: Box::new(e) }))?;
+    let mut delay = options.initial_backoff;
+    let mut attempt = 0;
+    let body = loop {
+        attempt += 1;
+        let err = match client.get(&url).header("Accept", "application/json").send() {
+            Ok(r) if r.status().is_success() => match r.bytes() {
+                Ok(b) => break b,
+                Err(e) => StoreError::new(&url, StoreErrorKind::Transport { attempts: attempt, source: Box::new(e) }),
+            },
+            Ok(r) => StoreError::new(&url, StoreErrorKind::Status { status: r.status().as_u16(), attempts: attempt }),
+            Err(e) => StoreError::new(&url, StoreErrorKind::Transport { attempts: attempt, source: Box::new(e) }),
+        };
+        if !err.is_transient() || attempt >= options.attempts {
+            return Err(err);
+        }
+        std::thread::sleep(delay);
+        delay = delay.saturating_mul(2);
+    };
+    let invalid = |why: String| StoreError::new(&url, StoreErrorKind::InvalidUrl(why));
+    let build: Build =
+        serde_json::from_slice(&body).map_err(|e| invalid(format!("the answer is not a Hydra build: {e}")))?;
+    if build.finished == Some(0) || build.buildstatus.is_some_and(|s| s != 0) {
+        return Err(invalid("the latest build of this job did not succeed".to_owned()));
+    }
+    let mut outs: Vec<(String, String)> = build.buildoutputs.into_iter().map(|(k, v)| (k, v.path)).collect();
+    if outs.is_empty() {
+        return Err(invalid("the build lists no outputs".to_owned()));
+    }
+    outs.sort_by_key(|(k, _)| k != "out");
+    Ok(outs.into_iter().map(|(_, p)| p).collect())
+}

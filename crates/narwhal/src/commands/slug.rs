@@ -1,0 +1,139 @@
+//! `narwhal slug`: a closure laid out as a Heroku slug.
+//!
+//! ```text
+//! APP_DIR/store/<hash>-<name>/…   the closure, relocated to PREFIX (/app/store)
+//! APP_DIR/result[-N] -> store/…   the roots, as nix-build names them
+//! APP_DIR/.profile.d/narwhal.sh   puts result/bin on PATH at run time
+//! APP_DIR/.narwhal/bin/run_result.sh   the older buildpack's launcher
+//! ```
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use narwhal_slug::{Rules, HEROKU_SLUG_LIMIT};
+
+use super::fetch::{fetch_into, human};
+use crate::cli::SlugArgs;
+use crate::output::{stdout, write_atomic};
+
+/// The `result` links made, in root order.
+pub fn run(args: &SlugArgs) -> anyhow::Result<Vec<PathBuf>> {
+    let runtime_root = args.runtime_root.trim_end_matches('/');
+    if !runtime_root.starts_with('/') {
+        bail!("--runtime-root {:?} must be an absolute path such as /app", args.runtime_root);
+    }
+    let prefix = args.prefix.clone().unwrap_or_else(|| format!("{runtime_root}/store"));
+    let store = args.app_dir.join("store");
+    let fetched = fetch_into(&args.roots, &args.source, &store, Some(&prefix), args.pad)?;
+
+    let links =
+        result_links(&args.app_dir, &fetched.roots.iter().map(|r| r.base_name().to_owned()).collect::<Vec<_>>())?;
+    write_profile(&args.app_dir, runtime_root, &links)?;
+    prune(&args.app_dir)?;
+    report(&args.app_dir, runtime_root)?;
+
+    let mut out = stdout();
+    for l in &links {
+        writeln!(out, "{}", l.display())?;
+    }
+    out.flush()?;
+    Ok(links)
+}
+
+/// `result`, `result-2`, … as relative links into `store/`, replaced atomically.
+fn result_links(app_dir: &Path, bases: &[String]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut links = Vec::new();
+    for (i, base) in bases.iter().enumerate() {
+        let name = if i == 0 { "result".to_owned() } else { format!("result-{}", i + 1) };
+        let link = app_dir.join(&name);
+        if let Ok(meta) = link.symlink_metadata() {
+            if !meta.file_type().is_symlink() {
+                bail!(
+                    "{} exists and is not a symlink; narwhal will not replace it (rename it in the app)",
+                    link.display()
+                );
+            }
+        }
+        let tmp = app_dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(Path::new("store").join(base), &tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        std::fs::rename(&tmp, &link).with_context(|| format!("cannot create {}", link.display()))?;
+        links.push(link);
+    }
+    Ok(links)
+}
+
+/// `.profile.d/narwhal.sh` and the `run_result.sh` launcher of the older buildpack.
+fn write_profile(app_dir: &Path, runtime_root: &str, links: &[PathBuf]) -> anyhow::Result<()> {
+    let profile_d = app_dir.join(".profile.d");
+    std::fs::create_dir_all(&profile_d).with_context(|| format!("cannot create {}", profile_d.display()))?;
+    let mut path = String::new();
+    for l in links {
+        let name = l.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let _ = write!(path, "{runtime_root}/{name}/bin:");
+    }
+    let script = format!(
+        "# Written by narwhal: the deployed closure's programs come first on PATH.\nexport PATH=\"{path}{runtime_root}/.narwhal/bin:$PATH\"\n"
+    );
+    write_atomic(&profile_d.join("narwhal.sh"), script.as_bytes(), 0o644, true)
+        .with_context(|| format!("cannot write {}", profile_d.join("narwhal.sh").display()))?;
+
+    let bin = app_dir.join(".narwhal/bin");
+    std::fs::create_dir_all(&bin).with_context(|| format!("cannot create {}", bin.display()))?;
+    let launcher = format!(
+        "#!/bin/sh\n# Written by narwhal, for Procfiles of the older Nix buildpacks:\n#   run_result.sh bin/server         runs {runtime_root}/result/bin/server\n#   run_result.sh NAME bin/server    runs {runtime_root}/result-NAME/bin/server\nif [ $# -ge 2 ] && [ -e \"{runtime_root}/result-$1\" ]; then\n  out=\"{runtime_root}/result-$1\"; shift\nelse\n  out=\"{runtime_root}/result\"\nfi\nprog=\"$1\"; shift\nexec \"$out/$prog\" \"$@\"\n"
+    );
+    let target = bin.join("run_result.sh");
+    write_atomic(&target, launcher.as_bytes(), 0o755, true)
+        .with_context(|| format!("cannot write {}", target.display()))?;
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+/// Applies `APP_DIR/.slugexclude`, when there is one.
+fn prune(app_dir: &Path) -> anyhow::Result<()> {
+    let file = app_dir.join(".slugexclude");
+    let text = match std::fs::read(&file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
+    };
+    let rules = Rules::parse(&text).with_context(|| format!("invalid {}", file.display()))?;
+    let report = narwhal_slug::prune(app_dir, &rules).context("cannot prune the slug")?;
+    eprintln_line(&format!(".slugexclude removed {} entries, {}", report.removed.len(), human(report.bytes_freed)));
+    Ok(())
+}
+
+/// Warns about what will not resolve at run time, and reports sizes.
+fn report(app_dir: &Path, runtime_root: &str) -> anyhow::Result<()> {
+    for problem in narwhal_slug::check(app_dir, runtime_root).context("cannot check the slug")? {
+        eprintln_line(&format!("warning: {problem}"));
+    }
+    let sizes = narwhal_slug::size_report(app_dir).context("cannot measure the slug")?;
+    eprintln_line("store paths by size (uncompressed):");
+    for p in sizes.paths.iter().take(10) {
+        eprintln_line(&format!("  {:>10}  {}", human(p.bytes), p.name.to_string_lossy()));
+    }
+    if sizes.paths.len() > 10 {
+        eprintln_line(&format!("  … and {} more", sizes.paths.len() - 10));
+    }
+    eprintln_line(&format!(
+        "total {} uncompressed; Heroku limits the compressed slug to {}",
+        human(sizes.total),
+        human(HEROKU_SLUG_LIMIT)
+    ));
+    if sizes.total > HEROKU_SLUG_LIMIT {
+        eprintln_line(
+            "warning: the closure alone is over the limit uncompressed; if the slug is refused, prune it with .slugexclude",
+        );
+    }
+    Ok(())
+}
+
+fn eprintln_line(s: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{s}");
+}

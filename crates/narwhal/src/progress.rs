@@ -1,0 +1,81 @@
+//! Progress on stderr: a bar on a terminal, plain lines otherwise.
+//! `NO_COLOR` and `--no-progress` are honoured.
+
+use std::io::{IsTerminal as _, Write as _};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use narwhal_fetch::{Reporter, Source};
+use narwhal_formats::store_path::StorePath;
+
+pub struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    pub fn new(no_progress: bool) -> Self {
+        let tty = std::io::stderr().is_terminal() && !no_progress && std::env::var_os("CI").is_none();
+        let bar = tty.then(|| {
+            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+            let style = if std::env::var_os("NO_COLOR").is_some() {
+                "{bytes}/{total_bytes} {wide_msg}"
+            } else {
+                "{bar:30.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} {wide_msg}"
+            };
+            bar.set_style(ProgressStyle::with_template(style).unwrap_or_else(|_| ProgressStyle::default_bar()));
+            bar
+        });
+        Self { bar }
+    }
+
+    /// A line that stays, above the bar when there is one.
+    pub fn line(&self, s: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(s),
+            None => {
+                let _ = writeln!(std::io::stderr().lock(), "{s}");
+            }
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Reporter for Progress {
+    fn planned(&self, paths: usize, download_bytes: u64) {
+        match &self.bar {
+            Some(bar) => bar.set_length(download_bytes),
+            None => self.line(&format!("fetching the closure: {paths} paths")),
+        }
+    }
+
+    fn started(&self, path: &StorePath, source: Source) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(path.to_string());
+        } else {
+            let how = match source {
+                Source::Download => "downloading",
+                Source::LocalCache => "from the local cache",
+                Source::Present => "present",
+            };
+            self.line(&format!("{how} {path}"));
+        }
+    }
+
+    fn progress(&self, n: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(n);
+        }
+    }
+
+    fn retrying(&self, path: &StorePath, attempt: u32, why: &str) {
+        self.line(&format!("retrying {path} (attempt {attempt}): {why}"));
+    }
+
+    fn warning(&self, message: &str) {
+        self.line(&format!("warning: {message}"));
+    }
+}
