@@ -16,14 +16,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use narwhal_formats::hash::{Algorithm, Encoding, Hasher};
+use narwhal_formats::hash::{Algorithm, Encoding, Hash, Hasher};
 use narwhal_formats::nar::{self, UnpackHook};
-use narwhal_relocate::{Relocation, RewritingWriter};
+use narwhal_relocate::Relocation;
 use narwhal_store::Compression;
 
 use crate::closure::ClosurePath;
 use crate::error::Error;
 use crate::manifest::{Manifest, ManifestEntry};
+use crate::pipe;
 use crate::report::{Reporter, Source};
 use crate::substituters::Substituters;
 
@@ -64,6 +65,8 @@ struct Done {
     entry: ManifestEntry,
     source: Source,
     read_bytes: u64,
+    /// Files (relative to the path) that look compressed, to scan once everything is in.
+    compressed: Vec<Vec<u8>>,
 }
 
 /// Fetches every path of `closure` into `opts.dest`.
@@ -89,30 +92,10 @@ pub fn fetch(subs: &Substituters, closure: &[ClosurePath], opts: &FetchOptions<'
         });
     }
 
-    // Decide what is already there before reading anything.
-    let mut todo = Vec::new();
     let mut summary = Summary { paths: closure.len(), ..Summary::default() };
-    for cp in closure {
-        let base = cp.info.path.base_name().to_owned();
-        let target = opts.dest.join(&base);
-        let exists = fs::symlink_metadata(&target).is_ok();
-        match (exists, manifest.paths.get(&base)) {
-            (true, Some(e)) if e.nar_hash == cp.info.nar_hash.to_string() => {
-                summary.present += 1;
-                opts.reporter.finished(&cp.info.path, Source::Present);
-            }
-            (true, Some(e)) => {
-                return Err(Error::Conflict {
-                    path: target,
-                    what: "NarHash",
-                    existing: e.nar_hash.clone(),
-                    wanted: cp.info.nar_hash.to_string(),
-                })
-            }
-            (true, None) => return Err(Error::Unmanaged(target)),
-            (false, _) => todo.push(cp),
-        }
-    }
+    let mut todo = still_missing(closure, &manifest, opts, &mut summary)?;
+    // Largest first, so the longest path does not start last.
+    todo.sort_by_key(|cp| std::cmp::Reverse(cp.info.nar_size));
     let planned: u64 = todo.iter().map(|cp| cp.info.file_size.unwrap_or(cp.info.nar_size)).sum();
     opts.reporter.planned(closure.len(), planned);
 
@@ -145,22 +128,27 @@ pub fn fetch(subs: &Substituters, closure: &[ClosurePath], opts: &FetchOptions<'
     });
 
     let mut first_error = None;
+    let mut done_paths: Vec<Done> = Vec::new();
     for r in results.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
         match r {
-            Ok(done) => {
-                match done.source {
-                    Source::Download => summary.downloaded += 1,
-                    Source::LocalCache => summary.from_cache += 1,
-                    Source::Present => summary.present += 1,
-                }
-                summary.downloaded_bytes += done.read_bytes;
-                summary.warnings.extend(done.entry.warnings.iter().cloned());
-                manifest.paths.insert(done.base, done.entry);
-            }
+            Ok(done) => done_paths.push(done),
             Err(e) => {
                 first_error.get_or_insert(e);
             }
         }
+    }
+    // Compressed files are scanned once all paths are in, on every worker, so
+    // a large path's scan does not run on one core after everything else is done.
+    scan_all(&mut done_paths, opts);
+    for done in done_paths {
+        match done.source {
+            Source::Download => summary.downloaded += 1,
+            Source::LocalCache => summary.from_cache += 1,
+            Source::Present => summary.present += 1,
+        }
+        summary.downloaded_bytes += done.read_bytes;
+        summary.warnings.extend(done.entry.warnings.iter().cloned());
+        manifest.paths.insert(done.base, done.entry);
     }
     summary.unpacked_bytes = unpacked.into_inner();
     // Record what did arrive even when something failed, so a rerun skips it.
@@ -174,6 +162,39 @@ pub fn fetch(subs: &Substituters, closure: &[ClosurePath], opts: &FetchOptions<'
         prune_download_cache(dir, &keep, &present_keys);
     }
     Ok(summary)
+}
+
+/// The paths not yet in the destination; the others are checked against the
+/// manifest (a path narwhal did not write, or wrote from another NAR, is an error).
+fn still_missing<'c>(
+    closure: &'c [ClosurePath],
+    manifest: &Manifest,
+    opts: &FetchOptions<'_>,
+    summary: &mut Summary,
+) -> Result<Vec<&'c ClosurePath>, Error> {
+    let mut todo = Vec::new();
+    for cp in closure {
+        let base = cp.info.path.base_name().to_owned();
+        let target = opts.dest.join(&base);
+        let exists = fs::symlink_metadata(&target).is_ok();
+        match (exists, manifest.paths.get(&base)) {
+            (true, Some(e)) if e.nar_hash == cp.info.nar_hash.to_string() => {
+                summary.present += 1;
+                opts.reporter.finished(&cp.info.path, Source::Present);
+            }
+            (true, Some(e)) => {
+                return Err(Error::Conflict {
+                    path: target,
+                    what: "NarHash",
+                    existing: e.nar_hash.clone(),
+                    wanted: cp.info.nar_hash.to_string(),
+                })
+            }
+            (true, None) => return Err(Error::Unmanaged(target)),
+            (false, _) => todo.push(cp),
+        }
+    }
+    Ok(todo)
 }
 
 /// The download cache's name for a path's compressed NAR.
@@ -285,13 +306,17 @@ fn fetch_once(
         reporter: opts.reporter,
     };
     let dest = opts.dest.join(info.path.base_name());
-    // The hash of the NAR as it will be on disk; the same as NarHash when not relocating.
-    let reloc_hash = (!opts.relocation.is_identity()).then(|| opts.relocation.writer(Hasher::new(Algorithm::Sha256)));
     let mut hook = RelocateHook { reloc: &opts.relocation, compressed: Vec::new(), buf: vec![0; 256 * 1024] };
 
-    let result = (|| {
+    // Parsing and writing files here; NarHash, NarSize and the relocated NAR's
+    // hash on a second thread, fed in chunks, so the largest path of a closure
+    // does not run on one core alone.
+    let result = std::thread::scope(|scope| {
+        let (feed, chunks) = pipe::channel();
+        let reloc = &opts.relocation;
+        let hashing = scope.spawn(move || nar_hashes(chunks, reloc));
         let decoder = compression.decoder(&mut tee).map_err(&download_err)?;
-        let nar_tee = NarTee { inner: decoder, hasher: Hasher::new(Algorithm::Sha256), size: 0, relocated: reloc_hash };
+        let nar_tee = NarTee { inner: decoder, feed };
         let mut reader = BufReader::with_capacity(256 * 1024, nar_tee);
         let pending = nar::unpack_pending(&mut reader, &dest, &mut hook).map_err(|source| match source {
             nar::UnpackError::Nar(e) if matches!(e.kind, nar::ErrorKind::Io(_)) => {
@@ -300,10 +325,12 @@ fn fetch_once(
             }
             source => Error::Unpack { path: path_str.clone(), cache: cache_name.clone(), source },
         })?;
-        let NarTee { inner: decoder, hasher, size: nar_size, relocated } = reader.into_inner();
+        let NarTee { inner: decoder, mut feed } = reader.into_inner();
         drop(decoder);
-        Ok((pending, hasher.finish(), nar_size, relocated))
-    })();
+        feed.finish().map_err(&download_err)?;
+        let (nar_hash, nar_size, relocated) = hashing.join().expect("the hashing thread does not panic");
+        Ok((pending, nar_hash, nar_size, relocated))
+    });
     let (pending, nar_hash, nar_size, relocated) = match result {
         Ok(r) => r,
         Err(e) => {
@@ -334,10 +361,7 @@ fn fetch_once(
         cleanup(copy);
         return Err(e);
     }
-    let relocated_hash = match relocated {
-        Some(w) => w.finish().map_err(download_err)?.0.finish(),
-        None => nar_hash,
-    };
+    let relocated_hash = relocated;
     pending.commit().map_err(|source| Error::Unpack { path: path_str.clone(), cache: cache_name.clone(), source })?;
     unpacked.fetch_add(nar_size, Ordering::Relaxed);
     if let Some((tmp, file)) = copy {
@@ -349,14 +373,6 @@ fn fetch_once(
         }
     }
 
-    let warnings = if opts.relocation.is_identity() {
-        Vec::new()
-    } else {
-        unreachable_references(&dest, &info.path, &hook.compressed, &opts.relocation)
-    };
-    for w in &warnings {
-        opts.reporter.warning(w);
-    }
     Ok(Done {
         base: info.path.base_name().to_owned(),
         entry: ManifestEntry {
@@ -364,10 +380,11 @@ fn fetch_once(
             nar_size,
             relocated_nar_hash: relocated_hash.to_string(),
             references: info.references().iter().map(ToString::to_string).collect(),
-            warnings,
+            warnings: Vec::new(),
         },
         source,
         read_bytes: file_size,
+        compressed: if opts.relocation.is_identity() { Vec::new() } else { hook.compressed },
     })
 }
 
@@ -396,24 +413,63 @@ impl Read for FileTee<'_, '_> {
     }
 }
 
-/// Hashes and counts the NAR, and the NAR as relocated.
+/// Passes the NAR on to the hashing thread as it is read.
 struct NarTee<R> {
     inner: R,
-    hasher: Hasher,
-    size: u64,
-    relocated: Option<RewritingWriter<Hasher>>,
+    feed: pipe::Feed,
 }
 
 impl<R: Read> Read for NarTee<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.size += n as u64;
-        if let Some(w) = &mut self.relocated {
-            w.write_all(&buf[..n])?;
-        }
+        self.feed.write_all(&buf[..n])?;
         Ok(n)
     }
+}
+
+/// NarHash, NarSize, and the hash of the NAR as relocated.
+///
+/// Until the old store directory first occurs, the relocated NAR is the NAR
+/// itself, so only one hash runs; at the chunk where an occurrence may start,
+/// the relocated hash forks from a copy of the NAR hash's state and follows
+/// the rewritten bytes from there. A path without the store directory in it
+/// (documentation, data) is hashed once, and its relocated hash is its NarHash.
+fn nar_hashes(chunks: pipe::Chunks, reloc: &Relocation) -> (Hash, u64, Hash) {
+    let needle = reloc.from().as_bytes();
+    let finder = memchr::memmem::Finder::new(needle);
+    let mut hasher = Hasher::new(Algorithm::Sha256);
+    let mut relocated: Option<narwhal_relocate::RewritingWriter<Hasher>> = None;
+    let mut size = 0;
+    // The previous chunk and the hash state before it, for an occurrence that straddles two chunks.
+    let mut previous: Vec<u8> = Vec::new();
+    let mut before_previous = hasher.clone();
+    chunks.for_each(|chunk| {
+        if relocated.is_none() && !reloc.is_identity() {
+            let tail = &previous[previous.len().saturating_sub(needle.len() - 1)..];
+            let mut seam = tail.to_vec();
+            seam.extend_from_slice(&chunk[..chunk.len().min(needle.len() - 1)]);
+            if finder.find(&seam).is_some() {
+                let mut w = reloc.writer(before_previous.clone());
+                let _ = w.write_all(&previous);
+                relocated = Some(w);
+            } else if finder.find(chunk).is_some() {
+                relocated = Some(reloc.writer(hasher.clone()));
+            }
+        }
+        if let Some(w) = &mut relocated {
+            // Writing into a hasher cannot fail.
+            let _ = w.write_all(chunk);
+        } else {
+            before_previous = hasher.clone();
+            previous.clear();
+            previous.extend_from_slice(chunk);
+        }
+        hasher.update(chunk);
+        size += chunk.len() as u64;
+    });
+    let nar_hash = hasher.finish();
+    let relocated = relocated.and_then(|w| w.finish().ok()).map_or(nar_hash, |(h, _)| h.finish());
+    (nar_hash, size, relocated)
 }
 
 /// Rewrites contents and symlink targets; notes files that look compressed.
@@ -425,18 +481,28 @@ struct RelocateHook<'r> {
 
 impl UnpackHook for RelocateHook<'_> {
     fn contents(&mut self, path: &[u8], contents: &mut dyn Read, out: &mut dyn Write) -> io::Result<()> {
-        let head = if self.reloc.is_identity() {
-            copy_sniffing(contents, out, &mut self.buf)?
-        } else {
-            let mut w = self.reloc.writer(out);
-            let head = copy_sniffing(contents, &mut w, &mut self.buf)?;
-            w.finish()?;
-            head
-        };
-        if narwhal_relocate::sniff(&head).is_some() {
+        // Most files fit the buffer: read whole, rewrite in place, write once.
+        let (filled, eof) = fill(contents, &mut self.buf)?;
+        let head = &self.buf[..filled.min(narwhal_relocate::scan::SNIFF_LEN)];
+        if narwhal_relocate::sniff(head).is_some() {
             self.compressed.push(path.to_vec());
         }
-        Ok(())
+        if eof {
+            if !self.reloc.is_identity() {
+                self.reloc.rewrite_in_place(&mut self.buf[..filled]);
+            }
+            return out.write_all(&self.buf[..filled]);
+        }
+        // Larger ones stream, through the rewriting writer when relocating.
+        if self.reloc.is_identity() {
+            out.write_all(&self.buf[..filled])?;
+            copy_all(contents, out, &mut self.buf)
+        } else {
+            let mut w = self.reloc.writer(out);
+            w.write_all(&self.buf[..filled])?;
+            copy_all(contents, &mut w, &mut self.buf)?;
+            w.finish().map(|_| ())
+        }
     }
 
     fn symlink_target<'t>(&mut self, _path: &[u8], target: &'t [u8]) -> Cow<'t, [u8]> {
@@ -448,45 +514,77 @@ impl UnpackHook for RelocateHook<'_> {
     }
 }
 
-/// Copies everything and returns the first bytes, for [`narwhal_relocate::sniff`].
-fn copy_sniffing<W: Write + ?Sized>(from: &mut dyn Read, to: &mut W, buf: &mut [u8]) -> io::Result<Vec<u8>> {
-    let mut head = Vec::with_capacity(narwhal_relocate::scan::SNIFF_LEN);
-    loop {
-        let n = match from.read(buf) {
-            Ok(0) => return Ok(head),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+/// Reads until `buf` is full or the input ends; returns the bytes read and whether it ended.
+fn fill(from: &mut dyn Read, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match from.read(&mut buf[filled..]) {
+            Ok(0) => return Ok((filled, true)),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
-        };
-        let take = (narwhal_relocate::scan::SNIFF_LEN - head.len()).min(n);
-        head.extend_from_slice(&buf[..take]);
-        to.write_all(&buf[..n])?;
+        }
+    }
+    Ok((filled, false))
+}
+
+fn copy_all<W: Write + ?Sized>(from: &mut dyn Read, to: &mut W, buf: &mut [u8]) -> io::Result<()> {
+    loop {
+        match from.read(buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => to.write_all(&buf[..n])?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 
-/// References a byte rewrite cannot reach: the store dir inside compressed data.
-fn unreachable_references(
-    dest: &Path,
-    path: &narwhal_formats::store_path::StorePath,
-    compressed: &[Vec<u8>],
-    relocation: &Relocation,
-) -> Vec<String> {
-    let mut warnings = Vec::new();
-    for rel in compressed {
-        let file = dest.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(rel));
-        let shown = String::from_utf8_lossy(rel);
-        match narwhal_relocate::scan_compressed(&file, relocation.from().as_bytes()) {
-            Ok(Some(f)) => warnings.push(format!(
-                "{path}/{shown}{} holds {} inside its {} data, which relocation cannot rewrite",
-                f.member.map(|m| format!(" (entry {m})")).unwrap_or_default(),
-                relocation.from(),
-                f.format
-            )),
-            Ok(None) => {}
-            Err(e) => warnings.push(format!("could not scan {path}/{shown}: {e}")),
-        }
+/// Finds references a byte rewrite cannot reach (the store dir inside
+/// compressed data) in every fetched path, files shared out to `opts.jobs`
+/// threads; the warnings go into the paths' manifest entries, in file order.
+fn scan_all(done: &mut [Done], opts: &FetchOptions<'_>) {
+    let files: Vec<(usize, usize)> =
+        done.iter().enumerate().flat_map(|(d, p)| (0..p.compressed.len()).map(move |f| (d, f))).collect();
+    if files.is_empty() {
+        return;
     }
-    warnings
+    let next = AtomicUsize::new(0);
+    let found: Mutex<Vec<(usize, usize, String)>> = Mutex::new(Vec::new());
+    let done_ref = &*done;
+    std::thread::scope(|scope| {
+        for _ in 0..opts.jobs.clamp(1, files.len()) {
+            scope.spawn(|| {
+                while let Some(&(d, f)) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    if let Some(w) = scan_one(&opts.dest, &done_ref[d], f, &opts.relocation) {
+                        found.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((d, f, w));
+                    }
+                }
+            });
+        }
+    });
+    let mut found = found.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    found.sort();
+    for (d, _, w) in found {
+        opts.reporter.warning(&w);
+        done[d].entry.warnings.push(w);
+    }
+}
+
+fn scan_one(dest: &Path, done: &Done, index: usize, relocation: &Relocation) -> Option<String> {
+    let rel = &done.compressed[index];
+    let file = dest.join(&done.base).join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(rel));
+    let shown = String::from_utf8_lossy(rel);
+    let path = &done.base;
+    match narwhal_relocate::scan_compressed(&file, relocation.from().as_bytes()) {
+        Ok(Some(f)) => Some(format!(
+            "{path}/{shown}{} holds {} inside its {} data, which relocation cannot rewrite",
+            f.member.map(|m| format!(" (entry {m})")).unwrap_or_default(),
+            relocation.from(),
+            f.format
+        )),
+        Ok(None) => None,
+        Err(e) => Some(format!("could not scan {path}/{shown}: {e}")),
+    }
 }
 
 /// Compares what was read with what the (signed) narinfo promised.

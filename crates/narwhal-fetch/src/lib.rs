@@ -12,6 +12,7 @@ mod closure;
 mod error;
 mod fetch;
 mod manifest;
+mod pipe;
 mod report;
 mod roots;
 mod substituters;

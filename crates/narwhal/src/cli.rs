@@ -104,6 +104,9 @@ pub struct SourceArgs {
     /// Keep downloaded NARs here, keyed by hash, and reuse them on later runs.
     #[arg(long, env = "NARWHAL_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// After a successful fetch, remove the NARs in --cache-dir that this closure does not use.
+    #[arg(long, requires = "cache_dir")]
+    pub prune_cache: bool,
     /// Paths downloaded and unpacked at once.
     #[arg(long, short = 'j', env = "NARWHAL_JOBS")]
     pub jobs: Option<usize>,

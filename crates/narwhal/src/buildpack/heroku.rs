@@ -44,6 +44,8 @@ pub fn compile(build_dir: &Path, cache_dir: &Path, env_dir: &Path) -> anyhow::Re
             trusted_public_keys: config.trusted_public_keys.clone(),
             no_verify: config.no_verify,
             cache_dir: Some(state.join("downloads")),
+            // The build cache keeps only what the current closure uses.
+            prune_cache: true,
             jobs: None,
             wait: config.wait,
             no_progress: true,

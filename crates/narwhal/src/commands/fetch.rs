@@ -81,7 +81,7 @@ pub fn fetch_into(
         cache_dir: source.cache_dir.clone(),
         jobs,
         attempts: 4,
-        prune_cache: false,
+        prune_cache: source.prune_cache,
         reporter: &progress,
     };
     let summary = narwhal_fetch::fetch(&subs, &closure, &options)?;

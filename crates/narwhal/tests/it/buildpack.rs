@@ -169,3 +169,33 @@ fn config_vars_pins_and_slugexclude() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown field `pins`"), "{stderr}");
 }
+
+#[test]
+fn builds_with_nix_when_asked_and_deploys_what_it_built() {
+    let tmp = tempdir();
+    let a = app(
+        tmp.path(),
+        "nixapp",
+        &tmp.path().join("cache"),
+        "[processes]\nweb = \"result/bin/hi\"\n",
+        &[("NIX_BUILD_ON_PUSH", "1"), ("NIX_BUILD_FLAGS", "-A hi")],
+    );
+    let mk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../narwhal-testkit/fixtures/mk.nix");
+    let busybox = deploy_fixture("busybox");
+    std::fs::write(
+        a.build.join("default.nix"),
+        format!(
+            "{{ hi = import {} \"built-on-push\" ''mkdir -p $out/bin && printf '#!${{builtins.storePath \"{}\"}}/bin/sh\\necho built on push\\n' > $out/bin/hi && chmod +x $out/bin/hi''; }}\n",
+            mk.display(),
+            busybox.display()
+        ),
+    )
+    .unwrap();
+    let out = output(
+        buildpack("compile").arg(&a.build).arg(&a.cache).arg(&a.env).env("NIX_CONFIG", narwhal_testkit::NIX_CONFIG),
+    );
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("Building with nix-build"), "{log}");
+    assert_eq!(run_slug(&a.build, &["/app/result/bin/hi"]), "built on push\n");
+}

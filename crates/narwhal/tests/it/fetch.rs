@@ -76,6 +76,17 @@ fn relocated_closure_runs_without_nix() {
         assert_eq!(String::from_utf8_lossy(&grep.stdout), "");
         assert!(String::from_utf8(printed_stderr(&slug)).is_ok());
 
+        // The manifest's relocated hashes are the NAR hashes of the trees on disk.
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(slug.join("store/.narwhal/manifest.json")).unwrap()).unwrap();
+        for (name, entry) in manifest["paths"].as_object().unwrap() {
+            let on_disk = String::from_utf8(crate::ok(
+                narwhal().args(["hash", "path", "--base32"]).arg(slug.join("store").join(name)),
+            ))
+            .unwrap();
+            assert_eq!(entry["relocatedNarHash"].as_str().unwrap(), format!("sha256:{}", on_disk.trim()), "{name}");
+        }
+
         let iso = Isolated::new();
         iso.add_dir(&slug, "/app");
         let app = format!("/app/store/{base}/bin/app");
@@ -260,4 +271,37 @@ fn bundled_example_cache_deploys_and_runs() {
     iso.add_dir(&slug, "/app");
     let base = Path::new(root.trim()).file_name().unwrap().to_str().unwrap().to_owned();
     assert_eq!(iso.run_ok(&[&format!("/app/store/{base}/bin/app")], &[]), DEPLOY_APP_OUTPUT);
+}
+
+#[test]
+fn hydra_job_urls_resolve_to_the_latest_build() {
+    let cache = Cache::new(&["app"], "zstd");
+    // Hydra's JSON API, as static files: GET <job>/latest answers with the build.
+    let job = cache.dir.join("job/narwhal/main/app");
+    std::fs::create_dir_all(&job).unwrap();
+    let build = format!(
+        "{{\"id\":42,\"finished\":1,\"buildstatus\":0,\"buildoutputs\":{{\"out\":{{\"path\":\"{}\"}}}}}}",
+        cache.root.display()
+    );
+    std::fs::write(job.join("latest"), build).unwrap();
+    let server = HttpServer::start(&cache.dir, &[]);
+    let tmp = tempdir();
+    let dest = tmp.path().join("store");
+    let job_url = format!("{}/job/narwhal/main/app", server.url());
+    let out = narwhal_testkit::run(
+        narwhal()
+            .args(["fetch", &job_url, "--from", &server.url(), "--trusted-public-key", &cache.public_key, "--to"])
+            .arg(&dest),
+    );
+    assert!(String::from_utf8(out).unwrap().contains(cache.root.file_name().unwrap().to_str().unwrap()));
+    assert_eq!(store_entries(&dest).len(), 6);
+
+    // A failed latest build is refused.
+    std::fs::write(job.join("latest"), "{\"finished\":1,\"buildstatus\":1,\"buildoutputs\":{}}").unwrap();
+    let err = fails(
+        narwhal()
+            .args(["fetch", &job_url, "--from", &server.url(), "--trusted-public-key", &cache.public_key, "--to"])
+            .arg(tmp.path().join("other")),
+    );
+    assert!(err.contains("did not succeed"), "{err}");
 }
