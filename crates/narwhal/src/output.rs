@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 /// Standard output, locked and buffered for bulk data.
 pub fn stdout() -> BufWriter<io::StdoutLock<'static>> {
-    BufWriter::with_capacity(1 << 20, io::stdout().lock())
+    // As large as the NAR writer's read buffer: full reads then bypass this buffer instead of being copied.
+    BufWriter::with_capacity(64 * 1024, io::stdout().lock())
 }
 
 /// A temporary name beside `path`.
