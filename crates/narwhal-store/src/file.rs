@@ -5,7 +5,7 @@ use std::io::{self, Read};
 use std::path::PathBuf;
 
 use crate::error::{StoreError, StoreErrorKind};
-use crate::{check_key, BinaryCache};
+use crate::{check_key, BinaryCache, CacheWriter};
 
 pub struct FileCache {
     root: PathBuf,
@@ -48,5 +48,70 @@ impl BinaryCache for FileCache {
         check_key(key).map_err(|_| self.err(key, StoreErrorKind::InvalidKey))?;
         let f = File::open(self.root.join(key)).map_err(|e| self.io(key, e))?;
         Ok(Box::new(f))
+    }
+}
+
+impl FileCache {
+    fn target(&self, key: &str) -> Result<std::path::PathBuf, StoreError> {
+        check_key(key).map_err(|_| self.err(key, StoreErrorKind::InvalidKey))?;
+        let path = self.root.join(key);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| self.io(key, e))?;
+        }
+        Ok(path)
+    }
+
+    /// A temporary name in the same directory as `path`, so the rename is atomic.
+    fn temp_for(path: &std::path::Path) -> std::path::PathBuf {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
+    }
+}
+
+impl CacheWriter for FileCache {
+    fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        check_key(key).map_err(|_| self.err(key, StoreErrorKind::InvalidKey))?;
+        Ok(self.root.join(key).exists())
+    }
+
+    fn put(&self, key: &str, data: &[u8], _content_type: &str) -> Result<(), StoreError> {
+        use std::io::Write as _;
+        let path = self.target(key)?;
+        let tmp = Self::temp_for(&path);
+        let written = (|| {
+            let mut f = File::create(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        })();
+        written.map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            self.io(key, e)
+        })
+    }
+
+    fn put_file(&self, key: &str, file: &std::path::Path, _content_type: &str) -> Result<(), StoreError> {
+        let path = self.target(key)?;
+        let tmp = Self::temp_for(&path);
+        let copied = (|| {
+            std::fs::copy(file, &tmp)?;
+            File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        })();
+        copied.map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            self.io(key, e)
+        })
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        check_key(key).map_err(|_| self.err(key, StoreErrorKind::InvalidKey))?;
+        match std::fs::remove_file(self.root.join(key)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.io(key, e)),
+        }
     }
 }

@@ -14,6 +14,7 @@ pub mod file;
 pub mod http;
 pub mod hydra;
 pub mod pin;
+pub mod s3;
 pub mod url;
 
 use std::io::Read;
@@ -34,11 +35,40 @@ pub trait BinaryCache: Send + Sync {
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>, StoreError>;
 }
 
-/// Opens the cache at `url` (`file:///dir`, `/dir`, `http(s)://host/path`).
+/// A binary cache, write side. Every write is atomic: a reader sees an
+/// object whole or not at all, never part of it.
+pub trait CacheWriter: BinaryCache {
+    /// Whether `key` exists.
+    fn exists(&self, key: &str) -> Result<bool, StoreError>;
+
+    /// Stores a small object (narinfo, pin, `nix-cache-info`) whole.
+    fn put(&self, key: &str, data: &[u8], content_type: &str) -> Result<(), StoreError>;
+
+    /// Stores a large object (a compressed NAR) from a finished local file.
+    fn put_file(&self, key: &str, file: &std::path::Path, content_type: &str) -> Result<(), StoreError>;
+
+    /// Removes `key`; absent is fine.
+    fn delete(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// Opens the cache at `url` for writing (`file:///dir`, `/dir`, `s3://bucket[/prefix]`).
+pub fn open_writer(url: &CacheUrl) -> Result<Box<dyn CacheWriter>, StoreError> {
+    match &url.location {
+        Location::File(dir) => Ok(Box::new(file::FileCache::new(dir.clone(), url.to_string()))),
+        Location::Http(_) => Err(StoreError::new(
+            url.to_string(),
+            StoreErrorKind::InvalidUrl("narwhal cannot write to HTTP caches yet; push to a directory".to_owned()),
+        )),
+        Location::S3 { .. } => Ok(Box::new(s3::S3Cache::from_url(url, &http::HttpOptions::default())?)),
+    }
+}
+
+/// Opens the cache at `url` (`file:///dir`, `/dir`, `http(s)://host/path`, `s3://bucket[/prefix]`).
 pub fn open_cache(url: &CacheUrl, options: &http::HttpOptions) -> Result<Box<dyn BinaryCache>, StoreError> {
     Ok(match &url.location {
         Location::File(dir) => Box::new(file::FileCache::new(dir.clone(), url.to_string())),
         Location::Http(base) => Box::new(http::HttpCache::new(base, options)?),
+        Location::S3 { .. } => Box::new(s3::S3Cache::from_url(url, options)?),
     })
 }
 

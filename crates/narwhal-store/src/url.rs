@@ -1,6 +1,7 @@
 //! Cache URLs in Nix's syntax: `file:///dir`, a plain `/dir`,
-//! `http(s)://host[:port]/path`, each with optional `?key=value&…` parameters
-//! (`priority`, `compression`, `secret-key`, …).
+//! `http(s)://host[:port]/path`, `s3://bucket[/prefix]`, each with optional
+//! `?key=value&…` parameters (`priority`, `compression`, `secret-key`, and for
+//! S3 `region`, `endpoint`, `profile`, `scheme`, …).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -12,6 +13,12 @@ pub enum Location {
     File(PathBuf),
     /// Base URL without a trailing `/` and without the query.
     Http(String),
+    /// An S3 bucket and the key prefix the cache lives under (no leading or
+    /// trailing `/`, empty for the bucket's root).
+    S3 {
+        bucket: String,
+        prefix: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,10 +55,10 @@ impl CacheUrl {
                 return Err(bad("the URL has no host"));
             }
             Location::Http(base.trim_end_matches('/').to_owned())
-        } else if base.starts_with("s3://") {
-            return Err(bad("s3:// caches are not readable by this narwhal yet; serve the bucket over HTTP"));
+        } else if let Some(rest) = base.strip_prefix("s3://") {
+            parse_s3(rest).map_err(bad)?
         } else {
-            return Err(bad("expected file:///path, /path, http://… or https://…"));
+            return Err(bad("expected file:///path, /path, http://…, https://… or s3://bucket"));
         };
         Ok(Self { location, params })
     }
@@ -65,8 +72,29 @@ impl CacheUrl {
         match &self.location {
             Location::File(dir) => format!("file://{}/{key}", dir.display()),
             Location::Http(base) => format!("{base}/{key}"),
+            Location::S3 { bucket, prefix } if prefix.is_empty() => format!("s3://{bucket}/{key}"),
+            Location::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}/{key}"),
         }
     }
+}
+
+/// `bucket[/prefix]`, the part of an `s3://` URL before the query.
+fn parse_s3(rest: &str) -> Result<Location, &'static str> {
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err("the s3:// URL has no bucket, as in s3://my-cache");
+    }
+    // S3's rules, loosely (legacy buckets allow capitals and `_`); never
+    // credentials or a port, which belong in `endpoint=`.
+    if !bucket.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')) {
+        return Err("an S3 bucket name has only letters, digits, '.', '-' and '_'; \
+                    put the server in ?endpoint=… and credentials in the environment");
+    }
+    let prefix = percent_decode(prefix.trim_matches('/'));
+    if !prefix.is_empty() && crate::check_key(&prefix).is_err() {
+        return Err("the key prefix after the bucket must be relative, without '.', '..' or empty components");
+    }
+    Ok(Location::S3 { bucket: bucket.to_owned(), prefix })
 }
 
 impl fmt::Display for CacheUrl {
@@ -81,6 +109,8 @@ impl fmt::Display for CacheUrl {
                 }
                 _ => f.write_str(base),
             },
+            Location::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            Location::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
         }
     }
 }
@@ -119,5 +149,26 @@ mod tests {
         assert!(CacheUrl::parse("file://relative").is_err());
         assert_eq!(CacheUrl::parse("/a%20b").unwrap().location, Location::File("/a%20b".into()));
         assert_eq!(CacheUrl::parse("file:///a%20b").unwrap().location, Location::File("/a b".into()));
+    }
+
+    #[test]
+    fn parses_s3() {
+        let u = CacheUrl::parse("s3://nix-cache?region=eu-west-1&endpoint=http://127.0.0.1:3900&profile=ci").unwrap();
+        assert_eq!(u.location, Location::S3 { bucket: "nix-cache".into(), prefix: String::new() });
+        assert_eq!(u.param("region"), Some("eu-west-1"));
+        assert_eq!(u.param("endpoint"), Some("http://127.0.0.1:3900"));
+        assert_eq!(u.param("profile"), Some("ci"));
+        assert_eq!(u.to_string(), "s3://nix-cache");
+        assert_eq!(u.join("nix-cache-info"), "s3://nix-cache/nix-cache-info");
+
+        let u = CacheUrl::parse("s3://b/team/cache/").unwrap();
+        assert_eq!(u.location, Location::S3 { bucket: "b".into(), prefix: "team/cache".into() });
+        assert_eq!(u.to_string(), "s3://b/team/cache");
+        assert_eq!(u.join("nar/x.nar.xz"), "s3://b/team/cache/nar/x.nar.xz");
+
+        for bad in ["s3://", "s3:///prefix", "s3://key:secret@bucket", "s3://b/../x", "s3://b/a//c"] {
+            let e = CacheUrl::parse(bad).unwrap_err();
+            assert!(matches!(e.kind, StoreErrorKind::InvalidUrl(_)), "{bad}: {e:?}");
+        }
     }
 }

@@ -35,9 +35,59 @@ pub enum Command {
     /// Assemble a Heroku-style slug: fetch relocated into APP_DIR/store, `result` links,
     /// `.profile.d/narwhal.sh`, `.slugexclude` pruning, checks and a size report.
     Slug(SlugArgs),
+    /// Copy the closures of store paths from the local Nix store to a cache, signed and compressed.
+    ///
+    /// Skips what the cache has; uploads each NAR, then its narinfo, and a narinfo
+    /// only after the narinfos of all its references. Works as a Nix
+    /// post-build-hook: with no PATH, it pushes $OUT_PATHS.
+    Push(PushArgs),
+    /// List the paths of the closures of store paths that a cache lacks.
+    Missing {
+        /// Store paths in the local Nix store.
+        #[arg(required = true)]
+        paths: Vec<String>,
+        /// The cache to ask.
+        #[arg(long = "in")]
+        cache: String,
+    },
+    /// Point NAME (and NAME@REV) at a store path already in the cache.
+    Pin {
+        name: String,
+        store_path: String,
+        /// The cache to write the pin into.
+        #[arg(long)]
+        to: String,
+        /// Also pin this revision (a git commit), as `pins/NAME@REV`.
+        #[arg(long)]
+        rev: Option<String>,
+    },
     /// The buildpack phases (bin/detect, bin/compile and bin/release call these).
     #[command(subcommand, hide = true)]
     Buildpack(BuildpackCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Store paths to push with their closures; defaults to $OUT_PATHS (space-separated) for post-build-hooks.
+    pub paths: Vec<String>,
+    /// Destination cache (file:///dir or /dir), with Nix's query parameters `compression` and `secret-key`.
+    #[arg(long, env = "NARWHAL_PUSH_TO")]
+    pub to: String,
+    /// Secret key to sign narinfos with (`name:base64`, as from `narwhal key generate`).
+    #[arg(long, env = "NARWHAL_SECRET_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// NAR compression.
+    #[arg(long, value_parser = ["zstd", "xz", "none"])]
+    pub compression: Option<String>,
+    /// Compression level (zstd 1-19, default 3; xz 0-9, default 6).
+    #[arg(long)]
+    pub level: Option<u32>,
+    /// Paths compressed and uploaded at once.
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
+    /// The Nix database to read (read-only).
+    #[arg(long, default_value = narwhal_push::DEFAULT_DB)]
+    pub store_db: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,6 +5,7 @@ mod hash;
 mod key;
 mod nar;
 mod narinfo;
+mod push;
 mod slug;
 
 use std::fs::File;
@@ -25,6 +26,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Narinfo(cmd) => narinfo::run(cmd),
         Command::Fetch(args) => fetch::run(&args),
         Command::Slug(args) => slug::run(&args).map(|_| ()),
+        Command::Push(args) => push::run(&args),
+        Command::Missing { paths, cache } => push::missing(&paths, &cache),
+        Command::Pin { name, store_path, to, rev } => push::pin(&name, &store_path, &to, rev.as_deref()),
         Command::Buildpack(BuildpackCommand::Detect { build_dir }) => {
             if crate::buildpack::heroku::detect(&build_dir) {
                 println_data("narwhal")

@@ -13,6 +13,7 @@ mod keys;
 mod malformed;
 mod nar;
 mod narinfo;
+mod push;
 
 use std::path::Path;
 use std::process::{Command, Output};

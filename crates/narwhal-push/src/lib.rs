@@ -1,0 +1,17 @@
+//! Filling binary caches.
+//!
+//! [`LocalStore`] reads the machine's Nix store without a daemon and without
+//! writing: path metadata from `db.sqlite` (opened read-only), files from the
+//! store directory. [`push`] copies a closure into a [`CacheWriter`]: for each
+//! path the cache lacks, NAR -> NarHash (checked against the store's) ->
+//! compression -> FileHash -> upload, then the narinfo, signed, and only after
+//! the narinfos of all its references: a cache never shows a path whose
+//! closure is incomplete.
+
+mod error;
+mod local;
+mod push;
+
+pub use error::Error;
+pub use local::{LocalStore, PathInfo, DEFAULT_DB};
+pub use push::{missing, push, PushCompression, PushOptions, PushReporter, PushSummary};

@@ -1,0 +1,149 @@
+//! The machine's Nix store, read-only and without the daemon.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use narwhal_formats::hash::Hash;
+use narwhal_formats::store_path::{StoreDir, StorePath};
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _};
+
+use crate::error::Error;
+
+/// Where Nix keeps its database.
+pub const DEFAULT_DB: &str = "/nix/var/nix/db/db.sqlite";
+
+/// What the store knows about one valid path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathInfo {
+    pub path: StorePath,
+    pub nar_hash: Hash,
+    pub nar_size: u64,
+    /// Sorted.
+    pub references: Vec<StorePath>,
+    pub deriver: Option<StorePath>,
+    pub sigs: Vec<String>,
+    pub ca: Option<String>,
+}
+
+pub struct LocalStore {
+    store_dir: StoreDir,
+    /// Where the store's files are read from (the store dir itself, unless the store is elsewhere).
+    real_dir: PathBuf,
+    db_path: PathBuf,
+    db: Connection,
+}
+
+impl LocalStore {
+    /// Opens `db` read-only; files are read from `real_dir`.
+    pub fn open(db: &Path, store_dir: StoreDir, real_dir: PathBuf) -> Result<Self, Error> {
+        let conn = Connection::open_with_flags(
+            db,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .map_err(|source| Error::OpenDb { path: db.to_owned(), source })?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(|source| Error::OpenDb { path: db.to_owned(), source })?;
+        Ok(Self { store_dir, real_dir, db_path: db.to_owned(), db: conn })
+    }
+
+    /// The default store: `/nix/store`, its database in `/nix/var/nix/db`.
+    pub fn open_default() -> Result<Self, Error> {
+        Self::open(Path::new(DEFAULT_DB), StoreDir::default(), PathBuf::from("/nix/store"))
+    }
+
+    pub fn store_dir(&self) -> &StoreDir {
+        &self.store_dir
+    }
+
+    /// Where the files of `path` are.
+    pub fn real_path(&self, path: &StorePath) -> PathBuf {
+        self.real_dir.join(path.base_name())
+    }
+
+    fn query_err(&self, source: rusqlite::Error) -> Error {
+        Error::Query { path: self.db_path.clone(), source }
+    }
+
+    /// The metadata of `path`, or `None` if it is not valid.
+    pub fn path_info(&self, path: &StorePath) -> Result<Option<PathInfo>, Error> {
+        let full = self.store_dir.display(path).to_string();
+        let row = self
+            .db
+            .query_row("SELECT id, hash, narSize, deriver, sigs, ca FROM ValidPaths WHERE path = ?1", [&full], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                ))
+            })
+            .optional()
+            .map_err(|e| self.query_err(e))?;
+        let Some((id, hash, nar_size, deriver, sigs, ca)) = row else { return Ok(None) };
+        let corrupt = |what: &'static str, value: String| Error::Corrupt { path: full.clone(), what, value };
+        let nar_hash = Hash::parse_prefixed(&hash).map_err(|_| corrupt("hash", hash.clone()))?;
+        let nar_size =
+            nar_size.and_then(|n| u64::try_from(n).ok()).ok_or_else(|| corrupt("narSize", format!("{nar_size:?}")))?;
+        let deriver = match deriver.filter(|d| !d.is_empty()) {
+            Some(d) => Some(self.store_dir.parse_path(&d).map_err(|_| corrupt("deriver", d.clone()))?),
+            None => None,
+        };
+        let mut stmt = self
+            .db
+            .prepare_cached("SELECT v.path FROM Refs r JOIN ValidPaths v ON r.reference = v.id WHERE r.referrer = ?1")
+            .map_err(|e| self.query_err(e))?;
+        let refs: Vec<String> = stmt
+            .query_map([id], |r| r.get::<_, String>(0))
+            .map_err(|e| self.query_err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.query_err(e))?;
+        let mut references = refs
+            .into_iter()
+            .map(|r| self.store_dir.parse_path(&r).map_err(|_| corrupt("reference", r.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
+        references.sort();
+        let sigs = sigs.map(|s| s.split_whitespace().map(str::to_owned).collect()).unwrap_or_default();
+        Ok(Some(PathInfo {
+            path: path.clone(),
+            nar_hash,
+            nar_size,
+            references,
+            deriver,
+            sigs,
+            ca: ca.filter(|c| !c.is_empty()),
+        }))
+    }
+
+    /// The closure of `roots`, references first.
+    pub fn closure(&self, roots: &[StorePath]) -> Result<Vec<PathInfo>, Error> {
+        let mut infos: BTreeMap<StorePath, PathInfo> = BTreeMap::new();
+        let mut todo: Vec<StorePath> = roots.to_vec();
+        while let Some(p) = todo.pop() {
+            if infos.contains_key(&p) {
+                continue;
+            }
+            let info = self.path_info(&p)?.ok_or_else(|| Error::NotValid(self.store_dir.display(&p).to_string()))?;
+            todo.extend(info.references.iter().filter(|r| !infos.contains_key(*r)).cloned());
+            infos.insert(p, info);
+        }
+        let mut out = Vec::with_capacity(infos.len());
+        let mut placed: BTreeSet<StorePath> = BTreeSet::new();
+        while !infos.is_empty() {
+            let ready: Vec<StorePath> = infos
+                .iter()
+                .filter(|(p, i)| i.references.iter().all(|r| r == *p || placed.contains(r)))
+                .map(|(p, _)| p.clone())
+                .collect();
+            let batch = if ready.is_empty() { infos.keys().cloned().collect() } else { ready };
+            for p in batch {
+                if let Some(i) = infos.remove(&p) {
+                    placed.insert(p);
+                    out.push(i);
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,176 @@
+//! `narwhal push`, `missing` and `pin` against real Nix as the reader.
+
+use std::path::{Path, PathBuf};
+
+use narwhal_formats::narinfo::NarInfo;
+use narwhal_formats::store_path::StoreDir;
+use narwhal_testkit::isolate::deploy_fixture;
+use narwhal_testkit::{closure, file_url, files_with_suffix, fixture, nix, nix_dump, run, run_text, tempdir};
+
+use crate::{fails, narwhal, ok};
+
+fn keys(dir: &Path) -> (PathBuf, String) {
+    let (sec, public) = (dir.join("push.sec"), dir.join("push.pub"));
+    ok(narwhal().args(["key", "generate", "push-test-1", "--secret"]).arg(&sec).arg("--public").arg(&public));
+    let public = std::fs::read_to_string(public).unwrap();
+    (sec, public)
+}
+
+fn narinfo(cache: &Path, path: &Path) -> NarInfo {
+    let hash = &path.file_name().unwrap().to_str().unwrap()[..32];
+    NarInfo::parse(&std::fs::read_to_string(cache.join(format!("{hash}.narinfo"))).unwrap(), &StoreDir::default())
+        .unwrap()
+}
+
+#[test]
+fn nix_reads_what_narwhal_pushed() {
+    let tmp = tempdir();
+    let (sec, public) = keys(tmp.path());
+    let app = deploy_fixture("app");
+    // What Nix itself writes, for comparison.
+    let reference = tmp.path().join("nix-cache");
+    run(nix("nix").args(["copy", "--to", &file_url(&reference, "compression=none")]).arg(&app));
+    for compression in ["zstd", "xz", "none"] {
+        let cache = tmp.path().join(compression);
+        let out = narwhal_testkit::output(
+            narwhal()
+                .arg("push")
+                .arg(&app)
+                .args(["--to", &file_url(&cache, ""), "--compression", compression, "--key-file"])
+                .arg(&sec),
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(std::fs::read_to_string(cache.join("nix-cache-info")).unwrap(), "StoreDir: /nix/store\n");
+        for p in closure(&app) {
+            let ours = narinfo(&cache, &p);
+            let theirs = narinfo(&reference, &p);
+            assert_eq!(ours.compression(), compression);
+            assert_eq!((ours.nar_hash, ours.nar_size), (theirs.nar_hash, theirs.nar_size), "{}", p.display());
+            assert_eq!(ours.references(), theirs.references());
+            assert_eq!(ours.deriver, theirs.deriver);
+        }
+        // Real Nix, signatures required, narwhal's key trusted.
+        let root = tmp.path().join(format!("root-{compression}"));
+        run(nix("nix")
+            .args(["copy", "--from", &file_url(&cache, ""), "--to"])
+            .arg(&root)
+            .args(["--option", "require-sigs", "true", "--option", "trusted-public-keys", &public])
+            .arg(&app));
+        for p in closure(&app) {
+            assert!(nix_dump(&root.join(p.strip_prefix("/").unwrap())) == nix_dump(&p), "{}", p.display());
+        }
+    }
+}
+
+#[test]
+fn a_second_push_uploads_nothing_and_missing_agrees() {
+    let tmp = tempdir();
+    let (sec, _) = keys(tmp.path());
+    let app = deploy_fixture("app");
+    let cache = tmp.path().join("cache");
+    let url = file_url(&cache, "");
+    // Only the data path first.
+    let data = deploy_fixture("data");
+    ok(narwhal().arg("push").arg(&data).args(["--to", &url, "--key-file"]).arg(&sec));
+    let missing = String::from_utf8(ok(narwhal().arg("missing").arg(&app).args(["--in", &url]))).unwrap();
+    let mut expected: Vec<String> =
+        closure(&app).into_iter().filter(|p| *p != data).map(|p| p.display().to_string()).collect();
+    expected.sort();
+    let mut got: Vec<String> = missing.lines().map(str::to_owned).collect();
+    got.sort();
+    assert_eq!(got, expected);
+
+    let out = narwhal_testkit::output(narwhal().arg("push").arg(&app).args(["--to", &url, "--key-file"]).arg(&sec));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("5 uploaded, 1 already in"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before: Vec<_> =
+        std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().metadata().unwrap().modified().unwrap()).collect();
+    let out = narwhal_testkit::output(narwhal().arg("push").arg(&app).args(["--to", &url, "--key-file"]).arg(&sec));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("0 uploaded, 6 already in"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after: Vec<_> =
+        std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().metadata().unwrap().modified().unwrap()).collect();
+    assert_eq!(before, after);
+    assert!(ok(narwhal().arg("missing").arg(&app).args(["--in", &url])).is_empty());
+}
+
+#[test]
+fn a_narinfo_never_appears_before_its_nar_and_references() {
+    let tmp = tempdir();
+    let (sec, _) = keys(tmp.path());
+    let cache = tmp.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let big = fixture("big");
+    let app = deploy_fixture("app");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (cache, done) = (cache.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut checks = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) || checks == 0 {
+                for f in files_with_suffix(&cache, ".narinfo") {
+                    let Ok(text) = std::fs::read_to_string(&f) else { continue };
+                    let info =
+                        NarInfo::parse(&text, &StoreDir::default()).expect("a narinfo is never seen half-written");
+                    assert!(cache.join(&info.url).is_file(), "{} before its NAR", info.path);
+                    for r in info.references() {
+                        assert!(cache.join(format!("{}.narinfo", r.hash_part())).is_file(), "{} before {r}", info.path);
+                    }
+                }
+                checks += 1;
+            }
+            checks
+        })
+    };
+    let out = narwhal_testkit::output(
+        narwhal()
+            .arg("push")
+            .arg(&app)
+            .arg(&big)
+            .args(["--to", &file_url(&cache, ""), "--compression", "xz", "--level", "1", "--key-file"])
+            .arg(&sec),
+    );
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(watcher.join().unwrap() > 1);
+}
+
+#[test]
+fn post_build_hook_pins_and_errors() {
+    let tmp = tempdir();
+    let (sec, public) = keys(tmp.path());
+    let cache = tmp.path().join("cache");
+    let url = file_url(&cache, "");
+    let app = deploy_fixture("app");
+    // As a post-build-hook: OUT_PATHS, the key in the URL as Nix's secret-key parameter.
+    let hook_url = file_url(&cache, &format!("secret-key={}", sec.display()));
+    ok(narwhal().args(["push", "--to", &hook_url]).env("OUT_PATHS", app.to_str().unwrap()));
+    assert_eq!(files_with_suffix(&cache, ".narinfo").len(), 6);
+
+    // A pin must point at a path in the cache.
+    let other = fixture("executable");
+    let err = fails(narwhal().args(["pin", "web"]).arg(&other).args(["--to", &url]));
+    assert!(err.contains("is not in") && err.contains("push it first"), "{err}");
+    ok(narwhal().args(["pin", "web"]).arg(&app).args(["--to", &url, "--rev", "abc123"]));
+    // The deploy side reads it.
+    let dest = tmp.path().join("deploy");
+    let out = run_text(
+        narwhal().args(["fetch", "pin:web@abc123", "--from", &url, "--trusted-public-key", &public, "--to"]).arg(&dest),
+    );
+    assert!(out.ends_with(app.file_name().unwrap().to_str().unwrap()), "{out}");
+
+    // A key file in the wrong format.
+    let bad = tmp.path().join("bad.sec");
+    std::fs::write(&bad, "not a key").unwrap();
+    let err = fails(narwhal().arg("push").arg(&app).args(["--to", &url, "--key-file"]).arg(&bad));
+    assert!(err.contains("bad.sec") && err.contains("hint: key files hold"), "{err}");
+    // Not a store path in the local store.
+    let err = fails(narwhal().args(["push", "/nix/store/00000000000000000000000000000000-nope", "--to", &url]));
+    assert!(err.contains("not a valid path in the local Nix store"), "{err}");
+}
