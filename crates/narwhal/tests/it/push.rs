@@ -111,34 +111,64 @@ fn a_narinfo_never_appears_before_its_nar_and_references() {
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let watcher = {
         let (cache, done) = (cache.clone(), done.clone());
-        std::thread::spawn(move || {
-            let mut checks = 0;
-            while !done.load(std::sync::atomic::Ordering::Relaxed) || checks == 0 {
-                for f in files_with_suffix(&cache, ".narinfo") {
-                    let Ok(text) = std::fs::read_to_string(&f) else { continue };
-                    let info =
-                        NarInfo::parse(&text, &StoreDir::default()).expect("a narinfo is never seen half-written");
-                    assert!(cache.join(&info.url).is_file(), "{} before its NAR", info.path);
-                    for r in info.references() {
-                        assert!(cache.join(format!("{}.narinfo", r.hash_part())).is_file(), "{} before {r}", info.path);
-                    }
-                }
-                checks += 1;
-            }
-            checks
-        })
+        std::thread::spawn(move || check_until(&cache, &done))
     };
-    let out = narwhal_testkit::output(
-        narwhal()
-            .arg("push")
+    let push = |to: &Path| {
+        let mut c = narwhal();
+        c.arg("push")
             .arg(&app)
             .arg(&big)
-            .args(["--to", &file_url(&cache, ""), "--compression", "xz", "--level", "1", "--key-file"])
-            .arg(&sec),
-    );
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
+            .args(["--to", &file_url(to, ""), "--compression", "xz", "--level", "1", "--key-file"])
+            .arg(&sec);
+        c
+    };
+    let out = narwhal_testkit::output(&mut push(&cache));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Killed mid-way (SIGKILL), then run again: it completes, and the reader never saw a broken closure.
+    let cache2 = tmp.path().join("cache2");
+    std::fs::create_dir_all(&cache2).unwrap();
+    let watcher2 = {
+        let (cache, done) = (cache2.clone(), std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)));
+        let stop = done.clone();
+        (std::thread::spawn(move || check_until(&cache, &done)), stop)
+    };
+    let mut child = push(&cache2).spawn().unwrap();
+    // Until something is in the cache, but (with a 70 MB NAR to compress) not everything.
+    for _ in 0..400 {
+        let nars = std::fs::read_dir(cache2.join("nar")).map_or(0, Iterator::count);
+        if nars > 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(files_with_suffix(&cache2, ".narinfo").len() < 7, "the push finished before it was killed");
+    let out = narwhal_testkit::output(&mut push(&cache2));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(files_with_suffix(&cache2, ".narinfo").len(), 7);
+    watcher2.1.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(watcher2.0.join().unwrap() > 1);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(watcher.join().unwrap() > 1);
+}
+
+/// Checks the commit invariant of `cache` over and over until `done`; returns how many passes it made.
+fn check_until(cache: &Path, done: &std::sync::atomic::AtomicBool) -> usize {
+    let mut checks = 0;
+    while !done.load(std::sync::atomic::Ordering::Relaxed) || checks == 0 {
+        for f in files_with_suffix(cache, ".narinfo") {
+            let Ok(text) = std::fs::read_to_string(&f) else { continue };
+            let info = NarInfo::parse(&text, &StoreDir::default()).expect("a narinfo is never seen half-written");
+            assert!(cache.join(&info.url).is_file(), "{} before its NAR", info.path);
+            for r in info.references() {
+                assert!(cache.join(format!("{}.narinfo", r.hash_part())).is_file(), "{} before {r}", info.path);
+            }
+        }
+        checks += 1;
+    }
+    checks
 }
 
 #[test]
@@ -173,4 +203,81 @@ fn post_build_hook_pins_and_errors() {
     // Not a store path in the local store.
     let err = fails(narwhal().args(["push", "/nix/store/00000000000000000000000000000000-nope", "--to", &url]));
     assert!(err.contains("not a valid path in the local Nix store"), "{err}");
+}
+
+#[test]
+fn push_to_s3_then_real_nix_reads_the_bucket_over_http() {
+    use narwhal_testkit::garage::Garage;
+    let garage = Garage::start();
+    let bucket = garage.create_bucket("nixcache");
+    garage.allow_website(&bucket.name);
+    let tmp = tempdir();
+    let (sec, public) = keys(tmp.path());
+    let app = deploy_fixture("app");
+    let s3 = garage.s3_url(&bucket.name);
+    let aws = |c: &mut std::process::Command| {
+        c.env("AWS_ACCESS_KEY_ID", &bucket.key_id).env("AWS_SECRET_ACCESS_KEY", &bucket.secret);
+    };
+    let mut cmd = narwhal();
+    cmd.arg("push").arg(&app).args(["--to", &s3, "--key-file"]).arg(&sec);
+    aws(&mut cmd);
+    let out = narwhal_testkit::output(&mut cmd);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("6 uploaded"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Real Nix reads the bucket through Garage's website endpoint: a plain HTTP cache. The bucket is
+    // chosen by the Host header, so curl reaches the web port as a proxy for http://nixcache.web.garage.
+    let root = tmp.path().join("root");
+    let out = narwhal_testkit::output(
+        nix("nix")
+            .args(["copy", "--from", &format!("http://{}", Garage::web_host(&bucket.name)), "--to"])
+            .arg(&root)
+            .args(["--option", "require-sigs", "true", "--option", "trusted-public-keys", &public])
+            // Nix remembers narinfos per cache URL; this URL is the same in every run.
+            .args(["--option", "narinfo-cache-positive-ttl", "0", "--option", "narinfo-cache-negative-ttl", "0"])
+            .arg(&app)
+            .env("http_proxy", format!("http://{}", garage.web_addr())),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for p in closure(&app) {
+        assert!(nix_dump(&root.join(p.strip_prefix("/").unwrap())) == nix_dump(&p), "{}", p.display());
+    }
+
+    // The deploy side reads S3 directly too; a second push uploads nothing.
+    let mut cmd = narwhal();
+    cmd.arg("fetch")
+        .arg(&app)
+        .args(["--from", &s3, "--trusted-public-key", &public, "--to"])
+        .arg(tmp.path().join("dest"));
+    aws(&mut cmd);
+    ok(&mut cmd);
+    let mut cmd = narwhal();
+    cmd.arg("push").arg(&app).args(["--to", &s3, "--key-file"]).arg(&sec);
+    aws(&mut cmd);
+    let out = narwhal_testkit::output(&mut cmd);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("0 uploaded, 6 already in"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Wrong credentials, a missing bucket, an unreachable endpoint: one line, a hint, exit 1.
+    let mut cmd = narwhal();
+    cmd.arg("push")
+        .arg(&app)
+        .args(["--to", &s3])
+        .env("AWS_ACCESS_KEY_ID", &bucket.key_id)
+        .env("AWS_SECRET_ACCESS_KEY", "wrong");
+    let err = fails(&mut cmd);
+    assert!(err.contains("HTTP 403") && err.contains("hint: "), "{err}");
+    let mut cmd = narwhal();
+    cmd.arg("push").arg(&app).args(["--to", &garage.s3_url("no-such-bucket")]);
+    aws(&mut cmd);
+    let err = fails(&mut cmd);
+    assert!(err.contains("no-such-bucket"), "{err}");
+    let mut cmd = narwhal();
+    cmd.arg("push").arg(&app).args(["--to", "s3://nixcache?endpoint=http://127.0.0.1:9&region=garage"]);
+    aws(&mut cmd);
+    let err = fails(&mut cmd);
+    assert!(err.contains("cannot reach the server"), "{err}");
 }
