@@ -121,6 +121,23 @@ impl<R: Read> ExportReader<R> {
 
     /// Reads the next path, handing its NAR to `visitor`. `None` at the end.
     pub fn next_path(&mut self, visitor: &mut dyn nar::Visitor) -> Result<Option<ExportedPath>, Error> {
+        self.next_path_inner(visitor, None)
+    }
+
+    /// Like [`Self::next_path`], also copying the NAR's bytes to `raw` as they are read.
+    pub fn next_path_copying(
+        &mut self,
+        visitor: &mut dyn nar::Visitor,
+        raw: &mut dyn Write,
+    ) -> Result<Option<ExportedPath>, Error> {
+        self.next_path_inner(visitor, Some(raw))
+    }
+
+    fn next_path_inner(
+        &mut self,
+        visitor: &mut dyn nar::Visitor,
+        raw: Option<&mut dyn Write>,
+    ) -> Result<Option<ExportedPath>, Error> {
         if self.done {
             return Ok(None);
         }
@@ -140,7 +157,7 @@ impl<R: Read> ExportReader<R> {
             1 => {}
             found => return Err(Error::NotExport { index, found }),
         }
-        let mut hashing = HashingReader { inner: &mut self.r, hasher: Hasher::new(Algorithm::Sha256) };
+        let mut hashing = HashingReader { inner: &mut self.r, hasher: Hasher::new(Algorithm::Sha256), copy: raw };
         let nar_size = nar::parse(&mut hashing, visitor).map_err(|source| Error::Nar { index, source })?;
         let nar_hash = hashing.hasher.finish();
         let magic = wire::read_u64(&mut self.r).map_err(io_err)?;
@@ -191,15 +208,34 @@ impl<R: Read> ExportReader<R> {
     }
 }
 
-struct HashingReader<R> {
+struct HashingReader<'c, R> {
     inner: R,
     hasher: Hasher,
+    copy: Option<&'c mut dyn Write>,
 }
 
-impl<R: Read> Read for HashingReader<R> {
+impl<R: Read> Read for HashingReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
+        if let Some(w) = &mut self.copy {
+            w.write_all(&buf[..n])?;
+        }
         Ok(n)
+    }
+}
+
+/// A visitor that only lets the parser check the archive.
+pub struct CheckOnly;
+
+impl nar::Visitor for CheckOnly {
+    fn regular(&mut self, _: &[u8], _: bool, _: u64, _: u64, _: &mut dyn Read) -> io::Result<()> {
+        Ok(())
+    }
+    fn symlink(&mut self, _: &[u8], _: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+    fn enter_directory(&mut self, _: &[u8]) -> io::Result<()> {
+        Ok(())
     }
 }

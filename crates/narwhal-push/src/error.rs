@@ -46,6 +46,18 @@ pub enum Error {
         #[source]
         source: narwhal_formats::signature::Error,
     },
+    #[error("cannot export {path}")]
+    Export {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid export stream")]
+    Import(#[source] narwhal_formats::export::Error),
+    #[error(
+        "the export holds {path} but not its reference {missing}, and the cache lacks it too; export the whole closure"
+    )]
+    IncompleteExport { path: String, missing: String },
     #[error("temporary file {path}")]
     Temp {
         path: PathBuf,

@@ -9,9 +9,11 @@
 //! closure is incomplete.
 
 mod error;
+mod import;
 mod local;
 mod push;
 
 pub use error::Error;
+pub use import::{export, import};
 pub use local::{LocalStore, PathInfo, DEFAULT_DB};
 pub use push::{missing, push, PushCompression, PushOptions, PushReporter, PushSummary};

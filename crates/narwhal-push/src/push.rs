@@ -35,7 +35,7 @@ impl PushCompression {
         }
     }
 
-    fn extension(self) -> &'static str {
+    pub(crate) fn extension(self) -> &'static str {
         match self {
             Self::None => "",
             Self::Xz => ".xz",
@@ -227,49 +227,87 @@ fn push_one(
 }
 
 /// NAR of `src` -> NarHash -> compression -> FileHash -> `out`.
-fn compress_nar(
-    src: &Path,
+fn compress_nar(src: &Path, out: &Path, opts: &PushOptions<'_>, full: &str) -> Result<Compressed, Error> {
+    compress_with(out, opts, full, &mut |w| {
+        nar::dump(src, w).map(drop).map_err(|source| Error::Dump { path: full.to_owned(), source })
+    })
+}
+
+/// What [`compress_with`] produced.
+pub(crate) type Compressed = (narwhal_formats::hash::Hash, u64, narwhal_formats::hash::Hash, u64);
+
+/// `produce` writes a NAR; it is hashed, compressed, hashed again and written to `out`.
+/// Returns NarHash, NarSize, FileHash, FileSize.
+pub(crate) fn compress_with(
     out: &Path,
     opts: &PushOptions<'_>,
     full: &str,
-) -> Result<(narwhal_formats::hash::Hash, u64, narwhal_formats::hash::Hash, u64), Error> {
+    produce: &mut dyn FnMut(&mut dyn Write) -> Result<(), Error>,
+) -> Result<Compressed, Error> {
     let temp_err = |source| Error::Temp { path: out.to_owned(), source };
+    let compress_err = |source| Error::Compress { path: full.to_owned(), source };
     let file = File::create(out).map_err(temp_err)?;
     let file_hashing = HashingWriter::new(Algorithm::Sha256, BufWriter::with_capacity(1 << 20, file));
-    let compress_err = |source| Error::Compress { path: full.to_owned(), source };
-    let dump_err = |source| Error::Dump { path: full.to_owned(), source };
-    let (nar_hash, nar_size, file_hashing) = match opts.compression {
-        PushCompression::None => {
-            let mut nar = HashingWriter::new(Algorithm::Sha256, file_hashing);
-            nar::dump(src, &mut nar).map_err(dump_err)?;
-            nar.finish()
-        }
-        PushCompression::Zstd => {
-            let level = opts.level.map_or(3, |l| i32::try_from(l).unwrap_or(3));
-            let mut enc = zstd::stream::write::Encoder::new(file_hashing, level).map_err(compress_err)?;
-            let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-            enc.multithread(u32::try_from(threads).unwrap_or(1)).map_err(compress_err)?;
-            let mut nar = HashingWriter::new(Algorithm::Sha256, enc);
-            nar::dump(src, &mut nar).map_err(dump_err)?;
-            let (h, n, enc) = nar.finish();
-            (h, n, enc.finish().map_err(compress_err)?)
-        }
-        PushCompression::Xz => {
-            let enc = liblzma::write::XzEncoder::new(file_hashing, opts.level.unwrap_or(6));
-            let mut nar = HashingWriter::new(Algorithm::Sha256, enc);
-            nar::dump(src, &mut nar).map_err(dump_err)?;
-            let (h, n, enc) = nar.finish();
-            (h, n, enc.finish().map_err(compress_err)?)
-        }
-    };
-    let (file_hash, file_size, mut buffered) = file_hashing.finish();
+    let compressor = Compressor::new(opts.compression, opts.level, file_hashing).map_err(compress_err)?;
+    let mut nar = HashingWriter::new(Algorithm::Sha256, compressor);
+    produce(&mut nar)?;
+    let (nar_hash, nar_size, compressor) = nar.finish();
+    let (file_hash, file_size, mut buffered) = compressor.finish().map_err(compress_err)?.finish();
     buffered.flush().map_err(temp_err)?;
     buffered.get_ref().sync_all().map_err(temp_err)?;
     Ok((nar_hash, nar_size, file_hash, file_size))
 }
 
+/// A compressing writer that must be finished.
+enum Compressor<W: Write> {
+    None(W),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Xz(liblzma::write::XzEncoder<W>),
+}
+
+impl<W: Write> Compressor<W> {
+    fn new(compression: PushCompression, level: Option<u32>, inner: W) -> std::io::Result<Self> {
+        Ok(match compression {
+            PushCompression::None => Self::None(inner),
+            PushCompression::Zstd => {
+                let level = level.map_or(3, |l| i32::try_from(l).unwrap_or(3));
+                let mut enc = zstd::stream::write::Encoder::new(inner, level)?;
+                let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+                enc.multithread(u32::try_from(threads).unwrap_or(1))?;
+                Self::Zstd(enc)
+            }
+            PushCompression::Xz => Self::Xz(liblzma::write::XzEncoder::new(inner, level.unwrap_or(6))),
+        })
+    }
+
+    fn finish(self) -> std::io::Result<W> {
+        match self {
+            Self::None(w) => Ok(w),
+            Self::Zstd(e) => e.finish(),
+            Self::Xz(e) => e.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Compressor<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Self::None(w) => w.write(buf),
+            Self::Zstd(e) => e.write(buf),
+            Self::Xz(e) => e.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::None(w) => w.flush(),
+            Self::Zstd(e) => e.flush(),
+            Self::Xz(e) => e.flush(),
+        }
+    }
+}
+
 /// Removes a temporary file when dropped.
-struct TempFile(PathBuf);
+pub(crate) struct TempFile(pub(crate) PathBuf);
 
 impl Drop for TempFile {
     fn drop(&mut self) {

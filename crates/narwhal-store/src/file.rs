@@ -106,6 +106,27 @@ impl CacheWriter for FileCache {
         })
     }
 
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let dir = prefix.trim_end_matches('/');
+        check_key(dir).map_err(|_| self.err(prefix, StoreErrorKind::InvalidKey))?;
+        let entries = match std::fs::read_dir(self.root.join(dir)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.io(prefix, e)),
+        };
+        let mut keys = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| self.io(prefix, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Temporary files of writes in progress start with '.'.
+            if !name.starts_with('.') && entry.file_type().is_ok_and(|t| t.is_file()) {
+                keys.push(format!("{dir}/{name}"));
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
     fn delete(&self, key: &str) -> Result<(), StoreError> {
         check_key(key).map_err(|_| self.err(key, StoreErrorKind::InvalidKey))?;
         match std::fs::remove_file(self.root.join(key)) {

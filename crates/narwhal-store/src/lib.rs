@@ -49,6 +49,9 @@ pub trait CacheWriter: BinaryCache {
 
     /// Removes `key`; absent is fine.
     fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// The keys directly under the directory-like `prefix` (such as `pins/`), sorted.
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
 }
 
 /// Opens the cache at `url` for writing (`file:///dir`, `/dir`, `s3://bucket[/prefix]`).

@@ -634,6 +634,20 @@ impl CacheWriter for S3Cache {
         upload.complete().map_err(|e| self.error(key, e))
     }
 
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let dir = prefix.trim_end_matches('/');
+        let path = self.path(dir)?;
+        let listed = self.block_on(self.store.list_with_delimiter(Some(&path))).map_err(|e| self.error(prefix, e))?;
+        let strip = if self.prefix.is_empty() { String::new() } else { format!("{}/", self.prefix) };
+        let mut keys: Vec<String> = listed
+            .objects
+            .into_iter()
+            .filter_map(|o| o.location.as_ref().strip_prefix(strip.as_str()).map(str::to_owned))
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
     fn delete(&self, key: &str) -> Result<(), StoreError> {
         let path = self.path(key)?;
         match self.block_on(self.store.delete(&path)) {

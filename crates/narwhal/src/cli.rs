@@ -60,6 +60,29 @@ pub enum Command {
         /// Also pin this revision (a git commit), as `pins/NAME@REV`.
         #[arg(long)]
         rev: Option<String>,
+        /// Keep only the N most recent revision pins of NAME (older ones are deleted; their paths are not).
+        #[arg(long)]
+        keep: Option<usize>,
+    },
+    /// Write the closures of store paths to standard output in `nix-store --export` format.
+    Export {
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// Put the paths of a `nix-store --export` file into a cache, signed and compressed.
+    Import {
+        /// Export file, or `-` for standard input.
+        file: PathBuf,
+        #[command(flatten)]
+        dest: DestArgs,
+    },
+    /// List the pins in a cache: name, revision, store path, time.
+    Pins {
+        /// The cache (file:///dir, /dir, s3://bucket).
+        #[arg(long)]
+        from: String,
+        /// Only the pins of this name.
+        name: Option<String>,
     },
     /// The buildpack phases (bin/detect, bin/compile and bin/release call these).
     #[command(subcommand, hide = true)]
@@ -88,6 +111,23 @@ pub struct PushArgs {
     /// The Nix database to read (read-only).
     #[arg(long, default_value = narwhal_push::DEFAULT_DB)]
     pub store_db: PathBuf,
+}
+
+/// A cache to write to.
+#[derive(Debug, Args)]
+pub struct DestArgs {
+    /// Destination cache (file:///dir, /dir, s3://bucket), with Nix's `compression` and `secret-key` parameters.
+    #[arg(long)]
+    pub to: String,
+    /// Secret key to sign narinfos with.
+    #[arg(long, env = "NARWHAL_SECRET_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// NAR compression.
+    #[arg(long, value_parser = ["zstd", "xz", "none"])]
+    pub compression: Option<String>,
+    /// Compression level (zstd 1-19, default 3; xz 0-9, default 6).
+    #[arg(long)]
+    pub level: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -28,7 +28,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Slug(args) => slug::run(&args).map(|_| ()),
         Command::Push(args) => push::run(&args),
         Command::Missing { paths, cache } => push::missing(&paths, &cache),
-        Command::Pin { name, store_path, to, rev } => push::pin(&name, &store_path, &to, rev.as_deref()),
+        Command::Pin { name, store_path, to, rev, keep } => push::pin(&name, &store_path, &to, rev.as_deref(), keep),
+        Command::Pins { from, name } => push::pins(&from, name.as_deref()),
+        Command::Export { paths } => push::export(&paths),
+        Command::Import { file, dest } => push::import(&file, &dest),
         Command::Buildpack(BuildpackCommand::Detect { build_dir }) => {
             if crate::buildpack::heroku::detect(&build_dir) {
                 println_data("narwhal")

@@ -55,7 +55,32 @@ pub fn run(args: &PushArgs) -> anyhow::Result<()> {
     let local = LocalStore::open(&args.store_db, StoreDir::default(), "/nix/store".into())?;
     let roots = parse_paths(&local, &paths)?;
     let closure = local.closure(&roots)?;
-    let key_file = args.key_file.clone().or_else(|| url.param("secret-key").map(Into::into));
+    let (key, compression) = dest_options(&url, args.key_file.as_deref(), args.compression.as_deref())?;
+    let dest = narwhal_store::open_writer(&url)?;
+    let temp_dir = std::env::temp_dir();
+    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
+    let opts = PushOptions { compression, level: args.level, key, jobs, temp_dir, reporter: &Lines };
+    let summary = narwhal_push::push(&local, &closure, dest.as_ref(), &opts)?;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "{} paths: {} uploaded, {} already in {url}; {} NAR, {} compressed, in {:.1} s",
+        summary.paths,
+        summary.uploaded,
+        summary.already_there,
+        human(summary.nar_bytes),
+        human(summary.file_bytes),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The key and compression a destination asks for (flags first, then the URL's parameters).
+fn dest_options(
+    url: &CacheUrl,
+    key_file: Option<&std::path::Path>,
+    compression: Option<&str>,
+) -> anyhow::Result<(Option<SecretKey>, PushCompression)> {
+    let key_file = key_file.map(ToOwned::to_owned).or_else(|| url.param("secret-key").map(Into::into));
     let key = match &key_file {
         Some(f) => Some(
             SecretKey::parse(&super::read_text(f)?)
@@ -63,17 +88,39 @@ pub fn run(args: &PushArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let compression = match args.compression.as_deref().or(url.param("compression")).unwrap_or("zstd") {
+    let compression = match compression.or(url.param("compression")).unwrap_or("zstd") {
         "zstd" => PushCompression::Zstd,
         "xz" => PushCompression::Xz,
         "none" => PushCompression::None,
         other => bail!("unsupported compression {other:?}: use zstd, xz or none"),
     };
-    let dest = narwhal_store::open_writer(&url)?;
-    let temp_dir = std::env::temp_dir();
-    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
-    let opts = PushOptions { compression, level: args.level, key, jobs, temp_dir, reporter: &Lines };
-    let summary = narwhal_push::push(&local, &closure, dest.as_ref(), &opts)?;
+    Ok((key, compression))
+}
+
+pub fn export(paths: &[String]) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    if std::io::stdout().is_terminal() {
+        bail!("the export is binary; redirect it: narwhal export PATH… > closure.export");
+    }
+    let local = LocalStore::open_default()?;
+    let roots = parse_paths(&local, paths)?;
+    let closure = local.closure(&roots)?;
+    let mut out = stdout();
+    narwhal_push::export(&local, &closure, &mut out)?;
+    out.flush()?;
+    Ok(())
+}
+
+pub fn import(file: &std::path::Path, dest: &crate::cli::DestArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let url = CacheUrl::parse(&dest.to)?;
+    let (key, compression) = dest_options(&url, dest.key_file.as_deref(), dest.compression.as_deref())?;
+    let writer = narwhal_store::open_writer(&url)?;
+    let mut input = super::open_input(file)?;
+    let opts =
+        PushOptions { compression, level: dest.level, key, jobs: 1, temp_dir: std::env::temp_dir(), reporter: &Lines };
+    let summary = narwhal_push::import(&mut input, &StoreDir::default(), writer.as_ref(), &opts)
+        .with_context(|| format!("cannot import {}", file.display()))?;
     let _ = writeln!(
         std::io::stderr().lock(),
         "{} paths: {} uploaded, {} already in {url}; {} NAR, {} compressed, in {:.1} s",
@@ -102,7 +149,7 @@ pub fn missing(paths: &[String], cache: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn pin(name: &str, store_path: &str, to: &str, rev: Option<&str>) -> anyhow::Result<()> {
+pub fn pin(name: &str, store_path: &str, to: &str, rev: Option<&str>, keep: Option<usize>) -> anyhow::Result<()> {
     let url = CacheUrl::parse(to)?;
     let dest = narwhal_store::open_writer(&url)?;
     let store_dir = StoreDir::default();
@@ -118,5 +165,50 @@ pub fn pin(name: &str, store_path: &str, to: &str, rev: Option<&str>) -> anyhow:
         dest.put(&pin::key(name, Some(r))?, text.as_bytes(), "text/plain")?;
     }
     dest.put(&pin::key(name, None)?, text.as_bytes(), "text/plain")?;
+    if let Some(keep) = keep {
+        // The newest revision pins stay; the latest pin (pins/NAME) always does.
+        let mut revs = read_pins(dest.as_ref(), Some(name))?;
+        revs.retain(|(key, p)| p.revision.is_some() && key.contains('@'));
+        revs.sort_by(|a, b| b.1.created.cmp(&a.1.created).then_with(|| b.0.cmp(&a.0)));
+        for (key, _) in revs.into_iter().skip(keep.max(1)) {
+            dest.delete(&key)?;
+        }
+    }
+    Ok(())
+}
+
+/// The pins under `pins/`, optionally only those of `name`, with their keys.
+fn read_pins(cache: &dyn narwhal_store::CacheWriter, name: Option<&str>) -> anyhow::Result<Vec<(String, Pin)>> {
+    let store_dir = StoreDir::default();
+    let mut out = Vec::new();
+    for key in cache.list(pin::PREFIX)? {
+        let base = key.trim_start_matches(pin::PREFIX);
+        let pin_name = base.split('@').next().unwrap_or(base);
+        if name.is_some_and(|n| n != pin_name) {
+            continue;
+        }
+        let Some(bytes) = cache.get(&key)? else { continue };
+        let pin =
+            Pin::parse(&String::from_utf8_lossy(&bytes), &store_dir).with_context(|| format!("invalid pin {key}"))?;
+        out.push((key, pin));
+    }
+    Ok(out)
+}
+
+pub fn pins(from: &str, name: Option<&str>) -> anyhow::Result<()> {
+    let url = CacheUrl::parse(from)?;
+    let cache = narwhal_store::open_writer(&url)?;
+    let mut out = stdout();
+    for (key, p) in read_pins(cache.as_ref(), name)? {
+        writeln!(
+            out,
+            "{}\t{}\t{}\t{}",
+            key.trim_start_matches(pin::PREFIX),
+            p.revision.as_deref().unwrap_or("-"),
+            p.store_dir.display(&p.path),
+            p.created
+        )?;
+    }
+    out.flush()?;
     Ok(())
 }

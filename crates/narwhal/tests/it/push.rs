@@ -195,6 +195,19 @@ fn post_build_hook_pins_and_errors() {
     );
     assert!(out.ends_with(app.file_name().unwrap().to_str().unwrap()), "{out}");
 
+    // Revision pins pile up; --keep 2 keeps the newest two, and `pins` lists them.
+    for (i, rev) in ["r1", "r2", "r3"].iter().enumerate() {
+        if i > 0 {
+            // Created is in seconds: keep the order unambiguous.
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+        }
+        ok(narwhal().args(["pin", "web"]).arg(&app).args(["--to", &url, "--rev", rev, "--keep", "2"]));
+    }
+    let listed = String::from_utf8(ok(narwhal().args(["pins", "web", "--from", &url]))).unwrap();
+    let names: Vec<&str> = listed.lines().map(|l| l.split('\t').next().unwrap()).collect();
+    assert_eq!(names, ["web", "web@r2", "web@r3"], "{listed}");
+    assert!(listed.lines().all(|l| l.contains(app.to_str().unwrap())), "{listed}");
+
     // A key file in the wrong format.
     let bad = tmp.path().join("bad.sec");
     std::fs::write(&bad, "not a key").unwrap();
@@ -261,6 +274,17 @@ fn push_to_s3_then_real_nix_reads_the_bucket_over_http() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // Pins live in the bucket too.
+    let mut cmd = narwhal();
+    cmd.args(["pin", "web"]).arg(&app).args(["--to", &s3, "--rev", "abc"]);
+    aws(&mut cmd);
+    ok(&mut cmd);
+    let mut cmd = narwhal();
+    cmd.args(["pins", "--from", &s3]);
+    aws(&mut cmd);
+    let listed = String::from_utf8(ok(&mut cmd)).unwrap();
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+
     // Wrong credentials, a missing bucket, an unreachable endpoint: one line, a hint, exit 1.
     let mut cmd = narwhal();
     cmd.arg("push")
@@ -280,4 +304,52 @@ fn push_to_s3_then_real_nix_reads_the_bucket_over_http() {
     aws(&mut cmd);
     let err = fails(&mut cmd);
     assert!(err.contains("cannot reach the server"), "{err}");
+}
+
+#[test]
+fn export_and_import_interoperate_with_nix_store() {
+    let tmp = tempdir();
+    let (sec, public) = keys(tmp.path());
+    let app = deploy_fixture("app");
+    // narwhal export -> nix-store --import.
+    let ours = tmp.path().join("ours.export");
+    let out = narwhal_testkit::output(narwhal().arg("export").arg(&app).stdout(std::fs::File::create(&ours).unwrap()));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let root = tmp.path().join("root");
+    run(nix("nix-store").arg("--store").arg(&root).arg("--import").stdin(std::fs::File::open(&ours).unwrap()));
+    for p in closure(&app) {
+        let hash = |store: Option<&Path>| {
+            let mut c = nix("nix-store");
+            if let Some(s) = store {
+                c.arg("--store").arg(s);
+            }
+            run_text(c.args(["-q", "--hash"]).arg(&p))
+        };
+        assert_eq!(hash(Some(&root)), hash(None), "{}", p.display());
+    }
+
+    // nix-store --export -> narwhal import -> real Nix reads the cache.
+    let theirs = tmp.path().join("theirs.export");
+    std::fs::write(&theirs, run(nix("nix-store").arg("--export").args(closure(&app)))).unwrap();
+    let cache = tmp.path().join("cache");
+    ok(narwhal()
+        .arg("import")
+        .arg(&theirs)
+        .args(["--to", &file_url(&cache, "compression=xz"), "--key-file"])
+        .arg(&sec));
+    let root2 = tmp.path().join("root2");
+    run(nix("nix")
+        .args(["copy", "--from", &file_url(&cache, ""), "--to"])
+        .arg(&root2)
+        .args(["--option", "require-sigs", "true", "--option", "trusted-public-keys", &public])
+        .arg(&app));
+    assert!(nix_dump(&root2.join(app.strip_prefix("/").unwrap())) == nix_dump(&app));
+
+    // An export without the references, into an empty cache: refused, the root's narinfo never written.
+    let partial = tmp.path().join("partial.export");
+    std::fs::write(&partial, run(nix("nix-store").arg("--export").arg(&app))).unwrap();
+    let empty = tmp.path().join("empty");
+    let err = fails(narwhal().arg("import").arg(&partial).args(["--to", &file_url(&empty, "")]));
+    assert!(err.contains("but not its reference"), "{err}");
+    assert!(files_with_suffix(&empty, ".narinfo").is_empty());
 }
