@@ -80,13 +80,12 @@ pub fn missing(closure: &[PathInfo], cache: &dyn BinaryCache, jobs: usize) -> Re
     let found: Mutex<Vec<(usize, Result<bool, Error>)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..jobs.clamp(1, closure.len().max(1)) {
-            scope.spawn(|| {
-                while let Some(info) = closure.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let key = format!("{}.narinfo", info.path.hash_part());
-                    let present = cache.get(&key).map(|b| b.is_some()).map_err(Error::from);
-                    let i = closure.iter().position(|c| c.path == info.path).unwrap_or(0);
-                    found.lock().unwrap_or_else(PoisonError::into_inner).push((i, present));
-                }
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(info) = closure.get(i) else { break };
+                let key = format!("{}.narinfo", info.path.hash_part());
+                let present = cache.get(&key).map(|b| b.is_some()).map_err(Error::from);
+                found.lock().unwrap_or_else(PoisonError::into_inner).push((i, present));
             });
         }
     });
