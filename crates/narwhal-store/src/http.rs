@@ -43,29 +43,60 @@ impl HttpCache {
         Ok(Self { base: base.to_owned(), client, options: options.clone() })
     }
 
-    /// GETs `key`, retrying transient failures. `Ok(None)` on 404.
-    fn request(&self, key: &str) -> Result<Option<reqwest::blocking::Response>, StoreError> {
-        check_key(key).map_err(|_| StoreError::new(format!("{}/{key}", self.base), StoreErrorKind::InvalidKey))?;
+    fn url_of(&self, key: &str) -> Result<String, StoreError> {
         let url = format!("{}/{key}", self.base);
-        let mut delay = self.options.initial_backoff;
-        let mut attempt = 0;
+        check_key(key).map_err(|_| StoreError::new(&url, StoreErrorKind::InvalidKey))?;
+        Ok(url)
+    }
+}
+
+impl HttpOptions {
+    /// Runs `attempt` (given its number, from 1) until it succeeds, fails
+    /// with an error that is not transient, or `self.attempts` are used up,
+    /// doubling the delay between tries.
+    pub fn retry<T>(&self, mut attempt: impl FnMut(u32) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut delay = self.initial_backoff;
+        let mut n = 0;
         loop {
-            attempt += 1;
-            let err = match self.client.get(&url).send() {
-                Ok(resp) if resp.status().is_success() => return Ok(Some(resp)),
-                Ok(resp) if resp.status().as_u16() == 404 || resp.status().as_u16() == 410 => return Ok(None),
-                Ok(resp) => {
-                    StoreError::new(&url, StoreErrorKind::Status { status: resp.status().as_u16(), attempts: attempt })
+            n += 1;
+            match attempt(n) {
+                Err(e) if e.is_transient() && n < self.attempts => {
+                    std::thread::sleep(delay);
+                    delay = delay.saturating_mul(2);
                 }
-                Err(e) => StoreError::new(&url, StoreErrorKind::Transport { attempts: attempt, source: Box::new(e) }),
-            };
-            if !err.is_transient() || attempt >= self.options.attempts {
-                return Err(err);
+                other => return other,
             }
-            std::thread::sleep(delay);
-            delay = delay.saturating_mul(2);
         }
     }
+}
+
+/// One GET of `url`: the response on success, `None` on 404 and 410, an error
+/// (transient or not, see [`StoreError::is_transient`]) otherwise.
+pub(crate) fn get_once(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    accept: Option<&str>,
+    attempt: u32,
+) -> Result<Option<reqwest::blocking::Response>, StoreError> {
+    let mut request = client.get(url);
+    if let Some(a) = accept {
+        request = request.header("Accept", a);
+    }
+    match request.send() {
+        Ok(resp) if resp.status().is_success() => Ok(Some(resp)),
+        Ok(resp) if resp.status().as_u16() == 404 || resp.status().as_u16() == 410 => Ok(None),
+        Ok(resp) => {
+            Err(StoreError::new(url, StoreErrorKind::Status { status: resp.status().as_u16(), attempts: attempt }))
+        }
+        Err(e) => Err(StoreError::new(url, StoreErrorKind::Transport { attempts: attempt, source: Box::new(e) })),
+    }
+}
+
+/// The whole body of a response, a failure to read it being a transport error.
+pub(crate) fn body(resp: reqwest::blocking::Response, url: &str, attempt: u32) -> Result<Vec<u8>, StoreError> {
+    resp.bytes()
+        .map(|b| b.to_vec())
+        .map_err(|e| StoreError::new(url, StoreErrorKind::Transport { attempts: attempt, source: Box::new(e) }))
 }
 
 impl BinaryCache for HttpCache {
@@ -74,32 +105,19 @@ impl BinaryCache for HttpCache {
     }
 
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut delay = self.options.initial_backoff;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let Some(resp) = self.request(key)? else { return Ok(None) };
-            match resp.bytes() {
-                Ok(b) => return Ok(Some(b.to_vec())),
-                Err(e) if attempt < self.options.attempts => {
-                    let _ = e;
-                    std::thread::sleep(delay);
-                    delay = delay.saturating_mul(2);
-                }
-                Err(e) => {
-                    return Err(StoreError::new(
-                        format!("{}/{key}", self.base),
-                        StoreErrorKind::Transport { attempts: attempt, source: Box::new(e) },
-                    ))
-                }
-            }
-        }
+        let url = self.url_of(key)?;
+        // Sending and reading the body are retried together.
+        self.options.retry(|attempt| match get_once(&self.client, &url, None, attempt)? {
+            Some(resp) => body(resp, &url, attempt).map(Some),
+            None => Ok(None),
+        })
     }
 
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>, StoreError> {
-        match self.request(key)? {
+        let url = self.url_of(key)?;
+        match self.options.retry(|attempt| get_once(&self.client, &url, None, attempt))? {
             Some(resp) => Ok(Box::new(resp)),
-            None => Err(StoreError::new(format!("{}/{key}", self.base), StoreErrorKind::NotFound)),
+            None => Err(StoreError::new(url, StoreErrorKind::NotFound)),
         }
     }
 }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 use crate::error::{StoreError, StoreErrorKind};
-use crate::http::HttpOptions;
+use crate::http::{body, get_once, HttpOptions};
 
 #[derive(Debug, Deserialize)]
 struct Build {
@@ -37,24 +37,10 @@ pub fn latest_outputs(job_url: &str, options: &HttpOptions) -> Result<Vec<String
         .timeout(options.timeout)
         .build()
         .map_err(|e| StoreError::new(&url, StoreErrorKind::Transport { attempts: 0, source: Box::new(e) }))?;
-    let mut delay = options.initial_backoff;
-    let mut attempt = 0;
-    let body = loop {
-        attempt += 1;
-        let err = match client.get(&url).header("Accept", "application/json").send() {
-            Ok(r) if r.status().is_success() => match r.bytes() {
-                Ok(b) => break b,
-                Err(e) => StoreError::new(&url, StoreErrorKind::Transport { attempts: attempt, source: Box::new(e) }),
-            },
-            Ok(r) => StoreError::new(&url, StoreErrorKind::Status { status: r.status().as_u16(), attempts: attempt }),
-            Err(e) => StoreError::new(&url, StoreErrorKind::Transport { attempts: attempt, source: Box::new(e) }),
-        };
-        if !err.is_transient() || attempt >= options.attempts {
-            return Err(err);
-        }
-        std::thread::sleep(delay);
-        delay = delay.saturating_mul(2);
-    };
+    let body = options.retry(|attempt| match get_once(&client, &url, Some("application/json"), attempt)? {
+        Some(resp) => body(resp, &url, attempt),
+        None => Err(StoreError::new(&url, StoreErrorKind::Status { status: 404, attempts: attempt })),
+    })?;
     let invalid = |why: String| StoreError::new(&url, StoreErrorKind::InvalidUrl(why));
     let build: Build =
         serde_json::from_slice(&body).map_err(|e| invalid(format!("the answer is not a Hydra build: {e}")))?;
