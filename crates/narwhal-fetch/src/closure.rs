@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use narwhal_formats::narinfo::NarInfo;
 use narwhal_formats::signature::PublicKey;
-use narwhal_formats::store_path::StorePath;
+use narwhal_formats::store_path::{references_first, StorePath};
 
 use crate::error::{Error, Failure};
 use crate::substituters::Substituters;
@@ -95,27 +95,5 @@ pub fn walk_closure(
         }
         frontier.retain(|p| !found.contains_key(p));
     }
-    Ok(topological(found))
-}
-
-/// References first; ties broken by name for a stable order.
-fn topological(mut found: BTreeMap<StorePath, ClosurePath>) -> Vec<ClosurePath> {
-    let mut out = Vec::with_capacity(found.len());
-    let mut placed: BTreeSet<StorePath> = BTreeSet::new();
-    while !found.is_empty() {
-        let ready: Vec<StorePath> = found
-            .iter()
-            .filter(|(p, cp)| cp.info.references().iter().all(|r| r == *p || placed.contains(r)))
-            .map(|(p, _)| p.clone())
-            .collect();
-        // A cycle (impossible in a valid store) must not loop forever: take the rest as is.
-        let batch = if ready.is_empty() { found.keys().cloned().collect() } else { ready };
-        for p in batch {
-            if let Some(cp) = found.remove(&p) {
-                placed.insert(p);
-                out.push(cp);
-            }
-        }
-    }
-    out
+    Ok(references_first(found, |cp| cp.info.references()))
 }

@@ -174,6 +174,33 @@ impl fmt::Debug for StorePath {
     }
 }
 
+/// Orders `items` so that each comes after the items its `references` name
+/// (self-references aside), ties broken by path: the order in which a closure
+/// can be registered or committed. A cycle, impossible in a valid store,
+/// does not loop: the rest follow in path order.
+pub fn references_first<T>(
+    mut items: std::collections::BTreeMap<StorePath, T>,
+    references: impl Fn(&T) -> &[StorePath],
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(items.len());
+    let mut placed = std::collections::BTreeSet::new();
+    while !items.is_empty() {
+        let ready: Vec<StorePath> = items
+            .iter()
+            .filter(|(p, item)| references(item).iter().all(|r| r == *p || placed.contains(r)))
+            .map(|(p, _)| p.clone())
+            .collect();
+        let batch = if ready.is_empty() { items.keys().cloned().collect() } else { ready };
+        for p in batch {
+            if let Some(item) = items.remove(&p) {
+                placed.insert(p);
+                out.push(item);
+            }
+        }
+    }
+    out
+}
+
 /// Checks a store path name against Nix's rules.
 pub fn validate_name(name: &str) -> Result<(), Error> {
     let err = |reason| Err(Error::InvalidName { name: name.to_owned(), reason });

@@ -1,10 +1,10 @@
 //! The machine's Nix store, read-only and without the daemon.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use narwhal_formats::hash::Hash;
-use narwhal_formats::store_path::{StoreDir, StorePath};
+use narwhal_formats::store_path::{references_first, StoreDir, StorePath};
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _};
 
 use crate::error::Error;
@@ -128,22 +128,6 @@ impl LocalStore {
             todo.extend(info.references.iter().filter(|r| !infos.contains_key(*r)).cloned());
             infos.insert(p, info);
         }
-        let mut out = Vec::with_capacity(infos.len());
-        let mut placed: BTreeSet<StorePath> = BTreeSet::new();
-        while !infos.is_empty() {
-            let ready: Vec<StorePath> = infos
-                .iter()
-                .filter(|(p, i)| i.references.iter().all(|r| r == *p || placed.contains(r)))
-                .map(|(p, _)| p.clone())
-                .collect();
-            let batch = if ready.is_empty() { infos.keys().cloned().collect() } else { ready };
-            for p in batch {
-                if let Some(i) = infos.remove(&p) {
-                    placed.insert(p);
-                    out.push(i);
-                }
-            }
-        }
-        Ok(out)
+        Ok(references_first(infos, |i| &i.references))
     }
 }
