@@ -496,11 +496,11 @@ impl UnpackHook for RelocateHook<'_> {
         // Larger ones stream, through the rewriting writer when relocating.
         if self.reloc.is_identity() {
             out.write_all(&self.buf[..filled])?;
-            copy_all(contents, out, &mut self.buf)
+            nar::copy_through(contents, out, &mut self.buf)
         } else {
             let mut w = self.reloc.writer(out);
             w.write_all(&self.buf[..filled])?;
-            copy_all(contents, &mut w, &mut self.buf)?;
+            nar::copy_through(contents, &mut w, &mut self.buf)?;
             w.finish().map(|_| ())
         }
     }
@@ -526,17 +526,6 @@ fn fill(from: &mut dyn Read, buf: &mut [u8]) -> io::Result<(usize, bool)> {
         }
     }
     Ok((filled, false))
-}
-
-fn copy_all<W: Write + ?Sized>(from: &mut dyn Read, to: &mut W, buf: &mut [u8]) -> io::Result<()> {
-    loop {
-        match from.read(buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => to.write_all(&buf[..n])?,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// Finds references a byte rewrite cannot reach (the store dir inside

@@ -65,7 +65,10 @@ pub trait UnpackHook {
     /// Copies a regular file's contents to `out`; by default verbatim.
     fn contents(&mut self, path: &[u8], contents: &mut dyn Read, out: &mut dyn Write) -> io::Result<()> {
         let _ = path;
-        copy(contents, out)
+        // On the stack: a heap buffer per file would cost an allocation for every file unpacked.
+        #[allow(clippy::large_stack_arrays)]
+        let mut buf = [0u8; 64 * 1024];
+        copy_through(contents, out, &mut buf)
     }
 
     /// The target to give a symlink; by default `target` itself.
@@ -80,17 +83,16 @@ pub struct Verbatim;
 
 impl UnpackHook for Verbatim {}
 
-/// Copies through a 256 KiB buffer.
-fn copy(from: &mut dyn Read, to: &mut dyn Write) -> io::Result<()> {
-    let mut buf = vec![0; 256 * 1024];
+/// Copies everything from `from` to `to` through `buf` (a file's contents,
+/// in an [`UnpackHook`]), so a hook can reuse one buffer for every file.
+pub fn copy_through<W: Write + ?Sized>(from: &mut dyn Read, to: &mut W, buf: &mut [u8]) -> io::Result<()> {
     loop {
-        let n = match from.read(&mut buf) {
+        match from.read(buf) {
             Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Ok(n) => to.write_all(&buf[..n])?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
-        };
-        to.write_all(&buf[..n])?;
+        }
     }
 }
 
