@@ -92,6 +92,18 @@ pub fn closure(path: &Path) -> Vec<PathBuf> {
     run_text(nix("nix-store").arg("-qR").arg(path)).lines().map(PathBuf::from).collect()
 }
 
+/// `nix copy --from CACHE --to ROOT PATH` as a strict client: signatures required, only
+/// `trusted_key` trusted, and no narinfo remembered from an earlier run against the same URL.
+pub fn nix_copy_from(cache: &str, root: &Path, trusted_key: &str, path: &Path) -> Command {
+    let mut c = nix("nix");
+    c.args(["copy", "--from", cache, "--to"])
+        .arg(root)
+        .args(["--option", "require-sigs", "true", "--option", "trusted-public-keys", trusted_key])
+        .args(["--option", "narinfo-cache-positive-ttl", "0", "--option", "narinfo-cache-negative-ttl", "0"])
+        .arg(path);
+    c
+}
+
 /// `nix-store --dump PATH`.
 pub fn nix_dump(path: &Path) -> Vec<u8> {
     run(nix("nix-store").arg("--dump").arg(path))

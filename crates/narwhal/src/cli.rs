@@ -93,18 +93,8 @@ pub enum Command {
 pub struct PushArgs {
     /// Store paths to push with their closures; defaults to $OUT_PATHS (space-separated) for post-build-hooks.
     pub paths: Vec<String>,
-    /// Destination cache (file:///dir or /dir), with Nix's query parameters `compression` and `secret-key`.
-    #[arg(long, env = "NARWHAL_PUSH_TO")]
-    pub to: String,
-    /// Secret key to sign narinfos with (`name:base64`, as from `narwhal key generate`).
-    #[arg(long, env = "NARWHAL_SECRET_KEY_FILE")]
-    pub key_file: Option<PathBuf>,
-    /// NAR compression.
-    #[arg(long, value_parser = ["zstd", "xz", "none"])]
-    pub compression: Option<String>,
-    /// Compression level (zstd 1-19, default 3; xz 0-9, default 6).
-    #[arg(long)]
-    pub level: Option<u32>,
+    #[command(flatten)]
+    pub dest: DestArgs,
     /// Paths compressed and uploaded at once.
     #[arg(long, short = 'j')]
     pub jobs: Option<usize>,
@@ -117,9 +107,9 @@ pub struct PushArgs {
 #[derive(Debug, Args)]
 pub struct DestArgs {
     /// Destination cache (file:///dir, /dir, s3://bucket), with Nix's `compression` and `secret-key` parameters.
-    #[arg(long)]
+    #[arg(long, env = "NARWHAL_PUSH_TO")]
     pub to: String,
-    /// Secret key to sign narinfos with.
+    /// Secret key to sign narinfos with (`name:base64`, as from `narwhal key generate`).
     #[arg(long, env = "NARWHAL_SECRET_KEY_FILE")]
     pub key_file: Option<PathBuf>,
     /// NAR compression.

@@ -12,7 +12,7 @@ use narwhal_store::pin::{self, Pin};
 use narwhal_store::CacheUrl;
 
 use super::fetch::human;
-use crate::cli::PushArgs;
+use crate::cli::{DestArgs, PushArgs};
 use crate::output::stdout;
 
 fn parse_paths(store: &LocalStore, args: &[String]) -> anyhow::Result<Vec<StorePath>> {
@@ -51,16 +51,41 @@ pub fn run(args: &PushArgs) -> anyhow::Result<()> {
     if paths.is_empty() {
         bail!("nothing to push: give store paths, or run as a post-build-hook (which sets OUT_PATHS)");
     }
-    let url = CacheUrl::parse(&args.to)?;
+    let (url, key, compression) = destination(&args.dest)?;
     let local = LocalStore::open(&args.store_db, StoreDir::default(), "/nix/store".into())?;
     let roots = parse_paths(&local, &paths)?;
     let closure = local.closure(&roots)?;
-    let (key, compression) = dest_options(&url, args.key_file.as_deref(), args.compression.as_deref())?;
     let dest = narwhal_store::open_writer(&url)?;
     let temp_dir = std::env::temp_dir();
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
-    let opts = PushOptions { compression, level: args.level, key, jobs, temp_dir, reporter: &Lines };
+    let opts = PushOptions { compression, level: args.dest.level, key, jobs, temp_dir, reporter: &Lines };
     let summary = narwhal_push::push(&local, &closure, dest.as_ref(), &opts)?;
+    report(&summary, &url, started);
+    Ok(())
+}
+
+/// The destination, key and compression `dest` asks for (flags first, then the URL's parameters).
+fn destination(dest: &DestArgs) -> anyhow::Result<(CacheUrl, Option<SecretKey>, PushCompression)> {
+    let url = CacheUrl::parse(&dest.to)?;
+    let key_file = dest.key_file.clone().or_else(|| url.param("secret-key").map(Into::into));
+    let key = match &key_file {
+        Some(f) => Some(
+            SecretKey::parse(&super::read_text(f)?)
+                .with_context(|| format!("invalid secret key file {}", f.display()))?,
+        ),
+        None => None,
+    };
+    let compression = match dest.compression.as_deref().or(url.param("compression")).unwrap_or("zstd") {
+        "zstd" => PushCompression::Zstd,
+        "xz" => PushCompression::Xz,
+        "none" => PushCompression::None,
+        other => bail!("unsupported compression {other:?}: use zstd, xz or none"),
+    };
+    Ok((url, key, compression))
+}
+
+/// The one-line summary of a push or an import.
+fn report(summary: &narwhal_push::PushSummary, url: &CacheUrl, started: Instant) {
     let _ = writeln!(
         std::io::stderr().lock(),
         "{} paths: {} uploaded, {} already in {url}; {} NAR, {} compressed, in {:.1} s",
@@ -71,30 +96,6 @@ pub fn run(args: &PushArgs) -> anyhow::Result<()> {
         human(summary.file_bytes),
         started.elapsed().as_secs_f64()
     );
-    Ok(())
-}
-
-/// The key and compression a destination asks for (flags first, then the URL's parameters).
-fn dest_options(
-    url: &CacheUrl,
-    key_file: Option<&std::path::Path>,
-    compression: Option<&str>,
-) -> anyhow::Result<(Option<SecretKey>, PushCompression)> {
-    let key_file = key_file.map(ToOwned::to_owned).or_else(|| url.param("secret-key").map(Into::into));
-    let key = match &key_file {
-        Some(f) => Some(
-            SecretKey::parse(&super::read_text(f)?)
-                .with_context(|| format!("invalid secret key file {}", f.display()))?,
-        ),
-        None => None,
-    };
-    let compression = match compression.or(url.param("compression")).unwrap_or("zstd") {
-        "zstd" => PushCompression::Zstd,
-        "xz" => PushCompression::Xz,
-        "none" => PushCompression::None,
-        other => bail!("unsupported compression {other:?}: use zstd, xz or none"),
-    };
-    Ok((key, compression))
 }
 
 pub fn export(paths: &[String]) -> anyhow::Result<()> {
@@ -111,26 +112,16 @@ pub fn export(paths: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn import(file: &std::path::Path, dest: &crate::cli::DestArgs) -> anyhow::Result<()> {
+pub fn import(file: &std::path::Path, dest: &DestArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let url = CacheUrl::parse(&dest.to)?;
-    let (key, compression) = dest_options(&url, dest.key_file.as_deref(), dest.compression.as_deref())?;
+    let (url, key, compression) = destination(dest)?;
     let writer = narwhal_store::open_writer(&url)?;
     let mut input = super::open_input(file)?;
     let opts =
         PushOptions { compression, level: dest.level, key, jobs: 1, temp_dir: std::env::temp_dir(), reporter: &Lines };
     let summary = narwhal_push::import(&mut input, &StoreDir::default(), writer.as_ref(), &opts)
         .with_context(|| format!("cannot import {}", file.display()))?;
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "{} paths: {} uploaded, {} already in {url}; {} NAR, {} compressed, in {:.1} s",
-        summary.paths,
-        summary.uploaded,
-        summary.already_there,
-        human(summary.nar_bytes),
-        human(summary.file_bytes),
-        started.elapsed().as_secs_f64()
-    );
+    report(&summary, &url, started);
     Ok(())
 }
 

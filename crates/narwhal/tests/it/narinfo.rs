@@ -8,7 +8,7 @@ use narwhal_formats::nar::Listing;
 use narwhal_formats::narinfo::NarInfo;
 use narwhal_formats::store_path::StoreDir;
 use narwhal_testkit::{
-    closure, file_url, files_with_suffix, fixture, format_fixtures, nix, output, run, run_text, tempdir,
+    closure, file_url, files_with_suffix, fixture, format_fixtures, nix, nix_copy_from, output, run, run_text, tempdir,
 };
 
 use crate::{fails, narwhal, ok};
@@ -79,11 +79,7 @@ fn nix_accepts_a_cache_signed_by_narwhal() {
 
     // Real Nix, signatures required, only narwhal's key trusted.
     let root = tmp.path().join("root");
-    run(nix("nix")
-        .args(["copy", "--from", &file_url(&cache, ""), "--to"])
-        .arg(&root)
-        .args(["--option", "require-sigs", "true", "--option", "trusted-public-keys", &public])
-        .arg(&app));
+    run(&mut nix_copy_from(&file_url(&cache, ""), &root, &public, &app));
     for p in closure(&app) {
         let copied = root.join(p.strip_prefix("/").unwrap());
         assert_eq!(narwhal_testkit::nix_dump(&copied), narwhal_testkit::nix_dump(&p), "{}", p.display());
@@ -97,13 +93,7 @@ fn nix_accepts_a_cache_signed_by_narwhal() {
         .arg("--public")
         .arg(other.with_extension("pub")));
     let other_pub = std::fs::read_to_string(other.with_extension("pub")).unwrap();
-    let out = output(
-        nix("nix")
-            .args(["copy", "--from", &file_url(&cache, ""), "--to"])
-            .arg(tmp.path().join("root2"))
-            .args(["--option", "require-sigs", "true", "--option", "trusted-public-keys", &other_pub])
-            .arg(&app),
-    );
+    let out = output(&mut nix_copy_from(&file_url(&cache, ""), &tmp.path().join("root2"), &other_pub, &app));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("signature"), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use narwhal_formats::narinfo::NarInfo;
 use narwhal_formats::store_path::StoreDir;
 use narwhal_testkit::isolate::deploy_fixture;
-use narwhal_testkit::{closure, file_url, files_with_suffix, fixture, nix, nix_dump, run, run_text, tempdir};
+use narwhal_testkit::{
+    closure, file_url, files_with_suffix, fixture, nix, nix_copy_from, nix_dump, run, run_text, tempdir,
+};
 
 use crate::{fails, narwhal, ok};
 
@@ -51,11 +53,7 @@ fn nix_reads_what_narwhal_pushed() {
         }
         // Real Nix, signatures required, narwhal's key trusted.
         let root = tmp.path().join(format!("root-{compression}"));
-        run(nix("nix")
-            .args(["copy", "--from", &file_url(&cache, ""), "--to"])
-            .arg(&root)
-            .args(["--option", "require-sigs", "true", "--option", "trusted-public-keys", &public])
-            .arg(&app));
+        run(&mut nix_copy_from(&file_url(&cache, ""), &root, &public, &app));
         for p in closure(&app) {
             assert!(nix_dump(&root.join(p.strip_prefix("/").unwrap())) == nix_dump(&p), "{}", p.display());
         }
@@ -241,14 +239,9 @@ fn push_to_s3_then_real_nix_reads_the_bucket_over_http() {
     // Real Nix reads the bucket through Garage's website endpoint: a plain HTTP cache. The bucket is
     // chosen by the Host header, so curl reaches the web port as a proxy for http://nixcache.web.garage.
     let root = tmp.path().join("root");
+    // Nix remembers narinfos per cache URL, and this URL is the same in every run: nix_copy_from turns that off.
     let out = narwhal_testkit::output(
-        nix("nix")
-            .args(["copy", "--from", &format!("http://{}", Garage::web_host(&bucket.name)), "--to"])
-            .arg(&root)
-            .args(["--option", "require-sigs", "true", "--option", "trusted-public-keys", &public])
-            // Nix remembers narinfos per cache URL; this URL is the same in every run.
-            .args(["--option", "narinfo-cache-positive-ttl", "0", "--option", "narinfo-cache-negative-ttl", "0"])
-            .arg(&app)
+        nix_copy_from(&format!("http://{}", Garage::web_host(&bucket.name)), &root, &public, &app)
             .env("http_proxy", format!("http://{}", garage.web_addr())),
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -338,11 +331,7 @@ fn export_and_import_interoperate_with_nix_store() {
         .args(["--to", &file_url(&cache, "compression=xz"), "--key-file"])
         .arg(&sec));
     let root2 = tmp.path().join("root2");
-    run(nix("nix")
-        .args(["copy", "--from", &file_url(&cache, ""), "--to"])
-        .arg(&root2)
-        .args(["--option", "require-sigs", "true", "--option", "trusted-public-keys", &public])
-        .arg(&app));
+    run(&mut nix_copy_from(&file_url(&cache, ""), &root2, &public, &app));
     assert!(nix_dump(&root2.join(app.strip_prefix("/").unwrap())) == nix_dump(&app));
 
     // An export without the references, into an empty cache: refused, the root's narinfo never written.
