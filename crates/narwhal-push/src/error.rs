@@ -8,22 +8,8 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("cannot open the Nix database {path} read-only")]
-    OpenDb {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
-    #[error("cannot query the Nix database {path}")]
-    Query {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
-    #[error("{0} is not a valid path in the local Nix store")]
-    NotValid(String),
-    #[error("the Nix database has an invalid {what} for {path}: {value:?}")]
-    Corrupt { path: String, what: &'static str, value: String },
+    #[error(transparent)]
+    Local(#[from] narwhal_store::local::LocalError),
     #[error("{path} changed on disk: its NAR hash is {actual}, the Nix database says {expected} (run `nix-store --verify --check-contents`)")]
     Modified { path: String, expected: String, actual: String },
     #[error("cannot read {path} from the store")]
@@ -69,10 +55,7 @@ pub enum Error {
 impl Error {
     pub fn hint(&self) -> Option<&'static str> {
         match self {
-            Error::OpenDb { .. } => {
-                Some("is Nix installed here? narwhal reads /nix/var/nix/db/db.sqlite; pass --store-db for another")
-            }
-            Error::NotValid(_) => Some("build or substitute the path first (nix-build, nix copy --from)"),
+            Error::Local(e) => e.hint(),
             Error::Store(e) => e.hint(),
             _ => None,
         }

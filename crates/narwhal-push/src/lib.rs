@@ -1,6 +1,6 @@
 //! Filling binary caches.
 //!
-//! [`LocalStore`] reads the machine's Nix store without a daemon and without
+//! [`LocalStore`] (from narwhal-store) reads the machine's Nix store without a daemon and without
 //! writing: path metadata from `db.sqlite` (opened read-only), files from the
 //! store directory. [`push`] copies a closure into a [`CacheWriter`]: for each
 //! path the cache lacks, NAR -> NarHash (checked against the store's) ->
@@ -10,10 +10,9 @@
 
 mod error;
 mod import;
-mod local;
 mod push;
 
 pub use error::Error;
 pub use import::{export, import};
-pub use local::{LocalStore, PathInfo, DEFAULT_DB};
+pub use narwhal_store::local::{self, LocalStore, PathInfo, DEFAULT_DB};
 pub use push::{missing, push, PushCompression, PushOptions, PushReporter, PushSummary};

@@ -13,6 +13,7 @@ pub mod error;
 pub mod file;
 pub mod http;
 pub mod hydra;
+pub mod local;
 pub mod pin;
 pub mod s3;
 pub mod url;

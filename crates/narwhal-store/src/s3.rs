@@ -675,7 +675,7 @@ mod tests {
         assert_eq!(part_size(MIN_PART_SIZE * MAX_PARTS + 1), Some(6 << 20));
         for len in [1 << 30, 100 << 30, 1 << 40, 3 << 40, MAX_PART_SIZE * MAX_PARTS] {
             let part = part_size(len).unwrap();
-            assert!(len.div_ceil(part) <= MAX_PARTS && part >= MIN_PART_SIZE && part % (1 << 20) == 0, "{len}");
+            assert!(len.div_ceil(part) <= MAX_PARTS && part >= MIN_PART_SIZE && part.is_multiple_of(1 << 20), "{len}");
         }
         assert_eq!(part_size(MAX_PART_SIZE * MAX_PARTS + 1), None);
     }

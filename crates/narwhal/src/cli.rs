@@ -84,6 +84,14 @@ pub enum Command {
         /// Only the pins of this name.
         name: Option<String>,
     },
+    /// Serve a binary cache over HTTP: a directory, an S3 bucket, or this machine's Nix store.
+    ///
+    /// Answers Nix's and narwhal's requests (nix-cache-info, narinfos signed with
+    /// --key-file, NARs with byte ranges, listings, logs, pins). With push tokens it
+    /// takes PUTs from `nix copy --to http://…` and `narwhal push`, storing a narinfo
+    /// only once its NAR is there and matches it. Logs a line per request on stderr
+    /// (NARWHAL_LOG=warn to quiet it); stops gracefully on SIGINT or SIGTERM.
+    Serve(ServeArgs),
     /// The buildpack phases (bin/detect, bin/compile and bin/release call these).
     #[command(subcommand, hide = true)]
     Buildpack(BuildpackCommand),
@@ -118,6 +126,31 @@ pub struct DestArgs {
     /// Compression level (zstd 1-19, default 3; xz 0-9, default 6).
     #[arg(long)]
     pub level: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The cache: a directory (`/srv/cache`, `file:///srv/cache`), `s3://bucket[/prefix]?…`, or `local`.
+    #[arg(long)]
+    pub store: Option<String>,
+    /// Address to listen on [default: 127.0.0.1:5000].
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Secret key that signs every narinfo served; repeat for several.
+    #[arg(long = "key-file")]
+    pub key_files: Vec<PathBuf>,
+    /// File of push tokens (one a line); without one, writes are refused. Repeat for several.
+    #[arg(long = "push-token-file")]
+    pub push_token_files: Vec<PathBuf>,
+    /// File of read tokens; with one, reads need a read or a push token.
+    #[arg(long = "read-token-file")]
+    pub read_token_files: Vec<PathBuf>,
+    /// TOML config file; flags given here override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Worker threads [default: the number of cores].
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]

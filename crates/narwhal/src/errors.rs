@@ -35,6 +35,16 @@ pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
                 return Some(h);
             }
         }
+        if let Some(e) = cause.downcast_ref::<narwhal_store::local::LocalError>() {
+            if let Some(h) = e.hint() {
+                return Some(h);
+            }
+        }
+        if let Some(e) = cause.downcast_ref::<narwhal_serve::config::ConfigError>() {
+            if let Some(h) = e.hint() {
+                return Some(h);
+            }
+        }
         if let Some(e) = cause.downcast_ref::<narwhal_store::StoreError>() {
             if let Some(h) = e.hint() {
                 return Some(h);

@@ -6,6 +6,7 @@ mod key;
 mod nar;
 mod narinfo;
 mod push;
+mod serve;
 mod slug;
 
 use std::fs::File;
@@ -32,6 +33,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pins { from, name } => push::pins(&from, name.as_deref()),
         Command::Export { paths } => push::export(&paths),
         Command::Import { file, dest } => push::import(&file, &dest),
+        Command::Serve(args) => serve::run(args),
         Command::Buildpack(BuildpackCommand::Detect { build_dir }) => {
             if crate::buildpack::heroku::detect(&build_dir) {
                 println_data("narwhal")

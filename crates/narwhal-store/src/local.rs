@@ -7,7 +7,43 @@ use narwhal_formats::hash::Hash;
 use narwhal_formats::store_path::{references_first, StoreDir, StorePath};
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _};
 
-use crate::error::Error;
+use thiserror::Error;
+
+/// Why the local Nix store could not be read.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum LocalError {
+    #[error("cannot open the Nix database {path} read-only")]
+    OpenDb {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("cannot query the Nix database {path}")]
+    Query {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{0} is not a valid path in the local Nix store")]
+    NotValid(String),
+    #[error("the Nix database has an invalid {what} for {path}: {value:?}")]
+    Corrupt { path: String, what: &'static str, value: String },
+}
+
+impl LocalError {
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Self::OpenDb { .. } => {
+                Some("is Nix installed here? narwhal reads /nix/var/nix/db/db.sqlite; pass --store-db for another")
+            }
+            Self::NotValid(_) => Some("build or substitute the path first (nix-build, nix copy --from)"),
+            _ => None,
+        }
+    }
+}
+
+type Error = LocalError;
 
 /// Where Nix keeps its database.
 pub const DEFAULT_DB: &str = "/nix/var/nix/db/db.sqlite";
@@ -114,6 +150,20 @@ impl LocalStore {
             sigs,
             ca: ca.filter(|c| !c.is_empty()),
         }))
+    }
+
+    /// The valid path whose hash part is `hash` (Nix's `queryPathFromHashPart`).
+    pub fn path_from_hash_part(&self, hash: &str) -> Result<Option<StorePath>, Error> {
+        let prefix = format!("{}/{hash}", self.store_dir.as_str());
+        let mut stmt = self
+            .db
+            .prepare_cached("SELECT path FROM ValidPaths WHERE path >= ?1 ORDER BY path LIMIT 1")
+            .map_err(|e| self.query_err(e))?;
+        let found: Option<String> =
+            stmt.query_row([&prefix], |r| r.get(0)).optional().map_err(|e| self.query_err(e))?;
+        Ok(found
+            .filter(|p| p.strip_prefix(&prefix).is_some_and(|rest| rest.starts_with('-')))
+            .and_then(|p| self.store_dir.parse_path(&p).ok()))
     }
 
     /// The closure of `roots`, references first.

@@ -1,0 +1,210 @@
+//! `/nar/<file>`: NARs as the cache stores them (byte ranges on the directory
+//! backend), or dumped on the fly from the local store; uploads streamed to a
+//! temporary file, then stored whole.
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
+use tokio::io::AsyncWriteExt as _;
+
+use super::{blocking, hash_part, stored, writer};
+use crate::backend::{channel_body, Backend, RangeRequest, CHUNK};
+use crate::error::ApiError;
+use crate::local::ChannelWriter;
+use crate::AppState;
+
+const CONTENT_TYPE: &str = "application/x-nix-nar";
+const EXTENSIONS: [&str; 7] = ["", ".xz", ".zst", ".bz2", ".br", ".lzma", ".lz4"];
+
+/// Checks a NAR file name: `<nix32 or hex>[-<nix32>].nar[.<compression>]`.
+fn check_name(file: &str) -> Result<(), ApiError> {
+    let ok = file.len() <= 200
+        && EXTENSIONS.iter().any(|ext| {
+            file.strip_suffix(ext).and_then(|f| f.strip_suffix(".nar")).is_some_and(|stem| {
+                !stem.is_empty()
+                    && stem.split('-').count() <= 2
+                    && stem
+                        .split('-')
+                        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()))
+            })
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request("invalid NAR name: expected <hash>.nar[.xz|.zst|.bz2|.br]"))
+    }
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_name(&file)?;
+    let head = method == Method::HEAD;
+    if let Backend::Local(_) = state.backend {
+        return local(&state, &file, head).await;
+    }
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(RangeRequest::parse);
+    let object = match state.backend.open(&format!("nar/{file}"), range, head).await? {
+        None => return Err(ApiError::not_found()),
+        Some(Err(unsatisfiable)) => {
+            return Ok((
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{}", unsatisfiable.0))],
+            )
+                .into_response())
+        }
+        Some(Ok(o)) => o,
+    };
+    let mut response = Response::new(object.body);
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    if let Some(len) = object.len {
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        let sent = match object.range {
+            Some(r) => {
+                *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+                let h = response.headers_mut();
+                h.insert(header::CONTENT_RANGE, header_value(&format!("bytes {}-{}/{len}", r.start, r.end)));
+                r.end - r.start + 1
+            }
+            None => len,
+        };
+        response.headers_mut().insert(header::CONTENT_LENGTH, header_value(&sent.to_string()));
+        if !head {
+            state.metrics.nar_bytes_sent.fetch_add(sent, Ordering::Relaxed);
+        }
+    }
+    Ok(response)
+}
+
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// `nar/<hash>.nar` or `nar/<hash>-<narhash>.nar` (nix-serve's form), dumped from the local store.
+async fn local(state: &AppState, file: &str, head: bool) -> Result<Response, ApiError> {
+    let Backend::Local(local) = &state.backend else { return Err(ApiError::not_found()) };
+    let stem = file.strip_suffix(".nar").ok_or_else(ApiError::not_found)?;
+    let (hash, nar_hash) = match stem.split_once('-') {
+        Some((h, n)) => (h, Some(n.to_owned())),
+        None => (stem, None),
+    };
+    let hash = hash_part(hash)?.to_owned();
+    let lookup = Arc::clone(local);
+    let found = blocking(move || {
+        lookup.nar(&hash, nar_hash.as_deref()).map_err(|e| ApiError::backend("cannot read the Nix database", &e))
+    })
+    .await?;
+    let Some((path, real, nar_size)) = found else { return Err(ApiError::not_found()) };
+    let body = if head {
+        Body::empty()
+    } else {
+        state.metrics.nar_bytes_sent.fetch_add(nar_size, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(4);
+        tokio::task::spawn_blocking(move || {
+            let mut w = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(CHUNK) };
+            let dumped = narwhal_formats::nar::dump(&real, &mut w);
+            let failure = match dumped {
+                Ok(n) if n == nar_size => return,
+                Ok(n) => format!(
+                    "{} changed on disk: its NAR is {n} bytes, the Nix database says {nar_size}",
+                    path.base_name()
+                ),
+                Err(e) => format!("cannot dump {}: {e}", path.base_name()),
+            };
+            if !tx.is_closed() {
+                tracing::error!("{failure}");
+                // Breaks the response off, so the client sees a failed download, not a short NAR.
+                let _ = tx.blocking_send(Err(io::Error::other(failure)));
+            }
+        });
+        channel_body(rx)
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE)),
+            (header::CONTENT_LENGTH, header_value(&nar_size.to_string())),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+pub async fn put(State(state): State<AppState>, Path(file): Path<String>, body: Body) -> Result<Response, ApiError> {
+    check_name(&file)?;
+    let w = writer(&state)?;
+    let temp = TempFile::new(&state.temp_dir, &file);
+    let mut out = tokio::fs::File::create(&temp.0)
+        .await
+        .map_err(|e| ApiError::backend("cannot create a temporary file for an upload", &e))?;
+    let mut stream = body.into_data_stream();
+    let mut total: u64 = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| ApiError::bad_request("the upload was cut off"))?;
+        total += chunk.len() as u64;
+        if total > state.max_upload_bytes {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the NAR is larger than this server accepts ({} bytes)", state.max_upload_bytes),
+            ));
+        }
+        out.write_all(&chunk).await.map_err(|e| ApiError::backend("cannot write an upload to disk", &e))?;
+    }
+    out.flush().await.map_err(|e| ApiError::backend("cannot write an upload to disk", &e))?;
+    drop(out);
+    state.metrics.bytes_received.fetch_add(total, Ordering::Relaxed);
+    let key = format!("nar/{file}");
+    blocking(move || {
+        w.put_file(&key, &temp.0, CONTENT_TYPE)?;
+        drop(temp);
+        Ok(())
+    })
+    .await?;
+    Ok(stored())
+}
+
+/// A temporary file removed on drop, whatever happened to the upload.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(dir: &std::path::Path, file: &str) -> Self {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        Self(dir.join(format!(".narwhal-upload-{}-{n}-{file}", std::process::id())))
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_name;
+
+    #[test]
+    fn names() {
+        for ok in [
+            "1a2b3c.nar.xz",
+            "0g5rqcyp5ljl5z0w1n4afdh13ajpvdpd3mpj61ykfdbqrn4zgds6.nar.zst",
+            "abc.nar",
+            "0ph8b4yb6qljcb2slbqisd9mz9mn2g2q-1bqm4cm7c6dcp2jfcj3rs79xy6sl8gk6q3hyf3l4y2vx3dqlfzsf.nar",
+        ] {
+            assert!(check_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["../x.nar", "x.nar.gz2", ".nar", "a-b-c.nar", "A.nar", "x.tar", "a--b.nar", "a/b.nar", "x.nar\0"] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! `/<hash>.narinfo`: served signed by the server's keys; stored only under
+//! the commit rule (its NAR there and matching, its references there).
+
+use std::io::{self, Read};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::Response;
+use bytes::Bytes;
+use narwhal_formats::hash::{Algorithm, Hasher, HashingWriter};
+use narwhal_formats::narinfo::NarInfo;
+use narwhal_store::{check_key, CacheWriter, Compression, StoreErrorKind};
+
+use super::{blocking, hash_part, ok, stored, writer};
+use crate::backend::Backend;
+use crate::error::ApiError;
+use crate::AppState;
+
+const CONTENT_TYPE: &str = "text/x-nix-narinfo";
+
+pub async fn get(State(state): State<AppState>, hash: &str) -> Result<Response, ApiError> {
+    let hash = hash_part(hash)?.to_owned();
+    let found = match &state.backend {
+        Backend::Local(local) => {
+            let local = Arc::clone(local);
+            let info = blocking(move || {
+                local.narinfo(&hash).map_err(|e| ApiError::backend("cannot read the Nix database", &e))
+            })
+            .await?;
+            info.map(|mut ni| {
+                sign(&state, &mut ni);
+                Bytes::from(ni.to_string())
+            })
+        }
+        backend => match backend.get(&format!("{hash}.narinfo")).await? {
+            Some(bytes) if state.keys.is_empty() => Some(bytes),
+            Some(bytes) => Some(signed(&state, &bytes)),
+            None => None,
+        },
+    };
+    if let Some(body) = found {
+        state.metrics.narinfo_hits.fetch_add(1, Ordering::Relaxed);
+        Ok(ok(CONTENT_TYPE, body))
+    } else {
+        state.metrics.narinfo_misses.fetch_add(1, Ordering::Relaxed);
+        Err(ApiError::not_found())
+    }
+}
+
+fn sign(state: &AppState, ni: &mut NarInfo) {
+    for key in &state.keys {
+        if let Err(e) = ni.sign(key) {
+            tracing::warn!(path = %ni.path.base_name(), error = %e, "cannot sign a narinfo");
+        }
+    }
+}
+
+/// `bytes` with the server's signatures added; a narinfo the server cannot
+/// parse is passed on as stored (the client will judge it).
+fn signed(state: &AppState, bytes: &Bytes) -> Bytes {
+    let Some(mut ni) = std::str::from_utf8(bytes).ok().and_then(|t| NarInfo::parse(t, &state.store_dir).ok()) else {
+        tracing::warn!("a stored narinfo does not parse; served unsigned");
+        return bytes.clone();
+    };
+    sign(state, &mut ni);
+    Bytes::from(ni.to_string())
+}
+
+pub async fn put(State(state): State<AppState>, hash: &str, body: Bytes) -> Result<Response, ApiError> {
+    let hash = hash_part(hash)?.to_owned();
+    let w = writer(&state)?;
+    let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("the narinfo is not UTF-8"))?;
+    let ni =
+        NarInfo::parse(text, &state.store_dir).map_err(|e| ApiError::bad_request(format!("invalid narinfo: {e}")))?;
+    if ni.path.hash_part() != hash {
+        return Err(ApiError::bad_request(format!(
+            "the narinfo describes {} but was sent as {hash}.narinfo",
+            ni.path.base_name()
+        )));
+    }
+    check_key(&ni.url).map_err(|_| ApiError::bad_request("the narinfo's URL leaves the cache"))?;
+    let compression: Compression =
+        ni.compression().parse().map_err(|e| ApiError::bad_request(format!("invalid narinfo: {e}")))?;
+    let metrics_state = Arc::clone(&state);
+    blocking(move || {
+        for r in ni.references() {
+            if r != &ni.path && !w.exists(&format!("{}.narinfo", r.hash_part()))? {
+                return Err(ApiError::conflict(format!(
+                    "the reference {} is not in the cache; upload the narinfos of a path's references first",
+                    r.base_name()
+                )));
+            }
+        }
+        check_nar(w.as_ref(), &ni, compression)?;
+        w.put(&format!("{hash}.narinfo"), &body, CONTENT_TYPE)?;
+        Ok(())
+    })
+    .await?;
+    metrics_state.metrics.narinfos_committed.fetch_add(1, Ordering::Relaxed);
+    Ok(stored())
+}
+
+/// Reads the stored NAR back and checks FileSize, FileHash, NarSize and NarHash.
+fn check_nar(w: &dyn CacheWriter, ni: &NarInfo, compression: Compression) -> Result<(), ApiError> {
+    let file = match w.open(&ni.url) {
+        Ok(f) => f,
+        Err(e) if matches!(e.kind, StoreErrorKind::NotFound) => {
+            return Err(ApiError::conflict(format!(
+                "{} is not in the cache; upload the NAR before its narinfo",
+                ni.url
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let file_algo = ni.file_hash.as_ref().map_or(Algorithm::Sha256, narwhal_formats::hash::Hash::algorithm);
+    let mut counted = Counted { inner: file, hasher: Hasher::new(file_algo), count: 0 };
+    let mismatch = |what: &str| ApiError::bad_request(format!("the narinfo's {what} does not match {}", ni.url));
+    let (nar_hash, nar_size) = {
+        let mut decoder =
+            compression.decoder(&mut counted).map_err(|e| ApiError::backend("cannot start decompressing a NAR", &e))?;
+        let mut sink = HashingWriter::new(ni.nar_hash.algorithm(), io::sink());
+        io::copy(&mut decoder, &mut sink).map_err(|e| {
+            if matches!(e.kind(), io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof | io::ErrorKind::Other) {
+                ApiError::bad_request(format!("{} does not decompress as {compression}: {e}", ni.url))
+            } else {
+                ApiError::backend("cannot read a NAR back", &e)
+            }
+        })?;
+        let (h, n, _) = sink.finish();
+        (h, n)
+    };
+    // Read what the decoder left (a trailer), so FileSize and FileHash cover the whole file.
+    io::copy(&mut counted, &mut io::sink()).map_err(|e| ApiError::backend("cannot read a NAR back", &e))?;
+    if ni.file_size.is_some_and(|s| s != counted.count) {
+        return Err(mismatch("FileSize"));
+    }
+    if ni.file_hash.as_ref().is_some_and(|h| *h != counted.hasher.finish()) {
+        return Err(mismatch("FileHash"));
+    }
+    if nar_size != ni.nar_size {
+        return Err(mismatch("NarSize"));
+    }
+    if nar_hash != ni.nar_hash {
+        return Err(mismatch("NarHash"));
+    }
+    Ok(())
+}
+
+struct Counted<R> {
+    inner: R,
+    hasher: Hasher,
+    count: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
