@@ -516,3 +516,53 @@ fn bad_configuration_is_one_line_and_a_hint() {
     let e = fails(&["--store", cache.to_str().unwrap(), "--push-token-file", short.to_str().unwrap()]);
     assert!(e.contains("shorter than 16"), "{e}");
 }
+
+#[test]
+fn private_reads_need_a_read_or_push_token() {
+    let tmp = tempdir();
+    let (sec, public) = keys(tmp.path());
+    let app = deploy_fixture("app");
+    let cache = tmp.path().join("cache");
+    run(nix("nix").args(["copy", "--to", &file_url(&cache, "compression=xz")]).arg(&app));
+    let (read, push) = (tmp.path().join("read-tokens"), tmp.path().join("push-tokens"));
+    std::fs::write(&read, "read-0123456789abcdef-token\n").unwrap();
+    std::fs::write(&push, "push-0123456789abcdef-token\n").unwrap();
+    let server = Server::start(
+        &[
+            "--store",
+            cache.to_str().unwrap(),
+            "--key-file",
+            sec.to_str().unwrap(),
+            "--read-token-file",
+            read.to_str().unwrap(),
+            "--push-token-file",
+            push.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let denied = get(server.addr, &format!("/{}.narinfo", hash_of(&app)));
+    assert_eq!(denied.status, 401);
+    assert!(denied.header("www-authenticate").is_some_and(|v| v.starts_with("Basic")));
+    assert_eq!(get(server.addr, "/health").status, 200);
+    let out = output(&mut nix_copy_from(&server.url(), &tmp.path().join("denied"), &public, &app));
+    assert!(!out.status.success(), "nix copy read a private cache without a token");
+    // Nix sends the netrc password as Basic auth; a read token reads, and cannot write.
+    let netrc = netrc(tmp.path(), "read-0123456789abcdef-token");
+    let root = tmp.path().join("root");
+    let out = output(nix_copy_from(&server.url(), &root, &public, &app).arg("--option").arg("netrc-file").arg(&netrc));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for p in closure(&app) {
+        assert!(nix_dump(&root.join(p.strip_prefix("/").unwrap())) == nix_dump(&p), "{}", p.display());
+    }
+    let pin = format!("Name: web\nStorePath: {}\nCreated: 1\n", app.display());
+    let head = format!(
+        "PUT /pins/web HTTP/1.1\nHost: cache\nContent-Length: {}\nAuthorization: Bearer read-0123456789abcdef-token",
+        pin.len()
+    );
+    assert_eq!(raw(server.addr, &head, pin.as_bytes()).status, 403);
+    let head = head.replace("read-0123", "push-0123");
+    assert_eq!(raw(server.addr, &head, pin.as_bytes()).status, 204);
+    let got =
+        raw(server.addr, "GET /pins/web HTTP/1.1\nHost: cache\nAuthorization: Bearer push-0123456789abcdef-token", b"");
+    assert_eq!(got.body, pin.as_bytes());
+}
