@@ -8,11 +8,13 @@
 //! the narinfos of all its references: a cache never shows a path whose
 //! closure is incomplete.
 
+mod copy;
 mod error;
 mod import;
 mod local;
 mod push;
 
+pub use copy::{closure_in_cache, push_from_cache};
 pub use error::Error;
 pub use import::{export, import};
 pub use local::{LocalStore, PathInfo, DEFAULT_DB};

@@ -95,6 +95,10 @@ pub struct PushArgs {
     pub paths: Vec<String>,
     #[command(flatten)]
     pub dest: DestArgs,
+    /// Copy from this cache (file://, http(s)://, s3://) instead of the local Nix store; NARs keep their
+    /// compression unless --compression (or ?compression=) asks for another.
+    #[arg(long)]
+    pub from: Option<String>,
     /// Paths compressed and uploaded at once.
     #[arg(long, short = 'j')]
     pub jobs: Option<usize>,
@@ -106,9 +110,12 @@ pub struct PushArgs {
 /// A cache to write to.
 #[derive(Debug, Args)]
 pub struct DestArgs {
-    /// Destination cache (file:///dir, /dir, s3://bucket), with Nix's `compression` and `secret-key` parameters.
+    /// Destination cache (file:///dir, /dir, s3://bucket, http(s)://host/path), with Nix's `compression` and `secret-key` parameters.
     #[arg(long, env = "NARWHAL_PUSH_TO")]
     pub to: String,
+    /// File holding the Bearer token for an http(s):// cache (else $NARWHAL_PUSH_TOKEN, else netrc credentials).
+    #[arg(long, env = "NARWHAL_PUSH_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// Secret key to sign narinfos with (`name:base64`, as from `narwhal key generate`).
     #[arg(long, env = "NARWHAL_SECRET_KEY_FILE")]
     pub key_file: Option<PathBuf>,

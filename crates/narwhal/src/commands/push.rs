@@ -52,15 +52,52 @@ pub fn run(args: &PushArgs) -> anyhow::Result<()> {
         bail!("nothing to push: give store paths, or run as a post-build-hook (which sets OUT_PATHS)");
     }
     let (url, key, compression) = destination(&args.dest)?;
+    if let Some(from) = &args.from {
+        return push_from(from, &paths, &url, key, compression, args, started);
+    }
     let local = LocalStore::open(&args.store_db, StoreDir::default(), "/nix/store".into())?;
     let roots = parse_paths(&local, &paths)?;
     let closure = local.closure(&roots)?;
-    let dest = narwhal_store::open_writer(&url)?;
+    let dest = open_dest(&url, &args.dest)?;
     let temp_dir = std::env::temp_dir();
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
     let opts = PushOptions { compression, level: args.dest.level, key, jobs, temp_dir, reporter: &Lines };
     let summary = narwhal_push::push(&local, &closure, dest.as_ref(), &opts)?;
     report(&summary, &url, started);
+    Ok(())
+}
+
+/// `push --from`: the closures of `paths` in another cache, copied into `url`.
+fn push_from(
+    from: &str,
+    paths: &[String],
+    url: &CacheUrl,
+    key: Option<SecretKey>,
+    compression: PushCompression,
+    args: &PushArgs,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let source_url = CacheUrl::parse(from)?;
+    let source = narwhal_store::open_cache(&source_url, &HttpOptions::default())?;
+    let store_dir = StoreDir::default();
+    let roots = paths
+        .iter()
+        .map(|p| Ok(store_dir.split_path(p.trim_end_matches('/'))?.0))
+        .collect::<anyhow::Result<Vec<StorePath>>>()?;
+    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
+    let closure = narwhal_push::closure_in_cache(source.as_ref(), &store_dir, &roots, jobs.max(8))?;
+    let dest = open_dest(url, &args.dest)?;
+    let keep_compression = args.dest.compression.is_none() && url.param("compression").is_none();
+    let opts = PushOptions {
+        compression,
+        level: args.dest.level,
+        key,
+        jobs,
+        temp_dir: std::env::temp_dir(),
+        reporter: &Lines,
+    };
+    let summary = narwhal_push::push_from_cache(source.as_ref(), &closure, dest.as_ref(), &opts, keep_compression)?;
+    report(&summary, url, started);
     Ok(())
 }
 
@@ -82,6 +119,15 @@ fn destination(dest: &DestArgs) -> anyhow::Result<(CacheUrl, Option<SecretKey>, 
         other => bail!("unsupported compression {other:?}: use zstd, xz or none"),
     };
     Ok((url, key, compression))
+}
+
+/// The cache `url` opened for writing, with the token from `--token-file` for an HTTP cache.
+fn open_dest(url: &CacheUrl, dest: &DestArgs) -> anyhow::Result<Box<dyn narwhal_store::CacheWriter>> {
+    let token = match &dest.token_file {
+        Some(f) => Some((super::read_text(f)?, f.display().to_string())),
+        None => None,
+    };
+    Ok(narwhal_store::open_writer_with_token(url, token)?)
 }
 
 /// The one-line summary of a push or an import.
@@ -115,7 +161,7 @@ pub fn export(paths: &[String]) -> anyhow::Result<()> {
 pub fn import(file: &std::path::Path, dest: &DestArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let (url, key, compression) = destination(dest)?;
-    let writer = narwhal_store::open_writer(&url)?;
+    let writer = open_dest(&url, dest)?;
     let mut input = super::open_input(file)?;
     let opts =
         PushOptions { compression, level: dest.level, key, jobs: 1, temp_dir: std::env::temp_dir(), reporter: &Lines };
@@ -142,6 +188,9 @@ pub fn missing(paths: &[String], cache: &str) -> anyhow::Result<()> {
 
 pub fn pin(name: &str, store_path: &str, to: &str, rev: Option<&str>, keep: Option<usize>) -> anyhow::Result<()> {
     let url = CacheUrl::parse(to)?;
+    if keep.is_some() && matches!(url.location, narwhal_store::Location::Http(_)) {
+        bail!("--keep needs to list the pins, which an HTTP cache cannot do; prune them where the cache's files are (file:// or s3://)");
+    }
     let dest = narwhal_store::open_writer(&url)?;
     let store_dir = StoreDir::default();
     let (path, _) = store_dir.split_path(store_path)?;

@@ -14,6 +14,7 @@ mod malformed;
 mod nar;
 mod narinfo;
 mod push;
+mod push_http;
 
 use std::path::Path;
 use std::process::{Command, Output};
