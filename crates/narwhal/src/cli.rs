@@ -105,6 +105,9 @@ pub struct PushArgs {
     /// The Nix database to read (read-only).
     #[arg(long, default_value = narwhal_push::DEFAULT_DB)]
     pub store_db: PathBuf,
+    /// Plain lines instead of a progress bar on a terminal.
+    #[arg(long, env = "NARWHAL_NO_PROGRESS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_progress: bool,
 }
 
 /// A cache to write to.

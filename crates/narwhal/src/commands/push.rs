@@ -1,9 +1,10 @@
 //! `narwhal push`, `narwhal missing`, `narwhal pin`.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use narwhal_formats::signature::SecretKey;
 use narwhal_formats::store_path::{StoreDir, StorePath};
 use narwhal_push::{LocalStore, PushCompression, PushOptions, PushReporter};
@@ -24,20 +25,59 @@ fn parse_paths(store: &LocalStore, args: &[String]) -> anyhow::Result<Vec<StoreP
         .collect()
 }
 
-struct Lines;
+/// Push progress on stderr: a bar over the paths to upload on a terminal, a line per path otherwise.
+pub struct PushProgress {
+    bar: Option<ProgressBar>,
+}
 
-impl PushReporter for Lines {
+impl PushProgress {
+    pub fn new(no_progress: bool) -> Self {
+        let tty = std::io::stderr().is_terminal() && !no_progress && std::env::var_os("CI").is_none();
+        let bar = tty.then(|| {
+            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+            let style = if std::env::var_os("NO_COLOR").is_some() {
+                "{pos}/{len} paths {elapsed} {wide_msg}"
+            } else {
+                "{bar:30.cyan/blue} {pos}/{len} paths {elapsed} {wide_msg}"
+            };
+            bar.set_style(ProgressStyle::with_template(style).unwrap_or_else(|_| ProgressStyle::default_bar()));
+            bar
+        });
+        Self { bar }
+    }
+
+    fn line(&self, s: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(s),
+            None => {
+                let _ = writeln!(std::io::stderr().lock(), "{s}");
+            }
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl PushReporter for PushProgress {
     fn planned(&self, total: usize, missing: usize) {
-        let _ = writeln!(std::io::stderr().lock(), "pushing {missing} of {total} paths (the cache has the others)");
+        self.line(&format!("pushing {missing} of {total} paths (the cache has the others)"));
+        if let Some(bar) = &self.bar {
+            bar.set_length(u64::try_from(missing).unwrap_or(u64::MAX));
+        }
     }
 
     fn uploaded(&self, path: &StorePath, nar_size: u64, file_size: u64) {
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "uploaded {path} ({} NAR, {} compressed)",
-            human(nar_size),
-            human(file_size)
-        );
+        match &self.bar {
+            Some(bar) => {
+                bar.inc(1);
+                bar.set_message(format!("{path} ({} NAR, {} compressed)", human(nar_size), human(file_size)));
+            }
+            None => self.line(&format!("uploaded {path} ({} NAR, {} compressed)", human(nar_size), human(file_size))),
+        }
     }
 }
 
@@ -61,8 +101,11 @@ pub fn run(args: &PushArgs) -> anyhow::Result<()> {
     let dest = open_dest(&url, &args.dest)?;
     let temp_dir = std::env::temp_dir();
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
-    let opts = PushOptions { compression, level: args.dest.level, key, jobs, temp_dir, reporter: &Lines };
-    let summary = narwhal_push::push(&local, &closure, dest.as_ref(), &opts)?;
+    let progress = PushProgress::new(args.no_progress);
+    let opts = PushOptions { compression, level: args.dest.level, key, jobs, temp_dir, reporter: &progress };
+    let summary = narwhal_push::push(&local, &closure, dest.as_ref(), &opts);
+    progress.finish();
+    let summary = summary?;
     report(&summary, &url, started);
     Ok(())
 }
@@ -88,15 +131,18 @@ fn push_from(
     let closure = narwhal_push::closure_in_cache(source.as_ref(), &store_dir, &roots, jobs.max(8))?;
     let dest = open_dest(url, &args.dest)?;
     let keep_compression = args.dest.compression.is_none() && url.param("compression").is_none();
+    let progress = PushProgress::new(args.no_progress);
     let opts = PushOptions {
         compression,
         level: args.dest.level,
         key,
         jobs,
         temp_dir: std::env::temp_dir(),
-        reporter: &Lines,
+        reporter: &progress,
     };
-    let summary = narwhal_push::push_from_cache(source.as_ref(), &closure, dest.as_ref(), &opts, keep_compression)?;
+    let summary = narwhal_push::push_from_cache(source.as_ref(), &closure, dest.as_ref(), &opts, keep_compression);
+    progress.finish();
+    let summary = summary?;
     report(&summary, url, started);
     Ok(())
 }
@@ -163,10 +209,18 @@ pub fn import(file: &std::path::Path, dest: &DestArgs) -> anyhow::Result<()> {
     let (url, key, compression) = destination(dest)?;
     let writer = open_dest(&url, dest)?;
     let mut input = super::open_input(file)?;
-    let opts =
-        PushOptions { compression, level: dest.level, key, jobs: 1, temp_dir: std::env::temp_dir(), reporter: &Lines };
-    let summary = narwhal_push::import(&mut input, &StoreDir::default(), writer.as_ref(), &opts)
-        .with_context(|| format!("cannot import {}", file.display()))?;
+    let progress = PushProgress::new(false);
+    let opts = PushOptions {
+        compression,
+        level: dest.level,
+        key,
+        jobs: 1,
+        temp_dir: std::env::temp_dir(),
+        reporter: &progress,
+    };
+    let summary = narwhal_push::import(&mut input, &StoreDir::default(), writer.as_ref(), &opts);
+    progress.finish();
+    let summary = summary.with_context(|| format!("cannot import {}", file.display()))?;
     report(&summary, &url, started);
     Ok(())
 }

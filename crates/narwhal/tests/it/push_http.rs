@@ -257,3 +257,30 @@ fn push_from_a_cache_nix_wrote_to_a_directory_and_to_nginx() {
         }
     }
 }
+
+/// On a terminal (a pseudo-terminal from util-linux's `script`), push draws a bar over the paths;
+/// with `--no-progress`, or without a terminal, it prints a line per path.
+#[test]
+fn push_draws_a_bar_on_a_terminal_and_lines_otherwise() {
+    use narwhal_testkit::file_url;
+    let tmp = tempdir();
+    let app = deploy_fixture("app");
+    let n = closure(&app).len();
+    let on_tty = |cache: &str, extra: &str| {
+        let command = format!(
+            "{} push {} --to {} {extra}",
+            env!("CARGO_BIN_EXE_narwhal"),
+            app.display(),
+            file_url(&tmp.path().join(cache), "")
+        );
+        let out = run(std::process::Command::new("script").args(["-qec", &command, "/dev/null"]).env_remove("CI"));
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let per_path = |out: &str| out.split(['\r', '\n']).filter(|l| l.starts_with("uploaded ")).count();
+    let drawn = on_tty("bar", "");
+    assert!(drawn.contains(&format!("{n}/{n} paths")) && per_path(&drawn) == 0, "{drawn}");
+    assert!(drawn.contains(&format!("{n} paths: {n} uploaded")), "{drawn}");
+    let plain = on_tty("plain", "--no-progress");
+    assert_eq!(per_path(&plain), n, "{plain}");
+    assert!(!plain.contains("paths 0s"), "{plain}");
+}
