@@ -68,10 +68,13 @@ pub enum Command {
     Export {
         #[arg(required = true)]
         paths: Vec<String>,
+        /// Write to this S3 object (`s3://bucket/key`, with the cache URL's parameters) instead of stdout.
+        #[arg(long, short = 'o')]
+        output: Option<String>,
     },
     /// Put the paths of a `nix-store --export` file into a cache, signed and compressed.
     Import {
-        /// Export file, or `-` for standard input.
+        /// Export file, `-` for standard input, or an S3 object (`s3://bucket/key`).
         file: PathBuf,
         #[command(flatten)]
         dest: DestArgs,

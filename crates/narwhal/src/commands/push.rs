@@ -190,25 +190,63 @@ fn report(summary: &narwhal_push::PushSummary, url: &CacheUrl, started: Instant)
     );
 }
 
-pub fn export(paths: &[String]) -> anyhow::Result<()> {
+pub fn export(paths: &[String], output: Option<&str>) -> anyhow::Result<()> {
     use std::io::IsTerminal as _;
-    if std::io::stdout().is_terminal() {
+    let object = output.map(s3_object).transpose()?;
+    if object.is_none() && std::io::stdout().is_terminal() {
         bail!("the export is binary; redirect it: narwhal export PATH… > closure.export");
     }
     let local = LocalStore::open_default()?;
     let roots = parse_paths(&local, paths)?;
     let closure = local.closure(&roots)?;
-    let mut out = stdout();
-    narwhal_push::export(&local, &closure, &mut out)?;
-    out.flush()?;
-    Ok(())
+    let Some((bucket, key)) = object else {
+        let mut out = stdout();
+        narwhal_push::export(&local, &closure, &mut out)?;
+        out.flush()?;
+        return Ok(());
+    };
+    // Into a temporary file first, so a large closure goes up as a multipart upload and the
+    // object appears whole or not at all.
+    let tmp = std::env::temp_dir().join(format!(".narwhal-export-{}", std::process::id()));
+    let written = (|| -> anyhow::Result<()> {
+        let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        narwhal_push::export(&local, &closure, &mut out)?;
+        out.flush().with_context(|| format!("cannot write {}", tmp.display()))?;
+        drop(out);
+        bucket.put_file(&key, &tmp, "application/octet-stream")?;
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    written
+}
+
+/// `s3://bucket/dir/name?params` as the cache `s3://bucket/dir?params` and the key `name`.
+fn s3_object(s: &str) -> anyhow::Result<(Box<dyn narwhal_store::CacheWriter>, String)> {
+    let url = CacheUrl::parse(s)?;
+    let narwhal_store::Location::S3 { bucket, prefix } = &url.location else {
+        bail!("{s} is not an S3 object URL: write s3://bucket/key (or give no --output to write to stdout)");
+    };
+    let (dir, name) = prefix.rsplit_once('/').unwrap_or(("", prefix.as_str()));
+    if name.is_empty() {
+        bail!("{s} names a bucket, not an object: add the object's key, as in s3://{bucket}/closures/app.export");
+    }
+    let location = narwhal_store::Location::S3 { bucket: bucket.clone(), prefix: dir.to_owned() };
+    let dir_url = CacheUrl { location, params: url.params.clone() };
+    Ok((narwhal_store::open_writer(&dir_url)?, name.to_owned()))
 }
 
 pub fn import(file: &std::path::Path, dest: &DestArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let (url, key, compression) = destination(dest)?;
     let writer = open_dest(&url, dest)?;
-    let mut input = super::open_input(file)?;
+    let mut input: Box<dyn std::io::Read> = match file.to_str().filter(|f| f.starts_with("s3://")) {
+        Some(object) => {
+            let (bucket, key) = s3_object(object)?;
+            Box::new(std::io::BufReader::with_capacity(256 * 1024, bucket.open(&key)?))
+        }
+        None => Box::new(super::open_input(file)?),
+    };
     let progress = PushProgress::new(false);
     let opts = PushOptions {
         compression,

@@ -284,3 +284,47 @@ fn push_draws_a_bar_on_a_terminal_and_lines_otherwise() {
     assert_eq!(per_path(&plain), n, "{plain}");
     assert!(!plain.contains("paths 0s"), "{plain}");
 }
+
+/// `export -o s3://bucket/key` and `import s3://bucket/key`, against Garage; real Nix reads the result.
+#[test]
+fn export_to_an_s3_object_and_import_from_it() {
+    use narwhal_testkit::file_url;
+    use narwhal_testkit::garage::Garage;
+    let garage = Garage::start();
+    let bucket = garage.create_bucket("closures");
+    let tmp = tempdir();
+    let (sec, public) = keys(tmp.path());
+    let app = deploy_fixture("app");
+    let s3 = garage.s3_url(&bucket.name);
+    let (base, query) = s3.split_once('?').unwrap();
+    let object = format!("{base}/apps/web.export?{query}");
+    let aws = |c: &mut std::process::Command| {
+        c.env("AWS_ACCESS_KEY_ID", &bucket.key_id).env("AWS_SECRET_ACCESS_KEY", &bucket.secret);
+    };
+    let mut cmd = narwhal();
+    cmd.arg("export").arg(&app).args(["-o", &object]);
+    aws(&mut cmd);
+    ok(&mut cmd);
+
+    let dest = tmp.path().join("cache");
+    let mut cmd = narwhal();
+    cmd.args(["import", &object, "--to", &file_url(&dest, ""), "--key-file"]).arg(&sec);
+    aws(&mut cmd);
+    let out = narwhal_testkit::output(&mut cmd);
+    let n = closure(&app).len();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains(&format!("{n} paths: {n} uploaded")), "{stderr}");
+    nix_reads_back(&file_url(&dest, ""), tmp.path(), &public, &app);
+
+    // A bucket without a key, and an object that is not there: one line and exit 1.
+    let mut cmd = narwhal();
+    cmd.arg("export").arg(&app).args(["-o", &s3]);
+    aws(&mut cmd);
+    let err = fails(&mut cmd);
+    assert!(err.contains("names a bucket, not an object"), "{err}");
+    let mut cmd = narwhal();
+    cmd.args(["import", &format!("{base}/apps/nope.export?{query}"), "--to", &file_url(&dest, "")]);
+    aws(&mut cmd);
+    let err = fails(&mut cmd);
+    assert!(err.contains("nope.export") && err.contains("not found"), "{err}");
+}
