@@ -44,6 +44,32 @@ pub enum Error {
         "the export holds {path} but not its reference {missing}, and the cache lacks it too; export the whole closure"
     )]
     IncompleteExport { path: String, missing: String },
+    #[error("{path} is not in {cache}")]
+    NotInSource { path: String, cache: String },
+    #[error("invalid narinfo {key}")]
+    SourceNarInfo {
+        key: String,
+        #[source]
+        source: narwhal_formats::narinfo::Error,
+    },
+    #[error("{key} describes another path than {path}")]
+    SourceMismatch { key: String, path: String },
+    #[error("cannot copy {path}")]
+    SourceCompression {
+        path: String,
+        #[source]
+        source: narwhal_store::compression::UnknownCompression,
+    },
+    #[error("cannot read the NAR of {path} from the source cache")]
+    SourceRead {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the NAR of {path} in {cache} does not match its narinfo: {what} is {actual}, the narinfo says {expected}"
+    )]
+    SourceHash { path: String, cache: String, what: &'static str, expected: String, actual: String },
     #[error("temporary file {path}")]
     Temp {
         path: PathBuf,
@@ -57,6 +83,10 @@ impl Error {
         match self {
             Error::Local(e) => e.hint(),
             Error::Store(e) => e.hint(),
+            Error::NotInSource { .. } => Some("push the closure into the source cache first, or check --from"),
+            Error::SourceHash { .. } | Error::SourceNarInfo { .. } | Error::SourceMismatch { .. } => {
+                Some("the source cache is corrupt or was tampered with; nothing of this path was committed")
+            }
             _ => None,
         }
     }

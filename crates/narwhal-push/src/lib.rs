@@ -8,10 +8,12 @@
 //! the narinfos of all its references: a cache never shows a path whose
 //! closure is incomplete.
 
+mod copy;
 mod error;
 mod import;
 mod push;
 
+pub use copy::{closure_in_cache, push_from_cache};
 pub use error::Error;
 pub use import::{export, import};
 pub use narwhal_store::local::{self, LocalStore, PathInfo, DEFAULT_DB};

@@ -35,7 +35,7 @@ impl PushCompression {
         }
     }
 
-    pub(crate) fn extension(self) -> &'static str {
+    pub fn extension(self) -> &'static str {
         match self {
             Self::None => "",
             Self::Xz => ".xz",
@@ -76,14 +76,24 @@ pub struct PushSummary {
 
 /// The paths of `closure` whose narinfo `cache` lacks, in closure order.
 pub fn missing(closure: &[PathInfo], cache: &dyn BinaryCache, jobs: usize) -> Result<Vec<StorePath>, Error> {
+    let paths: Vec<StorePath> = closure.iter().map(|i| i.path.clone()).collect();
+    missing_paths(&paths, cache, jobs)
+}
+
+/// The `paths` whose narinfo `cache` lacks, in their order, asked `jobs` at a time.
+pub(crate) fn missing_paths(
+    paths: &[StorePath],
+    cache: &dyn BinaryCache,
+    jobs: usize,
+) -> Result<Vec<StorePath>, Error> {
     let next = AtomicUsize::new(0);
     let found: Mutex<Vec<(usize, Result<bool, Error>)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
-        for _ in 0..jobs.clamp(1, closure.len().max(1)) {
+        for _ in 0..jobs.clamp(1, paths.len().max(1)) {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(info) = closure.get(i) else { break };
-                let key = format!("{}.narinfo", info.path.hash_part());
+                let Some(path) = paths.get(i) else { break };
+                let key = format!("{}.narinfo", path.hash_part());
                 let present = cache.get(&key).map(|b| b.is_some()).map_err(Error::from);
                 found.lock().unwrap_or_else(PoisonError::into_inner).push((i, present));
             });
@@ -94,10 +104,36 @@ pub fn missing(closure: &[PathInfo], cache: &dyn BinaryCache, jobs: usize) -> Re
     let mut out = Vec::new();
     for (i, present) in found {
         if !present? {
-            out.push(closure[i].path.clone());
+            out.push(paths[i].clone());
         }
     }
     Ok(out)
+}
+
+/// Runs `one` on every item of `work` on `jobs` threads, stopping early after the first failure.
+pub(crate) fn run_workers<T: Sync, R: Send>(
+    work: &[T],
+    jobs: usize,
+    commits: &Commits,
+    one: impl Fn(&T) -> Result<R, Error> + Sync,
+) -> Vec<Result<R, Error>> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Result<R, Error>>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.clamp(1, work.len().max(1)) {
+            scope.spawn(|| {
+                while !commits.failed.load(Ordering::Relaxed) {
+                    let Some(item) = work.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
+                    let r = one(item);
+                    if r.is_err() {
+                        commits.fail();
+                    }
+                    results.lock().unwrap_or_else(PoisonError::into_inner).push(r);
+                }
+            });
+        }
+    });
+    results.into_inner().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Pushes `closure` (references first, as [`LocalStore::closure`] returns it) into `dest`.
@@ -119,27 +155,13 @@ pub fn push(
         closure.iter().filter(|i| todo_set.contains(&i.path)).map(|i| (i, local.real_path(&i.path))).collect();
     let store_dir = local.store_dir().clone();
 
-    let committed =
-        Commits { done: Mutex::new(BTreeSet::new()), changed: Condvar::new(), failed: AtomicBool::new(false) };
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Result<(u64, u64), Error>>> = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..opts.jobs.clamp(1, work.len().max(1)) {
-            scope.spawn(|| {
-                while !committed.failed.load(Ordering::Relaxed) {
-                    let Some((info, real)) = work.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
-                    let r = push_one(&store_dir, info, real, dest, opts, &todo_set, &committed);
-                    if r.is_err() {
-                        committed.fail();
-                    }
-                    results.lock().unwrap_or_else(PoisonError::into_inner).push(r);
-                }
-            });
-        }
+    let committed = Commits::default();
+    let results = run_workers(&work, opts.jobs, &committed, |(info, real)| {
+        push_one(&store_dir, info, real, dest, opts, &todo_set, &committed)
     });
     let mut summary =
         PushSummary { paths: closure.len(), already_there: closure.len() - work.len(), ..PushSummary::default() };
-    for r in results.into_inner().unwrap_or_else(PoisonError::into_inner) {
+    for r in results {
         let (nar, file) = r?;
         summary.uploaded += 1;
         summary.nar_bytes += nar;
@@ -149,20 +171,21 @@ pub fn push(
 }
 
 /// Which narinfos this push has written, so a path's narinfo waits for its references'.
-struct Commits {
+#[derive(Default)]
+pub(crate) struct Commits {
     done: Mutex<BTreeSet<StorePath>>,
     changed: Condvar,
     failed: AtomicBool,
 }
 
 impl Commits {
-    fn fail(&self) {
+    pub(crate) fn fail(&self) {
         self.failed.store(true, Ordering::Relaxed);
         self.changed.notify_all();
     }
 
     /// Waits until every reference that this push must write is written; false if the push failed meanwhile.
-    fn wait_for(&self, refs: &[StorePath], pending: &BTreeSet<StorePath>, own: &StorePath) -> bool {
+    pub(crate) fn wait_for(&self, refs: &[StorePath], pending: &BTreeSet<StorePath>, own: &StorePath) -> bool {
         let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             if self.failed.load(Ordering::Relaxed) {
@@ -175,7 +198,7 @@ impl Commits {
         }
     }
 
-    fn mark(&self, path: &StorePath) {
+    pub(crate) fn mark(&self, path: &StorePath) {
         self.done.lock().unwrap_or_else(PoisonError::into_inner).insert(path.clone());
         self.changed.notify_all();
     }

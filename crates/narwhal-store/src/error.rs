@@ -30,6 +30,15 @@ pub enum StoreErrorKind {
         "the key leaves the cache (absolute, '..', or a full URL); the narinfo or pin that named it is not trustworthy"
     )]
     InvalidKey,
+    /// A 401 or 403 on a request that needs credentials; `sent` says which (never the secret).
+    #[error("HTTP {status}: the server refused the request (sent {sent})")]
+    Refused { status: u16, sent: String },
+    /// A 4xx answer to a write, with the reason the server gave (its body's first line).
+    #[error("HTTP {status}: {reason}")]
+    Rejected { status: u16, reason: String },
+    /// The backend cannot do this at all.
+    #[error("{0}")]
+    Unsupported(&'static str),
     #[error("invalid cache URL: {0}")]
     InvalidUrl(String),
     #[error(transparent)]
@@ -63,6 +72,16 @@ impl StoreError {
         match &self.kind {
             StoreErrorKind::Status { status: 401 | 403, .. } => {
                 Some("the cache refused access; check the credentials or token it expects")
+            }
+            StoreErrorKind::Refused { .. } => Some(
+                "give the cache's push token in NARWHAL_PUSH_TOKEN or --token-file, or the host's login and \
+                 password in ~/.netrc ($NETRC); check what the server expects",
+            ),
+            StoreErrorKind::Rejected { .. } => {
+                Some("the cache refused the object for the reason given; fix what it names, then push again")
+            }
+            StoreErrorKind::Status { status: 413, .. } => {
+                Some("the server refused the object's size; raise its limit (nginx: client_max_body_size 0)")
             }
             StoreErrorKind::Status { status: 404, .. } | StoreErrorKind::NotFound => {
                 Some("the cache lacks this object; push the closure again or check the cache URL")

@@ -26,9 +26,11 @@ impl Default for HttpOptions {
 }
 
 pub struct HttpCache {
-    base: String,
-    client: reqwest::blocking::Client,
-    options: HttpOptions,
+    pub(crate) base: String,
+    pub(crate) client: reqwest::blocking::Client,
+    pub(crate) options: HttpOptions,
+    /// Sent with every request (see [`crate::http_writer`]).
+    pub(crate) auth: crate::http_writer::HttpAuth,
 }
 
 impl HttpCache {
@@ -40,10 +42,22 @@ impl HttpCache {
             .pool_max_idle_per_host(32)
             .build()
             .map_err(|e| StoreError::new(base, StoreErrorKind::Transport { attempts: 0, source: Box::new(e) }))?;
-        Ok(Self { base: base.to_owned(), client, options: options.clone() })
+        Ok(Self { base: base.to_owned(), client, options: options.clone(), auth: crate::http_writer::HttpAuth::None })
     }
 
-    fn url_of(&self, key: &str) -> Result<String, StoreError> {
+    /// The same cache, with `auth` on every request.
+    #[must_use]
+    pub fn with_auth(mut self, auth: crate::http_writer::HttpAuth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// A request for `url` with this cache's credentials.
+    pub(crate) fn request(&self, method: reqwest::Method, url: &str) -> reqwest::blocking::RequestBuilder {
+        self.auth.apply(self.client.request(method, url))
+    }
+
+    pub(crate) fn url_of(&self, key: &str) -> Result<String, StoreError> {
         let url = format!("{}/{key}", self.base);
         check_key(key).map_err(|_| StoreError::new(&url, StoreErrorKind::InvalidKey))?;
         Ok(url)
@@ -82,6 +96,15 @@ pub(crate) fn get_once(
     if let Some(a) = accept {
         request = request.header("Accept", a);
     }
+    send_get(request, url, attempt)
+}
+
+/// Sends a GET (or HEAD): as [`get_once`].
+pub(crate) fn send_get(
+    request: reqwest::blocking::RequestBuilder,
+    url: &str,
+    attempt: u32,
+) -> Result<Option<reqwest::blocking::Response>, StoreError> {
     match request.send() {
         Ok(resp) if resp.status().is_success() => Ok(Some(resp)),
         Ok(resp) if resp.status().as_u16() == 404 || resp.status().as_u16() == 410 => Ok(None),
@@ -107,7 +130,7 @@ impl BinaryCache for HttpCache {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let url = self.url_of(key)?;
         // Sending and reading the body are retried together.
-        self.options.retry(|attempt| match get_once(&self.client, &url, None, attempt)? {
+        self.options.retry(|attempt| match send_get(self.request(reqwest::Method::GET, &url), &url, attempt)? {
             Some(resp) => body(resp, &url, attempt).map(Some),
             None => Ok(None),
         })
@@ -115,7 +138,7 @@ impl BinaryCache for HttpCache {
 
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>, StoreError> {
         let url = self.url_of(key)?;
-        match self.options.retry(|attempt| get_once(&self.client, &url, None, attempt))? {
+        match self.options.retry(|attempt| send_get(self.request(reqwest::Method::GET, &url), &url, attempt))? {
             Some(resp) => Ok(Box::new(resp)),
             None => Err(StoreError::new(url, StoreErrorKind::NotFound)),
         }

@@ -12,6 +12,7 @@ pub mod compression;
 pub mod error;
 pub mod file;
 pub mod http;
+pub mod http_writer;
 pub mod hydra;
 pub mod local;
 pub mod pin;
@@ -55,14 +56,24 @@ pub trait CacheWriter: BinaryCache {
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
 }
 
-/// Opens the cache at `url` for writing (`file:///dir`, `/dir`, `s3://bucket[/prefix]`).
+/// Opens the cache at `url` for writing (`file:///dir`, `/dir`, `s3://bucket[/prefix]`,
+/// `http(s)://host/path` with credentials from [`http_writer::HttpAuth::resolve`]).
 pub fn open_writer(url: &CacheUrl) -> Result<Box<dyn CacheWriter>, StoreError> {
+    open_writer_with_token(url, None)
+}
+
+/// As [`open_writer`]; an HTTP cache gets `token` (the token and where it came from, for
+/// messages) as its Bearer token, before `$NARWHAL_PUSH_TOKEN` and netrc files.
+pub fn open_writer_with_token(
+    url: &CacheUrl,
+    token: Option<(String, String)>,
+) -> Result<Box<dyn CacheWriter>, StoreError> {
     match &url.location {
         Location::File(dir) => Ok(Box::new(file::FileCache::new(dir.clone(), url.to_string()))),
-        Location::Http(_) => Err(StoreError::new(
-            url.to_string(),
-            StoreErrorKind::InvalidUrl("narwhal cannot write to HTTP caches yet; push to a directory".to_owned()),
-        )),
+        Location::Http(base) => {
+            let auth = http_writer::HttpAuth::resolve(base, token)?;
+            Ok(Box::new(http::HttpCache::new(base, &http::HttpOptions::default())?.with_auth(auth)))
+        }
         Location::S3 { .. } => Ok(Box::new(s3::S3Cache::from_url(url, &http::HttpOptions::default())?)),
     }
 }

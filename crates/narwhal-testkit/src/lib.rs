@@ -15,6 +15,7 @@ pub use tempfile::TempDir;
 pub mod garage;
 pub mod http;
 pub mod isolate;
+pub mod nginx;
 
 /// The configuration every Nix command in the tests runs with.
 pub const NIX_CONFIG: &str =

@@ -68,10 +68,13 @@ pub enum Command {
     Export {
         #[arg(required = true)]
         paths: Vec<String>,
+        /// Write to this S3 object (`s3://bucket/key`, with the cache URL's parameters) instead of stdout.
+        #[arg(long, short = 'o')]
+        output: Option<String>,
     },
     /// Put the paths of a `nix-store --export` file into a cache, signed and compressed.
     Import {
-        /// Export file, or `-` for standard input.
+        /// Export file, `-` for standard input, or an S3 object (`s3://bucket/key`).
         file: PathBuf,
         #[command(flatten)]
         dest: DestArgs,
@@ -103,20 +106,30 @@ pub struct PushArgs {
     pub paths: Vec<String>,
     #[command(flatten)]
     pub dest: DestArgs,
+    /// Copy from this cache (file://, http(s)://, s3://) instead of the local Nix store; NARs keep their
+    /// compression unless --compression (or ?compression=) asks for another.
+    #[arg(long)]
+    pub from: Option<String>,
     /// Paths compressed and uploaded at once.
     #[arg(long, short = 'j')]
     pub jobs: Option<usize>,
     /// The Nix database to read (read-only).
     #[arg(long, default_value = narwhal_push::DEFAULT_DB)]
     pub store_db: PathBuf,
+    /// Plain lines instead of a progress bar on a terminal.
+    #[arg(long, env = "NARWHAL_NO_PROGRESS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_progress: bool,
 }
 
 /// A cache to write to.
 #[derive(Debug, Args)]
 pub struct DestArgs {
-    /// Destination cache (file:///dir, /dir, s3://bucket), with Nix's `compression` and `secret-key` parameters.
+    /// Destination cache (file:///dir, /dir, s3://bucket, http(s)://host/path), with Nix's `compression` and `secret-key` parameters.
     #[arg(long, env = "NARWHAL_PUSH_TO")]
     pub to: String,
+    /// File holding the Bearer token for an http(s):// cache (else $NARWHAL_PUSH_TOKEN, else netrc credentials).
+    #[arg(long, env = "NARWHAL_PUSH_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// Secret key to sign narinfos with (`name:base64`, as from `narwhal key generate`).
     #[arg(long, env = "NARWHAL_SECRET_KEY_FILE")]
     pub key_file: Option<PathBuf>,

@@ -32,7 +32,8 @@ pub async fn put(State(state): State<AppState>, Path(file): Path<String>, body: 
     let w = writer(&state)?;
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("the pin is not UTF-8"))?;
     let p = Pin::parse(text, &state.store_dir).map_err(|e| ApiError::bad_request(format!("invalid pin: {e}")))?;
-    if p.name != name || p.revision != rev {
+    // `pins/NAME` is the latest pin, whatever its revision; `pins/NAME@REV` must be REV's.
+    if p.name != name || (rev.is_some() && p.revision != rev) {
         return Err(ApiError::bad_request(format!("the pin names {}, not {file}", p.name)));
     }
     blocking(move || {

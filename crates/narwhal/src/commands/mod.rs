@@ -31,7 +31,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Missing { paths, cache } => push::missing(&paths, &cache),
         Command::Pin { name, store_path, to, rev, keep } => push::pin(&name, &store_path, &to, rev.as_deref(), keep),
         Command::Pins { from, name } => push::pins(&from, name.as_deref()),
-        Command::Export { paths } => push::export(&paths),
+        Command::Export { paths, output } => push::export(&paths, output.as_deref()),
         Command::Import { file, dest } => push::import(&file, &dest),
         Command::Serve(args) => serve::run(args),
         Command::Buildpack(BuildpackCommand::Detect { build_dir }) => {

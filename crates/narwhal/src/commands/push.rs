@@ -1,9 +1,10 @@
 //! `narwhal push`, `narwhal missing`, `narwhal pin`.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use narwhal_formats::signature::SecretKey;
 use narwhal_formats::store_path::{StoreDir, StorePath};
 use narwhal_push::{LocalStore, PushCompression, PushOptions, PushReporter};
@@ -24,20 +25,59 @@ fn parse_paths(store: &LocalStore, args: &[String]) -> anyhow::Result<Vec<StoreP
         .collect()
 }
 
-struct Lines;
+/// Push progress on stderr: a bar over the paths to upload on a terminal, a line per path otherwise.
+pub struct PushProgress {
+    bar: Option<ProgressBar>,
+}
 
-impl PushReporter for Lines {
+impl PushProgress {
+    pub fn new(no_progress: bool) -> Self {
+        let tty = std::io::stderr().is_terminal() && !no_progress && std::env::var_os("CI").is_none();
+        let bar = tty.then(|| {
+            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+            let style = if std::env::var_os("NO_COLOR").is_some() {
+                "{pos}/{len} paths {elapsed} {wide_msg}"
+            } else {
+                "{bar:30.cyan/blue} {pos}/{len} paths {elapsed} {wide_msg}"
+            };
+            bar.set_style(ProgressStyle::with_template(style).unwrap_or_else(|_| ProgressStyle::default_bar()));
+            bar
+        });
+        Self { bar }
+    }
+
+    fn line(&self, s: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(s),
+            None => {
+                let _ = writeln!(std::io::stderr().lock(), "{s}");
+            }
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl PushReporter for PushProgress {
     fn planned(&self, total: usize, missing: usize) {
-        let _ = writeln!(std::io::stderr().lock(), "pushing {missing} of {total} paths (the cache has the others)");
+        self.line(&format!("pushing {missing} of {total} paths (the cache has the others)"));
+        if let Some(bar) = &self.bar {
+            bar.set_length(u64::try_from(missing).unwrap_or(u64::MAX));
+        }
     }
 
     fn uploaded(&self, path: &StorePath, nar_size: u64, file_size: u64) {
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "uploaded {path} ({} NAR, {} compressed)",
-            human(nar_size),
-            human(file_size)
-        );
+        match &self.bar {
+            Some(bar) => {
+                bar.inc(1);
+                bar.set_message(format!("{path} ({} NAR, {} compressed)", human(nar_size), human(file_size)));
+            }
+            None => self.line(&format!("uploaded {path} ({} NAR, {} compressed)", human(nar_size), human(file_size))),
+        }
     }
 }
 
@@ -52,15 +92,58 @@ pub fn run(args: &PushArgs) -> anyhow::Result<()> {
         bail!("nothing to push: give store paths, or run as a post-build-hook (which sets OUT_PATHS)");
     }
     let (url, key, compression) = destination(&args.dest)?;
+    if let Some(from) = &args.from {
+        return push_from(from, &paths, &url, key, compression, args, started);
+    }
     let local = LocalStore::open(&args.store_db, StoreDir::default(), "/nix/store".into())?;
     let roots = parse_paths(&local, &paths)?;
     let closure = local.closure(&roots)?;
-    let dest = narwhal_store::open_writer(&url)?;
+    let dest = open_dest(&url, &args.dest)?;
     let temp_dir = std::env::temp_dir();
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
-    let opts = PushOptions { compression, level: args.dest.level, key, jobs, temp_dir, reporter: &Lines };
-    let summary = narwhal_push::push(&local, &closure, dest.as_ref(), &opts)?;
+    let progress = PushProgress::new(args.no_progress);
+    let opts = PushOptions { compression, level: args.dest.level, key, jobs, temp_dir, reporter: &progress };
+    let summary = narwhal_push::push(&local, &closure, dest.as_ref(), &opts);
+    progress.finish();
+    let summary = summary?;
     report(&summary, &url, started);
+    Ok(())
+}
+
+/// `push --from`: the closures of `paths` in another cache, copied into `url`.
+fn push_from(
+    from: &str,
+    paths: &[String],
+    url: &CacheUrl,
+    key: Option<SecretKey>,
+    compression: PushCompression,
+    args: &PushArgs,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let source_url = CacheUrl::parse(from)?;
+    let source = narwhal_store::open_cache(&source_url, &HttpOptions::default())?;
+    let store_dir = StoreDir::default();
+    let roots = paths
+        .iter()
+        .map(|p| Ok(store_dir.split_path(p.trim_end_matches('/'))?.0))
+        .collect::<anyhow::Result<Vec<StorePath>>>()?;
+    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
+    let closure = narwhal_push::closure_in_cache(source.as_ref(), &store_dir, &roots, jobs.max(8))?;
+    let dest = open_dest(url, &args.dest)?;
+    let keep_compression = args.dest.compression.is_none() && url.param("compression").is_none();
+    let progress = PushProgress::new(args.no_progress);
+    let opts = PushOptions {
+        compression,
+        level: args.dest.level,
+        key,
+        jobs,
+        temp_dir: std::env::temp_dir(),
+        reporter: &progress,
+    };
+    let summary = narwhal_push::push_from_cache(source.as_ref(), &closure, dest.as_ref(), &opts, keep_compression);
+    progress.finish();
+    let summary = summary?;
+    report(&summary, url, started);
     Ok(())
 }
 
@@ -84,6 +167,15 @@ fn destination(dest: &DestArgs) -> anyhow::Result<(CacheUrl, Option<SecretKey>, 
     Ok((url, key, compression))
 }
 
+/// The cache `url` opened for writing, with the token from `--token-file` for an HTTP cache.
+fn open_dest(url: &CacheUrl, dest: &DestArgs) -> anyhow::Result<Box<dyn narwhal_store::CacheWriter>> {
+    let token = match &dest.token_file {
+        Some(f) => Some((super::read_text(f)?, f.display().to_string())),
+        None => None,
+    };
+    Ok(narwhal_store::open_writer_with_token(url, token)?)
+}
+
 /// The one-line summary of a push or an import.
 fn report(summary: &narwhal_push::PushSummary, url: &CacheUrl, started: Instant) {
     let _ = writeln!(
@@ -98,29 +190,75 @@ fn report(summary: &narwhal_push::PushSummary, url: &CacheUrl, started: Instant)
     );
 }
 
-pub fn export(paths: &[String]) -> anyhow::Result<()> {
+pub fn export(paths: &[String], output: Option<&str>) -> anyhow::Result<()> {
     use std::io::IsTerminal as _;
-    if std::io::stdout().is_terminal() {
+    let object = output.map(s3_object).transpose()?;
+    if object.is_none() && std::io::stdout().is_terminal() {
         bail!("the export is binary; redirect it: narwhal export PATH… > closure.export");
     }
     let local = LocalStore::open_default()?;
     let roots = parse_paths(&local, paths)?;
     let closure = local.closure(&roots)?;
-    let mut out = stdout();
-    narwhal_push::export(&local, &closure, &mut out)?;
-    out.flush()?;
-    Ok(())
+    let Some((bucket, key)) = object else {
+        let mut out = stdout();
+        narwhal_push::export(&local, &closure, &mut out)?;
+        out.flush()?;
+        return Ok(());
+    };
+    // Into a temporary file first, so a large closure goes up as a multipart upload and the
+    // object appears whole or not at all.
+    let tmp = std::env::temp_dir().join(format!(".narwhal-export-{}", std::process::id()));
+    let written = (|| -> anyhow::Result<()> {
+        let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        narwhal_push::export(&local, &closure, &mut out)?;
+        out.flush().with_context(|| format!("cannot write {}", tmp.display()))?;
+        drop(out);
+        bucket.put_file(&key, &tmp, "application/octet-stream")?;
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    written
+}
+
+/// `s3://bucket/dir/name?params` as the cache `s3://bucket/dir?params` and the key `name`.
+fn s3_object(s: &str) -> anyhow::Result<(Box<dyn narwhal_store::CacheWriter>, String)> {
+    let url = CacheUrl::parse(s)?;
+    let narwhal_store::Location::S3 { bucket, prefix } = &url.location else {
+        bail!("{s} is not an S3 object URL: write s3://bucket/key (or give no --output to write to stdout)");
+    };
+    let (dir, name) = prefix.rsplit_once('/').unwrap_or(("", prefix.as_str()));
+    if name.is_empty() {
+        bail!("{s} names a bucket, not an object: add the object's key, as in s3://{bucket}/closures/app.export");
+    }
+    let location = narwhal_store::Location::S3 { bucket: bucket.clone(), prefix: dir.to_owned() };
+    let dir_url = CacheUrl { location, params: url.params.clone() };
+    Ok((narwhal_store::open_writer(&dir_url)?, name.to_owned()))
 }
 
 pub fn import(file: &std::path::Path, dest: &DestArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let (url, key, compression) = destination(dest)?;
-    let writer = narwhal_store::open_writer(&url)?;
-    let mut input = super::open_input(file)?;
-    let opts =
-        PushOptions { compression, level: dest.level, key, jobs: 1, temp_dir: std::env::temp_dir(), reporter: &Lines };
-    let summary = narwhal_push::import(&mut input, &StoreDir::default(), writer.as_ref(), &opts)
-        .with_context(|| format!("cannot import {}", file.display()))?;
+    let writer = open_dest(&url, dest)?;
+    let mut input: Box<dyn std::io::Read> = match file.to_str().filter(|f| f.starts_with("s3://")) {
+        Some(object) => {
+            let (bucket, key) = s3_object(object)?;
+            Box::new(std::io::BufReader::with_capacity(256 * 1024, bucket.open(&key)?))
+        }
+        None => Box::new(super::open_input(file)?),
+    };
+    let progress = PushProgress::new(false);
+    let opts = PushOptions {
+        compression,
+        level: dest.level,
+        key,
+        jobs: 1,
+        temp_dir: std::env::temp_dir(),
+        reporter: &progress,
+    };
+    let summary = narwhal_push::import(&mut input, &StoreDir::default(), writer.as_ref(), &opts);
+    progress.finish();
+    let summary = summary.with_context(|| format!("cannot import {}", file.display()))?;
     report(&summary, &url, started);
     Ok(())
 }
@@ -142,6 +280,9 @@ pub fn missing(paths: &[String], cache: &str) -> anyhow::Result<()> {
 
 pub fn pin(name: &str, store_path: &str, to: &str, rev: Option<&str>, keep: Option<usize>) -> anyhow::Result<()> {
     let url = CacheUrl::parse(to)?;
+    if keep.is_some() && matches!(url.location, narwhal_store::Location::Http(_)) {
+        bail!("--keep needs to list the pins, which an HTTP cache cannot do; prune them where the cache's files are (file:// or s3://)");
+    }
     let dest = narwhal_store::open_writer(&url)?;
     let store_dir = StoreDir::default();
     let (path, _) = store_dir.split_path(store_path)?;

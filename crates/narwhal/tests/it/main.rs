@@ -14,6 +14,7 @@ mod malformed;
 mod nar;
 mod narinfo;
 mod push;
+mod push_http;
 mod serve;
 
 use std::path::Path;

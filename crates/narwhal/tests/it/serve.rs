@@ -566,3 +566,38 @@ fn private_reads_need_a_read_or_push_token() {
         raw(server.addr, "GET /pins/web HTTP/1.1\nHost: cache\nAuthorization: Bearer push-0123456789abcdef-token", b"");
     assert_eq!(got.body, pin.as_bytes());
 }
+
+#[test]
+fn narwhal_push_and_pin_go_through_the_server_and_fetch_reads_them() {
+    let tmp = tempdir();
+    let (sec, public) = keys(tmp.path());
+    let app = deploy_fixture("app");
+    let cache = tmp.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    let token = "push-0123456789abcdef-token";
+    let tokens = tmp.path().join("push-tokens");
+    std::fs::write(&tokens, format!("{token}\n")).unwrap();
+    let server =
+        Server::start(&["--store", cache.to_str().unwrap(), "--push-token-file", tokens.to_str().unwrap()], &[]);
+    let url = server.url();
+    let out = output(
+        narwhal().arg("push").arg(&app).args(["--to", &url, "--key-file"]).arg(&sec).env("NARWHAL_PUSH_TOKEN", token),
+    );
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), server.log());
+    assert_eq!(narwhal_testkit::files_with_suffix(&cache, ".narinfo").len(), closure(&app).len());
+    // The server checked each narinfo against its NAR and references on the way in.
+    let metrics = get(server.addr, "/metrics").text();
+    assert!(metrics.contains(&format!("narwhal_narinfos_committed_total {}", closure(&app).len())), "{metrics}");
+    ok(narwhal().args(["pin", "web"]).arg(&app).args(["--to", &url, "--rev", "r1"]).env("NARWHAL_PUSH_TOKEN", token));
+    // A second push finds everything there.
+    let out = output(
+        narwhal().arg("push").arg(&app).args(["--to", &url, "--key-file"]).arg(&sec).env("NARWHAL_PUSH_TOKEN", token),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0 uploaded"), "{}", String::from_utf8_lossy(&out.stderr));
+    // The deploy side resolves the pin over HTTP and fetches the closure, signatures checked.
+    let dest = tmp.path().join("dest");
+    ok(narwhal().args(["fetch", "pin:web@r1", "--from", &url, "--trusted-public-key", &public, "--to"]).arg(&dest));
+    for p in closure(&app) {
+        assert!(nix_dump(&dest.join(p.file_name().unwrap())) == nix_dump(&p), "{}", p.display());
+    }
+}

@@ -1,0 +1,209 @@
+//! Pushing closures from another cache (`narwhal push --from URL`): the closure is walked through
+//! the source's narinfos, each missing NAR is copied as it is (its compressed file checked against
+//! FileHash and FileSize, its NAR against NarHash and NarSize on the way) or recompressed when the
+//! destination asks for another compression, and narinfos are committed references first, keeping
+//! the source's signatures and adding the push key's.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::str::FromStr as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use narwhal_formats::hash::{Algorithm, Encoding, HashingWriter};
+use narwhal_formats::narinfo::NarInfo;
+use narwhal_formats::store_path::{references_first, StoreDir, StorePath};
+use narwhal_store::{BinaryCache, CacheWriter, Compression};
+
+use crate::error::Error;
+use crate::push::{compress_with, missing_paths, run_workers, Commits, PushOptions, PushSummary, TempFile};
+
+/// The closure of `roots` in `source`, references first, from its narinfos (fetched `jobs` at a time).
+pub fn closure_in_cache(
+    source: &dyn BinaryCache,
+    store_dir: &StoreDir,
+    roots: &[StorePath],
+    jobs: usize,
+) -> Result<Vec<NarInfo>, Error> {
+    let mut found: BTreeMap<StorePath, NarInfo> = BTreeMap::new();
+    let mut layer: Vec<StorePath> = roots.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
+    while !layer.is_empty() {
+        let next = AtomicUsize::new(0);
+        let results: Mutex<Vec<Result<NarInfo, Error>>> = Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for _ in 0..jobs.clamp(1, layer.len()) {
+                scope.spawn(|| {
+                    while let Some(path) = layer.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        let r = read_narinfo(source, store_dir, path);
+                        results.lock().unwrap_or_else(PoisonError::into_inner).push(r);
+                    }
+                });
+            }
+        });
+        let mut refs = BTreeSet::new();
+        for r in results.into_inner().unwrap_or_else(PoisonError::into_inner) {
+            let info = r?;
+            refs.extend(info.references().iter().cloned());
+            found.insert(info.path.clone(), info);
+        }
+        layer = refs.into_iter().filter(|r| !found.contains_key(r)).collect();
+    }
+    Ok(references_first(found, |i: &NarInfo| i.references()))
+}
+
+fn read_narinfo(source: &dyn BinaryCache, store_dir: &StoreDir, path: &StorePath) -> Result<NarInfo, Error> {
+    let key = format!("{}.narinfo", path.hash_part());
+    let full = store_dir.display(path).to_string();
+    let Some(bytes) = source.get(&key)? else {
+        return Err(Error::NotInSource { path: full, cache: source.url().to_owned() });
+    };
+    let info = NarInfo::parse(&String::from_utf8_lossy(&bytes), store_dir)
+        .map_err(|e| Error::SourceNarInfo { key: format!("{}/{key}", source.url()), source: e })?;
+    if info.path != *path {
+        return Err(Error::SourceMismatch { key: format!("{}/{key}", source.url()), path: full });
+    }
+    Ok(info)
+}
+
+/// Copies `closure` (references first, as [`closure_in_cache`] returns it) from `source` into `dest`.
+/// With `keep_compression`, every NAR keeps the source's compression; otherwise NARs compressed
+/// differently from `opts.compression` are recompressed.
+pub fn push_from_cache(
+    source: &dyn BinaryCache,
+    closure: &[NarInfo],
+    dest: &dyn CacheWriter,
+    opts: &PushOptions<'_>,
+    keep_compression: bool,
+) -> Result<PushSummary, Error> {
+    let Some(store_dir) = closure.first().map(|i| i.store_dir.clone()) else {
+        return Ok(PushSummary::default());
+    };
+    if !dest.exists("nix-cache-info")? {
+        dest.put("nix-cache-info", format!("StoreDir: {store_dir}\n").as_bytes(), "text/x-nix-cache-info")?;
+    }
+    let paths: Vec<StorePath> = closure.iter().map(|i| i.path.clone()).collect();
+    let todo: BTreeSet<StorePath> = missing_paths(&paths, dest, opts.jobs.max(8))?.into_iter().collect();
+    opts.reporter.planned(closure.len(), todo.len());
+    let work: Vec<&NarInfo> = closure.iter().filter(|i| todo.contains(&i.path)).collect();
+    let commits = Commits::default();
+    let results = run_workers(&work, opts.jobs, &commits, |info| {
+        copy_one(source, info, dest, opts, keep_compression, &todo, &commits)
+    });
+    let mut summary =
+        PushSummary { paths: closure.len(), already_there: closure.len() - work.len(), ..PushSummary::default() };
+    for r in results {
+        let (nar, file) = r?;
+        summary.uploaded += 1;
+        summary.nar_bytes += nar;
+        summary.file_bytes += file;
+    }
+    Ok(summary)
+}
+
+fn copy_one(
+    source: &dyn BinaryCache,
+    info: &NarInfo,
+    dest: &dyn CacheWriter,
+    opts: &PushOptions<'_>,
+    keep_compression: bool,
+    pending: &BTreeSet<StorePath>,
+    commits: &Commits,
+) -> Result<(u64, u64), Error> {
+    let full = info.store_dir.display(&info.path).to_string();
+    let from = Compression::from_str(info.compression())
+        .map_err(|e| Error::SourceCompression { path: full.clone(), source: e })?;
+    let tmp = opts.temp_dir.join(format!(".narwhal-copy-{}-{}", std::process::id(), info.path.hash_part()));
+    let guard = TempFile(tmp.clone());
+    let read_err = |source| Error::SourceRead { path: full.clone(), source };
+    let mismatch = |what: &'static str, expected: String, actual: String| Error::SourceHash {
+        path: full.clone(),
+        cache: source.url().to_owned(),
+        what,
+        expected,
+        actual,
+    };
+    let as_is = keep_compression || from.to_string() == opts.compression.name();
+    let mut reader = source.open(&info.url)?;
+    let (nar_hash, nar_size, file_hash, file_size, url, compression) = if as_is {
+        // One pass: the compressed bytes go to the file (hashed) and through the decoder (hashed).
+        let temp_err = |source| Error::Temp { path: tmp.clone(), source };
+        let file = File::create(&tmp).map_err(temp_err)?;
+        let mut file_out = HashingWriter::new(Algorithm::Sha256, BufWriter::with_capacity(1 << 20, file));
+        let mut nar = HashingWriter::new(Algorithm::Sha256, io::sink());
+        let decoded = {
+            let tee = Tee { inner: &mut reader, copy: &mut file_out };
+            from.decoder(tee).and_then(|mut decoder| io::copy(&mut decoder, &mut nar))
+        };
+        // Whatever follows the compressed stream is part of the file too; a file that does not
+        // decode is read to its end so that a FileHash mismatch, the likelier cause, is reported.
+        io::copy(&mut reader, &mut file_out).map_err(read_err)?;
+        let (nar_hash, nar_size, _) = nar.finish();
+        let (file_hash, file_size, mut buffered) = file_out.finish();
+        buffered.flush().map_err(temp_err)?;
+        if let Some(expected) = info.file_hash {
+            if expected != file_hash {
+                return Err(mismatch("FileHash", expected.to_string(), file_hash.to_string()));
+            }
+        }
+        if let Some(expected) = info.file_size {
+            if expected != file_size {
+                return Err(mismatch("FileSize", expected.to_string(), file_size.to_string()));
+            }
+        }
+        decoded.map_err(read_err)?;
+        (nar_hash, nar_size, file_hash, file_size, info.url.clone(), info.compression().to_owned())
+    } else {
+        let mut decoder = from.decoder(&mut reader).map_err(read_err)?;
+        let (nar_hash, nar_size, file_hash, file_size) = compress_with(&tmp, opts, &full, &mut |w| {
+            io::copy(&mut decoder, w).map(drop).map_err(|source| Error::SourceRead { path: full.clone(), source })
+        })?;
+        let url = format!("nar/{}.nar{}", file_hash.encode(Encoding::Nix32), opts.compression.extension());
+        (nar_hash, nar_size, file_hash, file_size, url, opts.compression.name().to_owned())
+    };
+    if nar_hash != info.nar_hash {
+        return Err(mismatch("NarHash", info.nar_hash.to_string(), nar_hash.to_string()));
+    }
+    if nar_size != info.nar_size {
+        return Err(mismatch("NarSize", info.nar_size.to_string(), nar_size.to_string()));
+    }
+    if !dest.exists(&url)? {
+        dest.put_file(&url, &tmp, "application/x-nix-nar")?;
+    }
+    drop(guard);
+
+    let mut narinfo = NarInfo::new(info.store_dir.clone(), info.path.clone(), url, nar_hash, nar_size);
+    narinfo.compression = Some(compression);
+    narinfo.file_hash = Some(file_hash);
+    narinfo.file_size = Some(file_size);
+    narinfo.references.clone_from(&info.references);
+    narinfo.deriver.clone_from(&info.deriver);
+    narinfo.system.clone_from(&info.system);
+    narinfo.sigs.clone_from(&info.sigs);
+    narinfo.sigs.sort();
+    narinfo.ca.clone_from(&info.ca);
+    if let Some(key) = &opts.key {
+        narinfo.sign(key).map_err(|source| Error::Sign { path: full.clone(), source })?;
+    }
+    if !commits.wait_for(info.references(), pending, &info.path) {
+        return Ok((0, 0));
+    }
+    dest.put(&format!("{}.narinfo", info.path.hash_part()), narinfo.to_string().as_bytes(), "text/x-nix-narinfo")?;
+    commits.mark(&info.path);
+    opts.reporter.uploaded(&info.path, nar_size, file_size);
+    Ok((nar_size, file_size))
+}
+
+/// A reader that copies what it reads into `copy`.
+struct Tee<'a, R: Read, W: Write> {
+    inner: &'a mut R,
+    copy: &'a mut W,
+}
+
+impl<R: Read, W: Write> Read for Tee<'_, R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.copy.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
