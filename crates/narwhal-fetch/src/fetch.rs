@@ -318,6 +318,8 @@ fn fetch_once(
         seen: 0,
         compressed: Vec::new(),
         warnings: Vec::new(),
+        scanner: narwhal_relocate::BytesScanner::new(opts.relocation.from().as_bytes())
+            .expect("a store directory is a valid needle"),
         buf: vec![0; 256 * 1024],
     };
 
@@ -487,6 +489,7 @@ struct RelocateHook<'r> {
     seen: usize,
     compressed: Vec<(usize, Vec<u8>)>,
     warnings: Vec<(usize, String)>,
+    scanner: narwhal_relocate::BytesScanner<'r>,
     buf: Vec<u8>,
 }
 
@@ -505,8 +508,7 @@ impl UnpackHook for RelocateHook<'_> {
             if compressed {
                 // The bytes just written, as they are on disk.
                 let file = self.dest.join(OsStr::from_bytes(path));
-                let found =
-                    narwhal_relocate::scan_compressed_bytes(&file, &self.buf[..filled], self.reloc.from().as_bytes());
+                let found = self.scanner.scan(&file, &self.buf[..filled]);
                 if let Some(w) = warning(self.base, path, self.reloc, found) {
                     self.warnings.push((self.seen, w));
                 }

@@ -162,16 +162,40 @@ pub fn scan_compressed_with_limit(path: &Path, needle: &[u8], limit: u64) -> Res
 /// [`scan_compressed`] for a file whose contents are already in memory (as
 /// they are while unpacking); `path` only names the file in findings and errors.
 pub fn scan_compressed_bytes(path: &Path, data: &[u8], needle: &[u8]) -> Result<Option<Finding>, ScanError> {
-    check_needle(needle)?;
-    let Some(format) = sniff(&data[..data.len().min(SNIFF_LEN)]) else {
-        return Ok(None);
-    };
-    let mut search = Search::new(needle, MAX_DECOMPRESSED_BYTES);
-    if format == Compression::Zip {
-        let member = zip::scan(path, &data, data.len() as u64, &mut search)?;
-        return Ok(member.map(|m| Finding { path: path.to_owned(), format, member: Some(m) }));
+    BytesScanner::new(needle)?.scan(path, data)
+}
+
+/// [`scan_compressed_bytes`] for many files one after another, reusing one
+/// search window instead of allocating and zeroing it for every file.
+pub struct BytesScanner<'n> {
+    search: Search<'n>,
+}
+
+impl fmt::Debug for BytesScanner<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BytesScanner").field("needle", &self.search.finder.needle()).finish_non_exhaustive()
     }
-    scan_stream(path, format, data, &mut search)
+}
+
+impl<'n> BytesScanner<'n> {
+    pub fn new(needle: &'n [u8]) -> Result<Self, ScanError> {
+        check_needle(needle)?;
+        Ok(Self { search: Search::new(needle, MAX_DECOMPRESSED_BYTES) })
+    }
+
+    /// Scans one file's contents; `path` only names it in findings and errors.
+    pub fn scan(&mut self, path: &Path, data: &[u8]) -> Result<Option<Finding>, ScanError> {
+        let Some(format) = sniff(&data[..data.len().min(SNIFF_LEN)]) else {
+            return Ok(None);
+        };
+        let search = &mut self.search;
+        search.remaining = search.limit;
+        if format == Compression::Zip {
+            let member = zip::scan(path, &data, data.len() as u64, search)?;
+            return Ok(member.map(|m| Finding { path: path.to_owned(), format, member: Some(m) }));
+        }
+        scan_stream(path, format, data, search)
+    }
 }
 
 fn check_needle(needle: &[u8]) -> Result<(), ScanError> {
