@@ -9,8 +9,10 @@
 //! stays at a few buffers per worker whatever the closure's size.
 
 use std::borrow::Cow;
+use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -65,8 +67,11 @@ struct Done {
     entry: ManifestEntry,
     source: Source,
     read_bytes: u64,
-    /// Files (relative to the path) that look compressed, to scan once everything is in.
-    compressed: Vec<Vec<u8>>,
+    /// Compressed files too large to scan while unpacking (relative to the
+    /// path, numbered in unpacking order), to scan from disk once everything is in.
+    compressed: Vec<(usize, Vec<u8>)>,
+    /// Warnings about compressed files, with the same numbers.
+    warnings: Vec<(usize, String)>,
 }
 
 /// Fetches every path of `closure` into `opts.dest`.
@@ -306,32 +311,49 @@ fn fetch_once(
         reporter: opts.reporter,
     };
     let dest = opts.dest.join(info.path.base_name());
-    let mut hook = RelocateHook { reloc: &opts.relocation, compressed: Vec::new(), buf: vec![0; 256 * 1024] };
+    let mut hook = RelocateHook {
+        reloc: &opts.relocation,
+        base: info.path.base_name(),
+        dest: &dest,
+        seen: 0,
+        compressed: Vec::new(),
+        warnings: Vec::new(),
+        scanner: narwhal_relocate::BytesScanner::new(opts.relocation.from().as_bytes())
+            .expect("a store directory is a valid needle"),
+        buf: vec![0; 256 * 1024],
+    };
 
-    // Parsing and writing files here; NarHash, NarSize and the relocated NAR's
-    // hash on a second thread, fed in chunks, so the largest path of a closure
-    // does not run on one core alone.
+    // Three threads per path: decompression (after FileHash) cuts the NAR into
+    // shared 1 MiB chunks; this one parses and writes files; another computes
+    // NarHash, NarSize and the relocated NAR's hash. So the largest path of a
+    // closure does not run on one core alone, and no byte is copied between them.
     let result = std::thread::scope(|scope| {
-        let (feed, chunks) = pipe::channel();
+        let (mut feed, mut chunks) = pipe::channel(2);
+        let (to_hash, to_unpack) = (chunks.remove(0), chunks.remove(0));
         let reloc = &opts.relocation;
-        let hashing = scope.spawn(move || nar_hashes(chunks, reloc));
-        let decoder = compression.decoder(&mut tee).map_err(&download_err)?;
-        let nar_tee = NarTee { inner: decoder, feed };
-        let mut reader = BufReader::with_capacity(256 * 1024, nar_tee);
-        let pending = nar::unpack_pending(&mut reader, &dest, &mut hook).map_err(|source| match source {
-            nar::UnpackError::Nar(e) if matches!(e.kind, nar::ErrorKind::Io(_)) => {
-                let nar::ErrorKind::Io(io) = e.kind else { unreachable!() };
-                download_err(io)
-            }
-            source => Error::Unpack { path: path_str.clone(), cache: cache_name.clone(), source },
-        })?;
-        let NarTee { inner: decoder, mut feed } = reader.into_inner();
-        drop(decoder);
-        feed.finish().map_err(&download_err)?;
-        let (nar_hash, nar_size, relocated) = hashing.join().expect("the hashing thread does not panic");
-        Ok((pending, nar_hash, nar_size, relocated))
+        let hashing = scope.spawn(move || nar_hashes(to_hash, reloc));
+        let tee = &mut tee;
+        let decoding = scope.spawn(move || -> io::Result<()> {
+            let mut decoder = compression.decoder(&mut *tee)?;
+            feed.read_from(&mut decoder)?;
+            drop(decoder);
+            feed.finish()?;
+            drop(feed);
+            // The decompressor may stop before the end of the file: the FileHash covers all of it.
+            io::copy(tee, &mut io::sink()).map(drop)
+        });
+        let unpacked = nar::unpack_pending(&mut to_unpack.reader(), &dest, &mut hook);
+        let decoded = decoding.join().expect("the decompressing thread does not panic");
+        let hashes = hashing.join().expect("the hashing thread does not panic");
+        match (unpacked, decoded) {
+            (Ok(pending), Ok(())) => Ok((pending, hashes)),
+            // A stream cut short shows as a truncated NAR; the cause is the download.
+            (_, Err(e)) if !pipe::is_receiver_gone(&e) => Err(download_err(e)),
+            (Err(source), _) => Err(Error::Unpack { path: path_str.clone(), cache: cache_name.clone(), source }),
+            (Ok(_), Err(e)) => Err(download_err(e)),
+        }
     });
-    let (pending, nar_hash, nar_size, relocated) = match result {
+    let (pending, (nar_hash, nar_size, relocated)) = match result {
         Ok(r) => r,
         Err(e) => {
             drop(tee);
@@ -341,8 +363,6 @@ fn fetch_once(
             return Err(e);
         }
     };
-    // The decompressor may stop before the end of the file: the FileHash covers all of it.
-    let drained = io::copy(&mut tee, &mut io::sink());
     let file_size = tee.size;
     let flushed = tee.copy.take().map_or(Ok(()), |mut w| w.flush());
     let file_hash = tee.hasher.clone().finish();
@@ -352,10 +372,6 @@ fn fetch_once(
             let _ = fs::remove_file(tmp);
         }
     };
-    if let Err(e) = drained {
-        cleanup(copy);
-        return Err(download_err(e));
-    }
     let check = check_hashes(info, &path_str, &cache_name, file_hash, file_size, nar_hash, nar_size);
     if let Err(e) = check {
         cleanup(copy);
@@ -384,7 +400,8 @@ fn fetch_once(
         },
         source,
         read_bytes: file_size,
-        compressed: if opts.relocation.is_identity() { Vec::new() } else { hook.compressed },
+        compressed: hook.compressed,
+        warnings: hook.warnings,
     })
 }
 
@@ -413,20 +430,6 @@ impl Read for FileTee<'_, '_> {
     }
 }
 
-/// Passes the NAR on to the hashing thread as it is read.
-struct NarTee<R> {
-    inner: R,
-    feed: pipe::Feed,
-}
-
-impl<R: Read> Read for NarTee<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.feed.write_all(&buf[..n])?;
-        Ok(n)
-    }
-}
-
 /// NarHash, NarSize, and the hash of the NAR as relocated.
 ///
 /// Until the old store directory first occurs, the relocated NAR is the NAR
@@ -440,42 +443,53 @@ fn nar_hashes(chunks: pipe::Chunks, reloc: &Relocation) -> (Hash, u64, Hash) {
     let mut hasher = Hasher::new(Algorithm::Sha256);
     let mut relocated: Option<narwhal_relocate::RewritingWriter<Hasher>> = None;
     let mut size = 0;
-    // The previous chunk and the hash state before it, for an occurrence that straddles two chunks.
-    let mut previous: Vec<u8> = Vec::new();
+    // The previous chunk (kept, not copied) and the hash state before it, for
+    // an occurrence that straddles two chunks.
+    let mut previous: Option<pipe::Chunk> = None;
     let mut before_previous = hasher.clone();
     chunks.for_each(|chunk| {
         if relocated.is_none() && !reloc.is_identity() {
-            let tail = &previous[previous.len().saturating_sub(needle.len() - 1)..];
-            let mut seam = tail.to_vec();
+            let prev: &[u8] = previous.as_deref().unwrap_or_default();
+            let mut seam = prev[prev.len().saturating_sub(needle.len() - 1)..].to_vec();
             seam.extend_from_slice(&chunk[..chunk.len().min(needle.len() - 1)]);
             if finder.find(&seam).is_some() {
                 let mut w = reloc.writer(before_previous.clone());
-                let _ = w.write_all(&previous);
+                let _ = w.write_all(prev);
                 relocated = Some(w);
-            } else if finder.find(chunk).is_some() {
+            } else if finder.find(&chunk).is_some() {
                 relocated = Some(reloc.writer(hasher.clone()));
             }
         }
+        size += chunk.len() as u64;
         if let Some(w) = &mut relocated {
             // Writing into a hasher cannot fail.
-            let _ = w.write_all(chunk);
+            let _ = w.write_all(&chunk);
+            hasher.update(&chunk);
+            previous = None;
         } else {
             before_previous = hasher.clone();
-            previous.clear();
-            previous.extend_from_slice(chunk);
+            hasher.update(&chunk);
+            previous = Some(chunk);
         }
-        hasher.update(chunk);
-        size += chunk.len() as u64;
     });
     let nar_hash = hasher.finish();
     let relocated = relocated.and_then(|w| w.finish().ok()).map_or(nar_hash, |(h, _)| h.finish());
     (nar_hash, size, relocated)
 }
 
-/// Rewrites contents and symlink targets; notes files that look compressed.
+/// Rewrites contents and symlink targets. When relocating, compressed files
+/// are scanned for references the rewrite cannot reach: from memory when they
+/// fit the buffer (most do), otherwise noted to be scanned from disk later.
 struct RelocateHook<'r> {
     reloc: &'r Relocation,
-    compressed: Vec<Vec<u8>>,
+    /// The store path's name and where it will be, to name files in warnings.
+    base: &'r str,
+    dest: &'r Path,
+    /// Compressed files seen so far.
+    seen: usize,
+    compressed: Vec<(usize, Vec<u8>)>,
+    warnings: Vec<(usize, String)>,
+    scanner: narwhal_relocate::BytesScanner<'r>,
     buf: Vec<u8>,
 }
 
@@ -483,25 +497,38 @@ impl UnpackHook for RelocateHook<'_> {
     fn contents(&mut self, path: &[u8], contents: &mut dyn Read, out: &mut dyn Write) -> io::Result<()> {
         // Most files fit the buffer: read whole, rewrite in place, write once.
         let (filled, eof) = fill(contents, &mut self.buf)?;
+        let relocating = !self.reloc.is_identity();
         let head = &self.buf[..filled.min(narwhal_relocate::scan::SNIFF_LEN)];
-        if narwhal_relocate::sniff(head).is_some() {
-            self.compressed.push(path.to_vec());
-        }
+        let compressed = relocating && narwhal_relocate::sniff(head).is_some();
         if eof {
-            if !self.reloc.is_identity() {
+            if relocating {
                 self.reloc.rewrite_in_place(&mut self.buf[..filled]);
             }
-            return out.write_all(&self.buf[..filled]);
+            out.write_all(&self.buf[..filled])?;
+            if compressed {
+                // The bytes just written, as they are on disk.
+                let file = self.dest.join(OsStr::from_bytes(path));
+                let found = self.scanner.scan(&file, &self.buf[..filled]);
+                if let Some(w) = warning(self.base, path, self.reloc, found) {
+                    self.warnings.push((self.seen, w));
+                }
+                self.seen += 1;
+            }
+            return Ok(());
+        }
+        if compressed {
+            self.compressed.push((self.seen, path.to_vec()));
+            self.seen += 1;
         }
         // Larger ones stream, through the rewriting writer when relocating.
-        if self.reloc.is_identity() {
-            out.write_all(&self.buf[..filled])?;
-            nar::copy_through(contents, out, &mut self.buf)
-        } else {
+        if relocating {
             let mut w = self.reloc.writer(out);
             w.write_all(&self.buf[..filled])?;
             nar::copy_through(contents, &mut w, &mut self.buf)?;
             w.finish().map(|_| ())
+        } else {
+            out.write_all(&self.buf[..filled])?;
+            nar::copy_through(contents, out, &mut self.buf)
         }
     }
 
@@ -528,51 +555,59 @@ fn fill(from: &mut dyn Read, buf: &mut [u8]) -> io::Result<(usize, bool)> {
     Ok((filled, false))
 }
 
-/// Finds references a byte rewrite cannot reach (the store dir inside
-/// compressed data) in every fetched path, files shared out to `opts.jobs`
-/// threads; the warnings go into the paths' manifest entries, in file order.
+/// Scans the compressed files too large to scan while unpacking, from disk,
+/// shared out to `opts.jobs` threads; then puts every path's warnings into its
+/// manifest entry, in file order.
 fn scan_all(done: &mut [Done], opts: &FetchOptions<'_>) {
     let files: Vec<(usize, usize)> =
         done.iter().enumerate().flat_map(|(d, p)| (0..p.compressed.len()).map(move |f| (d, f))).collect();
-    if files.is_empty() {
-        return;
-    }
     let next = AtomicUsize::new(0);
     let found: Mutex<Vec<(usize, usize, String)>> = Mutex::new(Vec::new());
     let done_ref = &*done;
     std::thread::scope(|scope| {
-        for _ in 0..opts.jobs.clamp(1, files.len()) {
+        for _ in 0..opts.jobs.clamp(1, files.len().max(1)) {
             scope.spawn(|| {
                 while let Some(&(d, f)) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    if let Some(w) = scan_one(&opts.dest, &done_ref[d], f, &opts.relocation) {
-                        found.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((d, f, w));
+                    let p = &done_ref[d];
+                    let (seq, rel) = &p.compressed[f];
+                    let file = opts.dest.join(&p.base).join(OsStr::from_bytes(rel));
+                    let scanned = narwhal_relocate::scan_compressed(&file, opts.relocation.from().as_bytes());
+                    if let Some(w) = warning(&p.base, rel, &opts.relocation, scanned) {
+                        found.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((d, *seq, w));
                     }
                 }
             });
         }
     });
-    let mut found = found.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
-    found.sort();
-    for (d, _, w) in found {
-        opts.reporter.warning(&w);
-        done[d].entry.warnings.push(w);
+    for (d, seq, w) in found.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+        done[d].warnings.push((seq, w));
+    }
+    for p in done {
+        p.warnings.sort();
+        for (_, w) in p.warnings.drain(..) {
+            opts.reporter.warning(&w);
+            p.entry.warnings.push(w);
+        }
     }
 }
 
-fn scan_one(dest: &Path, done: &Done, index: usize, relocation: &Relocation) -> Option<String> {
-    let rel = &done.compressed[index];
-    let file = dest.join(&done.base).join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(rel));
+/// The warning for a scanned file `rel` of the store path `base`, if any.
+fn warning(
+    base: &str,
+    rel: &[u8],
+    relocation: &Relocation,
+    scanned: Result<Option<narwhal_relocate::Finding>, narwhal_relocate::ScanError>,
+) -> Option<String> {
     let shown = String::from_utf8_lossy(rel);
-    let path = &done.base;
-    match narwhal_relocate::scan_compressed(&file, relocation.from().as_bytes()) {
+    match scanned {
         Ok(Some(f)) => Some(format!(
-            "{path}/{shown}{} holds {} inside its {} data, which relocation cannot rewrite",
+            "{base}/{shown}{} holds {} inside its {} data, which relocation cannot rewrite",
             f.member.map(|m| format!(" (entry {m})")).unwrap_or_default(),
             relocation.from(),
             f.format
         )),
         Ok(None) => None,
-        Err(e) => Some(format!("could not scan {path}/{shown}: {e}")),
+        Err(e) => Some(format!("could not scan {base}/{shown}: {e}")),
     }
 }
 

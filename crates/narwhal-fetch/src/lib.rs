@@ -8,6 +8,8 @@
 //! download cache and a manifest; a path appears under its final name only
 //! after every check passed.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod closure;
 mod error;
 mod fetch;

@@ -1,74 +1,202 @@
-//! Bytes handed to another thread in 1 MiB chunks, with the buffers recycled,
-//! so a few MiB are in flight whatever the stream's size.
+//! Bytes handed to other threads in 1 MiB chunks. Every receiver gets the
+//! same chunk (shared, not copied), and a chunk's buffer goes back to the
+//! sender once the last receiver is done with it, so a few MiB are in flight
+//! whatever the stream's size.
 
-use std::io;
-use std::sync::mpsc;
+use std::io::{self, Read};
+use std::ops::Deref;
+use std::sync::{mpsc, Arc};
 
 const CHUNK: usize = 1 << 20;
 const DEPTH: usize = 4;
 
-/// The writing end.
+/// One chunk of the stream, shared by every receiver.
+pub struct Chunk {
+    data: Option<Arc<Vec<u8>>>,
+    recycle: mpsc::SyncSender<Vec<u8>>,
+}
+
+impl Deref for Chunk {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.data.as_deref().map_or(&[], Vec::as_slice)
+    }
+}
+
+impl Clone for Chunk {
+    fn clone(&self) -> Self {
+        Self { data: self.data.clone(), recycle: self.recycle.clone() }
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        // The last holder hands the buffer back for the next chunk.
+        if let Some(buf) = self.data.take().and_then(Arc::into_inner) {
+            let _ = self.recycle.try_send(buf);
+        }
+    }
+}
+
+/// The sending end.
 pub struct Feed {
+    /// The chunk being filled: `CHUNK` bytes long, the first `filled` of them data.
     buf: Vec<u8>,
-    full: Option<mpsc::SyncSender<Vec<u8>>>,
+    filled: usize,
+    outs: Vec<mpsc::SyncSender<Chunk>>,
     empty: mpsc::Receiver<Vec<u8>>,
+    recycle: mpsc::SyncSender<Vec<u8>>,
 }
 
-/// The reading end.
+/// A receiving end.
 pub struct Chunks {
-    full: mpsc::Receiver<Vec<u8>>,
-    empty: mpsc::SyncSender<Vec<u8>>,
+    full: mpsc::Receiver<Chunk>,
 }
 
-pub fn channel() -> (Feed, Chunks) {
-    let (full_tx, full_rx) = mpsc::sync_channel(DEPTH);
-    let (empty_tx, empty_rx) = mpsc::sync_channel(DEPTH + 1);
-    (
-        Feed { buf: Vec::with_capacity(CHUNK), full: Some(full_tx), empty: empty_rx },
-        Chunks { full: full_rx, empty: empty_tx },
-    )
+/// A feed and `receivers` receiving ends, each getting every chunk.
+pub fn channel(receivers: usize) -> (Feed, Vec<Chunks>) {
+    let (recycle, empty) = mpsc::sync_channel(2 * DEPTH + 2);
+    let (outs, chunks) = (0..receivers)
+        .map(|_| {
+            let (tx, rx) = mpsc::sync_channel(DEPTH);
+            (tx, Chunks { full: rx })
+        })
+        .unzip();
+    (Feed { buf: Vec::new(), filled: 0, outs, empty, recycle }, chunks)
+}
+
+/// Whether `e` is [`Feed`]'s error for a receiver that stopped listening.
+pub fn is_receiver_gone(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::BrokenPipe
 }
 
 impl Feed {
     fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
+        if self.filled == 0 {
             return Ok(());
         }
-        let next = self.empty.try_recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK));
-        let chunk = std::mem::replace(&mut self.buf, next);
-        self.buf.clear();
-        match &self.full {
-            Some(tx) => tx.send(chunk).map_err(|_| io::Error::other("the receiving thread stopped")),
-            None => Err(io::Error::other("the feed is finished")),
+        let next = self.empty.try_recv().unwrap_or_default();
+        let mut data = std::mem::replace(&mut self.buf, next);
+        data.truncate(self.filled);
+        self.filled = 0;
+        let chunk = Chunk { data: Some(Arc::new(data)), recycle: self.recycle.clone() };
+        if self.outs.is_empty() {
+            return Err(io::Error::other("the feed is finished"));
         }
+        for out in &self.outs {
+            out.send(chunk.clone())
+                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "a receiving thread stopped"))?;
+        }
+        Ok(())
     }
 
-    pub fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
-        while !data.is_empty() {
-            let n = data.len().min(CHUNK - self.buf.len());
-            self.buf.extend_from_slice(&data[..n]);
-            data = &data[n..];
-            if self.buf.len() == CHUNK {
+    /// Reads `r` to its end straight into the chunks, sending each one as it fills.
+    pub fn read_from(&mut self, r: &mut dyn Read) -> io::Result<u64> {
+        let mut total = 0;
+        loop {
+            // Zeroes only what a buffer never held (a new one, or after a short last chunk).
+            self.buf.resize(CHUNK, 0);
+            let n = match r.read(&mut self.buf[self.filled..]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.filled += n;
+            total += n as u64;
+            if n == 0 {
+                return Ok(total);
+            }
+            if self.filled == CHUNK {
                 self.send()?;
             }
         }
-        Ok(())
     }
 
     /// Sends what is buffered and closes the stream.
     pub fn finish(&mut self) -> io::Result<()> {
         let sent = self.send();
-        self.full = None;
+        self.outs.clear();
         sent
     }
 }
 
 impl Chunks {
     /// Calls `f` on every chunk, in order, until the feed is finished or dropped.
-    pub fn for_each(self, mut f: impl FnMut(&[u8])) {
-        for chunk in &self.full {
-            f(&chunk);
-            let _ = self.empty.try_send(chunk);
+    pub fn for_each(self, f: impl FnMut(Chunk)) {
+        self.full.into_iter().for_each(f);
+    }
+
+    /// The stream as a reader; it ends where the feed was finished or dropped.
+    pub fn reader(self) -> ChunkReader {
+        ChunkReader { chunks: self, current: None, pos: 0 }
+    }
+}
+
+/// Reads the chunks of a [`Chunks`] in order.
+pub struct ChunkReader {
+    chunks: Chunks,
+    current: Option<Chunk>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(chunk) = &self.current {
+                if self.pos < chunk.len() {
+                    let n = buf.len().min(chunk.len() - self.pos);
+                    buf[..n].copy_from_slice(&chunk[self.pos..self.pos + n]);
+                    self.pos += n;
+                    return Ok(n);
+                }
+            }
+            // Dropping the chunk read to its end lets its buffer be reused.
+            self.current = None;
+            match self.chunks.full.recv() {
+                Ok(chunk) => {
+                    self.current = Some(chunk);
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_receiver_gets_every_byte_in_order() {
+        let data: Vec<u8> = (0..3 * CHUNK + 12345).map(|i| (i % 251) as u8).collect();
+        let (mut feed, mut chunks) = channel(2);
+        let second = chunks.pop().unwrap();
+        let first = chunks.pop().unwrap();
+        std::thread::scope(|s| {
+            let a = s.spawn(|| {
+                let mut out = Vec::new();
+                first.reader().read_to_end(&mut out).unwrap();
+                out
+            });
+            let b = s.spawn(|| {
+                let mut out = Vec::new();
+                second.for_each(|c| out.extend_from_slice(&c));
+                out
+            });
+            assert_eq!(feed.read_from(&mut &data[..]).unwrap(), data.len() as u64);
+            feed.finish().unwrap();
+            assert_eq!(a.join().unwrap(), data);
+            assert_eq!(b.join().unwrap(), data);
+        });
+    }
+
+    #[test]
+    fn a_receiver_that_stops_stops_the_feed() {
+        let (mut feed, mut chunks) = channel(2);
+        drop(chunks.pop());
+        let data = vec![7u8; 2 * CHUNK];
+        let err = feed.read_from(&mut &data[..]).unwrap_err();
+        assert!(is_receiver_gone(&err), "{err}");
     }
 }

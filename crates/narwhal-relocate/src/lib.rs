@@ -20,4 +20,4 @@ pub mod relocation;
 pub mod scan;
 
 pub use relocation::{Error, Relocation, RewritingWriter};
-pub use scan::{scan_compressed, sniff, Compression, Finding, ScanError};
+pub use scan::{scan_compressed, scan_compressed_bytes, sniff, BytesScanner, Compression, Finding, ScanError};

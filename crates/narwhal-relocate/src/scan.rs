@@ -141,9 +141,7 @@ pub fn scan_compressed(path: &Path, needle: &[u8]) -> Result<Option<Finding>, Sc
 
 /// [`scan_compressed`] with a different limit on decompressed bytes.
 pub fn scan_compressed_with_limit(path: &Path, needle: &[u8], limit: u64) -> Result<Option<Finding>, ScanError> {
-    if needle.is_empty() || needle.len() > MAX_NEEDLE_LEN {
-        return Err(ScanError::InvalidNeedle(needle.len()));
-    }
+    check_needle(needle)?;
     let io_error = |source| ScanError::Io { path: path.to_owned(), source };
     let mut file = File::open(path).map_err(io_error)?;
     let mut magic = [0; SNIFF_LEN];
@@ -152,25 +150,80 @@ pub fn scan_compressed_with_limit(path: &Path, needle: &[u8], limit: u64) -> Res
         return Ok(None);
     };
     let mut search = Search::new(needle, limit);
-    let found = |member| Finding { path: path.to_owned(), format, member };
+    if format == Compression::Zip {
+        let len = file.metadata().map_err(io_error)?.len();
+        let member = zip::scan(path, &file, len, &mut search)?;
+        return Ok(member.map(|m| Finding { path: path.to_owned(), format, member: Some(m) }));
+    }
+    let input = Prefixed::new(&magic[..magic_len], BufReader::with_capacity(SCAN_CHUNK_LEN, file));
+    scan_stream(path, format, input, &mut search)
+}
+
+/// [`scan_compressed`] for a file whose contents are already in memory (as
+/// they are while unpacking); `path` only names the file in findings and errors.
+pub fn scan_compressed_bytes(path: &Path, data: &[u8], needle: &[u8]) -> Result<Option<Finding>, ScanError> {
+    BytesScanner::new(needle)?.scan(path, data)
+}
+
+/// [`scan_compressed_bytes`] for many files one after another, reusing one
+/// search window instead of allocating and zeroing it for every file.
+pub struct BytesScanner<'n> {
+    search: Search<'n>,
+}
+
+impl fmt::Debug for BytesScanner<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BytesScanner").field("needle", &self.search.finder.needle()).finish_non_exhaustive()
+    }
+}
+
+impl<'n> BytesScanner<'n> {
+    pub fn new(needle: &'n [u8]) -> Result<Self, ScanError> {
+        check_needle(needle)?;
+        Ok(Self { search: Search::new(needle, MAX_DECOMPRESSED_BYTES) })
+    }
+
+    /// Scans one file's contents; `path` only names it in findings and errors.
+    pub fn scan(&mut self, path: &Path, data: &[u8]) -> Result<Option<Finding>, ScanError> {
+        let Some(format) = sniff(&data[..data.len().min(SNIFF_LEN)]) else {
+            return Ok(None);
+        };
+        let search = &mut self.search;
+        search.remaining = search.limit;
+        if format == Compression::Zip {
+            let member = zip::scan(path, &data, data.len() as u64, search)?;
+            return Ok(member.map(|m| Finding { path: path.to_owned(), format, member: Some(m) }));
+        }
+        scan_stream(path, format, data, search)
+    }
+}
+
+fn check_needle(needle: &[u8]) -> Result<(), ScanError> {
+    if needle.is_empty() || needle.len() > MAX_NEEDLE_LEN {
+        return Err(ScanError::InvalidNeedle(needle.len()));
+    }
+    Ok(())
+}
+
+/// Searches the decompressed data of a gzip or xz stream (`format` is one of those).
+fn scan_stream(
+    path: &Path,
+    format: Compression,
+    input: impl io::BufRead,
+    search: &mut Search<'_>,
+) -> Result<Option<Finding>, ScanError> {
     let decode_error = |source| ScanError::Decode { path: path.to_owned(), format, member: None, source };
-    let outcome = match format {
-        Compression::Zip => return zip::scan(path, &file, &mut search).map(|member| member.map(|m| found(Some(m)))),
-        Compression::Gzip => {
-            let input = Prefixed::new(&magic[..magic_len], BufReader::with_capacity(SCAN_CHUNK_LEN, file));
-            search.search(flate2::bufread::MultiGzDecoder::new(input))
-        }
-        Compression::Xz => {
-            let stream = liblzma::stream::Stream::new_stream_decoder(XZ_MEMORY_LIMIT, liblzma::stream::CONCATENATED)
-                .map_err(|e| decode_error(e.into()))?;
-            let input = Prefixed::new(&magic[..magic_len], BufReader::with_capacity(SCAN_CHUNK_LEN, file));
-            search.search(liblzma::bufread::XzDecoder::new_stream(input, stream))
-        }
+    let outcome = if format == Compression::Gzip {
+        search.search(flate2::bufread::MultiGzDecoder::new(input))
+    } else {
+        let stream = liblzma::stream::Stream::new_stream_decoder(XZ_MEMORY_LIMIT, liblzma::stream::CONCATENATED)
+            .map_err(|e| decode_error(e.into()))?;
+        search.search(liblzma::bufread::XzDecoder::new_stream(input, stream))
     };
     match outcome.map_err(decode_error)? {
-        Outcome::Found => Ok(Some(found(None))),
+        Outcome::Found => Ok(Some(Finding { path: path.to_owned(), format, member: None })),
         Outcome::NotFound => Ok(None),
-        Outcome::LimitReached => Err(ScanError::LimitReached { path: path.to_owned(), limit }),
+        Outcome::LimitReached => Err(ScanError::LimitReached { path: path.to_owned(), limit: search.limit }),
     }
 }
 

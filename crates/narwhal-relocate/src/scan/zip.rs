@@ -25,7 +25,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::FileExt as _;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::{Compression, Outcome, ScanError, Search};
@@ -66,9 +66,30 @@ enum Skipped {
     Method(String, u16),
 }
 
+/// Where an archive's bytes are read from, by offset: a file or memory.
+pub(super) trait Positional {
+    /// Reads at most `buf.len()` bytes at `offset`; 0 at the end.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+}
+
+impl Positional for File {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        FileExt::read_at(self, buf, offset)
+    }
+}
+
+impl Positional for &[u8] {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let start = usize::try_from(offset).map_or(self.len(), |o| o.min(self.len()));
+        let n = buf.len().min(self.len() - start);
+        buf[..n].copy_from_slice(&self[start..start + n]);
+        Ok(n)
+    }
+}
+
 struct Archive<'a> {
     path: &'a Path,
-    file: &'a File,
+    file: &'a dyn Positional,
     len: u64,
 }
 
@@ -80,7 +101,19 @@ impl Archive<'_> {
     /// Reads `buf.len()` bytes at `offset`, which the caller has checked lie
     /// inside the file.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), ScanError> {
-        self.file.read_exact_at(buf, offset).map_err(|source| ScanError::Io { path: self.path.to_owned(), source })
+        let mut filled = 0;
+        while filled < buf.len() {
+            match self.file.read_at(&mut buf[filled..], offset + filled as u64) {
+                Ok(0) => {
+                    let source = io::ErrorKind::UnexpectedEof.into();
+                    return Err(ScanError::Io { path: self.path.to_owned(), source });
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => return Err(ScanError::Io { path: self.path.to_owned(), source }),
+            }
+        }
+        Ok(())
     }
 
     /// `len` bytes at `offset`, or an error if they run past the end.
@@ -127,8 +160,12 @@ impl Archive<'_> {
 }
 
 /// Scans every entry; returns the name of the first that holds the needle.
-pub(super) fn scan(path: &Path, file: &File, search: &mut Search<'_>) -> Result<Option<String>, ScanError> {
-    let len = file.metadata().map_err(|source| ScanError::Io { path: path.to_owned(), source })?.len();
+pub(super) fn scan(
+    path: &Path,
+    file: &dyn Positional,
+    len: u64,
+    search: &mut Search<'_>,
+) -> Result<Option<String>, ScanError> {
     let archive = Archive { path, file, len };
     let (cd_offset, cd_size) = archive.central_directory()?;
     let cd_end = cd_offset + cd_size;
@@ -239,7 +276,7 @@ fn apply_zip64_extra(mut extra: &[u8], uncompressed: u32, compressed: &mut u64, 
 
 /// A byte range of a file, read with positional reads.
 struct Section<'a> {
-    file: &'a File,
+    file: &'a dyn Positional,
     pos: u64,
     end: u64,
 }
