@@ -165,6 +165,13 @@ impl Backend {
                 };
                 Ok(Some(Ok(Object { len: Some(len), range, body })))
             }
+            Self::Remote(w) if head => {
+                let (w, key) = (Arc::clone(w), key.to_owned());
+                let found = tokio::task::spawn_blocking(move || w.exists(&key))
+                    .await
+                    .map_err(|_| ApiError::internal("a storage task panicked"))??;
+                Ok(found.then(|| Ok(Object { len: None, range: None, body: Body::empty() })))
+            }
             Self::Remote(w) => {
                 let (w, key) = (Arc::clone(w), key.to_owned());
                 // Ranges are ignored here (a server may send the whole object).
@@ -175,9 +182,7 @@ impl Backend {
                 })
                 .await
                 .map_err(|_| ApiError::internal("a storage task panicked"))??;
-                Ok(opened.map(|r| {
-                    Ok(Object { len: None, range: None, body: if head { Body::empty() } else { blocking_body(r) } })
-                }))
+                Ok(opened.map(|r| Ok(Object { len: None, range: None, body: blocking_body(r) })))
             }
             Self::Local(_) => Ok(None),
         }

@@ -319,7 +319,10 @@ fn two_servers_over_one_bucket_answer_alike() {
         let (x, y) = (get(a.addr, &format!("/{url}")), get(b.addr, &format!("/{url}")));
         assert_eq!(x.status, 200);
         assert!(x.body == y.body);
+        let head = raw(b.addr, &format!("HEAD /{url} HTTP/1.1\nHost: cache"), b"");
+        assert_eq!((head.status, head.body.len()), (200, 0));
     }
+    assert_eq!(raw(a.addr, "HEAD /nar/0000.nar.xz HTTP/1.1\nHost: cache", b"").status, 404);
     assert_eq!(get(a.addr, "/nix-cache-info").body, get(b.addr, "/nix-cache-info").body);
     assert_eq!(get(b.addr, "/00000000000000000000000000000000.narinfo").status, 404);
 }
