@@ -1,7 +1,7 @@
 //! Writing to a cache over HTTP(S) as `nix copy --to http://…` does (Nix's
 //! `HttpBinaryCacheStore`): one `PUT` of each object's body with its
 //! `Content-Type` (`text/x-nix-narinfo`, `application/x-nix-nar`,
-//! `text/x-nix-cache-info`), `HEAD` for existence (404 and 410 are absent),
+//! `text/x-nix-cache-info`), `HEAD` for existence (404, 410 and, as in Nix, 403 are absent),
 //! `DELETE` for removal. Any server that stores what it is `PUT` works: nginx
 //! with `dav_methods PUT DELETE`, `narwhal serve` with a push token, most
 //! object stores' HTTP front ends.
@@ -221,9 +221,11 @@ impl HttpCache {
 impl CacheWriter for HttpCache {
     fn exists(&self, key: &str) -> Result<bool, StoreError> {
         let url = self.url_of(key)?;
+        // As Nix: 403 is absent too (S3 behind HTTP answers 403 for a missing key when it may not list).
         let found = self.options.retry(|attempt| match send_get(self.request(Method::HEAD, &url), &url, attempt) {
-            Err(StoreError { kind: StoreErrorKind::Status { status: status @ (401 | 403), .. }, .. }) => {
-                Err(self.status_error(&url, &Method::HEAD, status, attempt))
+            Err(StoreError { kind: StoreErrorKind::Status { status: 403, .. }, .. }) => Ok(None),
+            Err(StoreError { kind: StoreErrorKind::Status { status: 401, .. }, .. }) => {
+                Err(self.status_error(&url, &Method::HEAD, 401, attempt))
             }
             other => other,
         })?;
