@@ -11,20 +11,27 @@ pub struct Progress {
     bar: Option<ProgressBar>,
 }
 
+/// A bar on stderr when it is a terminal and progress is wanted (not `no_progress`, not under CI);
+/// `plain` is its template under NO_COLOR, `colored` otherwise. `None`: print plain lines instead.
+pub fn bar(no_progress: bool, plain: &str, colored: &str) -> Option<ProgressBar> {
+    let tty = std::io::stderr().is_terminal() && !no_progress && std::env::var_os("CI").is_none();
+    tty.then(|| {
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        let style = if std::env::var_os("NO_COLOR").is_some() { plain } else { colored };
+        bar.set_style(ProgressStyle::with_template(style).unwrap_or_else(|_| ProgressStyle::default_bar()));
+        bar
+    })
+}
+
 impl Progress {
     pub fn new(no_progress: bool) -> Self {
-        let tty = std::io::stderr().is_terminal() && !no_progress && std::env::var_os("CI").is_none();
-        let bar = tty.then(|| {
-            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-            let style = if std::env::var_os("NO_COLOR").is_some() {
-                "{bytes}/{total_bytes} {wide_msg}"
-            } else {
-                "{bar:30.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} {wide_msg}"
-            };
-            bar.set_style(ProgressStyle::with_template(style).unwrap_or_else(|_| ProgressStyle::default_bar()));
-            bar
-        });
-        Self { bar }
+        Self {
+            bar: bar(
+                no_progress,
+                "{bytes}/{total_bytes} {wide_msg}",
+                "{bar:30.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} {wide_msg}",
+            ),
+        }
     }
 
     /// A line that stays, above the bar when there is one.

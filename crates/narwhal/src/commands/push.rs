@@ -1,10 +1,10 @@
 //! `narwhal push`, `narwhal missing`, `narwhal pin`.
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::Write as _;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use narwhal_formats::signature::SecretKey;
 use narwhal_formats::store_path::{StoreDir, StorePath};
 use narwhal_push::{LocalStore, PushCompression, PushOptions, PushReporter};
@@ -32,18 +32,13 @@ pub struct PushProgress {
 
 impl PushProgress {
     pub fn new(no_progress: bool) -> Self {
-        let tty = std::io::stderr().is_terminal() && !no_progress && std::env::var_os("CI").is_none();
-        let bar = tty.then(|| {
-            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-            let style = if std::env::var_os("NO_COLOR").is_some() {
-                "{pos}/{len} paths {elapsed} {wide_msg}"
-            } else {
-                "{bar:30.cyan/blue} {pos}/{len} paths {elapsed} {wide_msg}"
-            };
-            bar.set_style(ProgressStyle::with_template(style).unwrap_or_else(|_| ProgressStyle::default_bar()));
-            bar
-        });
-        Self { bar }
+        Self {
+            bar: crate::progress::bar(
+                no_progress,
+                "{pos}/{len} paths {elapsed} {wide_msg}",
+                "{bar:30.cyan/blue} {pos}/{len} paths {elapsed} {wide_msg}",
+            ),
+        }
     }
 
     fn line(&self, s: &str) {
