@@ -17,7 +17,7 @@ use narwhal_formats::store_path::{references_first, StoreDir, StorePath};
 use narwhal_store::{BinaryCache, CacheWriter, Compression};
 
 use crate::error::Error;
-use crate::push::{compress_with, missing_paths, run_workers, Commits, PushOptions, PushSummary, TempFile};
+use crate::push::{compress_with, missing_paths, run_workers, summarize, Commits, PushOptions, PushSummary, TempFile};
 
 /// The closure of `roots` in `source`, references first, from its narinfos (fetched `jobs` at a time).
 pub fn closure_in_cache(
@@ -90,15 +90,7 @@ pub fn push_from_cache(
     let results = run_workers(&work, opts.jobs, &commits, |info| {
         copy_one(source, info, dest, opts, keep_compression, &todo, &commits)
     });
-    let mut summary =
-        PushSummary { paths: closure.len(), already_there: closure.len() - work.len(), ..PushSummary::default() };
-    for r in results {
-        let (nar, file) = r?;
-        summary.uploaded += 1;
-        summary.nar_bytes += nar;
-        summary.file_bytes += file;
-    }
-    Ok(summary)
+    summarize(closure.len(), work.len(), results)
 }
 
 fn copy_one(

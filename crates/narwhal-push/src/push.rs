@@ -159,8 +159,17 @@ pub fn push(
     let results = run_workers(&work, opts.jobs, &committed, |(info, real)| {
         push_one(&store_dir, info, real, dest, opts, &todo_set, &committed)
     });
-    let mut summary =
-        PushSummary { paths: closure.len(), already_there: closure.len() - work.len(), ..PushSummary::default() };
+    summarize(closure.len(), work.len(), results)
+}
+
+/// The summary of a push of `total` paths, `uploading` of them missing, from the workers' results
+/// (the first failure, if any, is the push's error).
+pub(crate) fn summarize(
+    total: usize,
+    uploading: usize,
+    results: Vec<Result<(u64, u64), Error>>,
+) -> Result<PushSummary, Error> {
+    let mut summary = PushSummary { paths: total, already_there: total - uploading, ..PushSummary::default() };
     for r in results {
         let (nar, file) = r?;
         summary.uploaded += 1;

@@ -7,31 +7,23 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use narwhal_fetch::{Reporter, Source};
 use narwhal_formats::store_path::StorePath;
 
-pub struct Progress {
-    bar: Option<ProgressBar>,
+/// A bar on stderr when it is a terminal and progress is wanted (not `no_progress`, not under CI),
+/// plain lines otherwise; fetch and push each draw their own kind of bar on it.
+pub struct Status {
+    pub bar: Option<ProgressBar>,
 }
 
-/// A bar on stderr when it is a terminal and progress is wanted (not `no_progress`, not under CI);
-/// `plain` is its template under NO_COLOR, `colored` otherwise. `None`: print plain lines instead.
-pub fn bar(no_progress: bool, plain: &str, colored: &str) -> Option<ProgressBar> {
-    let tty = std::io::stderr().is_terminal() && !no_progress && std::env::var_os("CI").is_none();
-    tty.then(|| {
-        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-        let style = if std::env::var_os("NO_COLOR").is_some() { plain } else { colored };
-        bar.set_style(ProgressStyle::with_template(style).unwrap_or_else(|_| ProgressStyle::default_bar()));
-        bar
-    })
-}
-
-impl Progress {
-    pub fn new(no_progress: bool) -> Self {
-        Self {
-            bar: bar(
-                no_progress,
-                "{bytes}/{total_bytes} {wide_msg}",
-                "{bar:30.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} {wide_msg}",
-            ),
-        }
+impl Status {
+    /// `plain` is the bar's template under NO_COLOR, `colored` otherwise.
+    pub fn new(no_progress: bool, plain: &str, colored: &str) -> Self {
+        let tty = std::io::stderr().is_terminal() && !no_progress && std::env::var_os("CI").is_none();
+        let bar = tty.then(|| {
+            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+            let style = if std::env::var_os("NO_COLOR").is_some() { plain } else { colored };
+            bar.set_style(ProgressStyle::with_template(style).unwrap_or_else(|_| ProgressStyle::default_bar()));
+            bar
+        });
+        Self { bar }
     }
 
     /// A line that stays, above the bar when there is one.
@@ -51,16 +43,41 @@ impl Progress {
     }
 }
 
+/// Fetch progress: a byte bar over the downloads.
+pub struct Progress {
+    status: Status,
+}
+
+impl Progress {
+    pub fn new(no_progress: bool) -> Self {
+        Self {
+            status: Status::new(
+                no_progress,
+                "{bytes}/{total_bytes} {wide_msg}",
+                "{bar:30.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} {wide_msg}",
+            ),
+        }
+    }
+
+    pub fn line(&self, s: &str) {
+        self.status.line(s);
+    }
+
+    pub fn finish(&self) {
+        self.status.finish();
+    }
+}
+
 impl Reporter for Progress {
     fn planned(&self, paths: usize, download_bytes: u64) {
-        match &self.bar {
+        match &self.status.bar {
             Some(bar) => bar.set_length(download_bytes),
             None => self.line(&format!("fetching the closure: {paths} paths")),
         }
     }
 
     fn started(&self, path: &StorePath, source: Source) {
-        if let Some(bar) = &self.bar {
+        if let Some(bar) = &self.status.bar {
             bar.set_message(path.to_string());
         } else {
             let how = match source {
@@ -73,7 +90,7 @@ impl Reporter for Progress {
     }
 
     fn progress(&self, n: u64) {
-        if let Some(bar) = &self.bar {
+        if let Some(bar) = &self.status.bar {
             bar.inc(n);
         }
     }

@@ -4,7 +4,6 @@ use std::io::Write as _;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
-use indicatif::ProgressBar;
 use narwhal_formats::signature::SecretKey;
 use narwhal_formats::store_path::{StoreDir, StorePath};
 use narwhal_push::{LocalStore, PushCompression, PushOptions, PushReporter};
@@ -15,6 +14,7 @@ use narwhal_store::CacheUrl;
 use super::fetch::human;
 use crate::cli::{DestArgs, PushArgs};
 use crate::output::stdout;
+use crate::progress::Status;
 
 fn parse_paths(store: &LocalStore, args: &[String]) -> anyhow::Result<Vec<StorePath>> {
     args.iter()
@@ -27,13 +27,13 @@ fn parse_paths(store: &LocalStore, args: &[String]) -> anyhow::Result<Vec<StoreP
 
 /// Push progress on stderr: a bar over the paths to upload on a terminal, a line per path otherwise.
 pub struct PushProgress {
-    bar: Option<ProgressBar>,
+    status: Status,
 }
 
 impl PushProgress {
     pub fn new(no_progress: bool) -> Self {
         Self {
-            bar: crate::progress::bar(
+            status: Status::new(
                 no_progress,
                 "{pos}/{len} paths {elapsed} {wide_msg}",
                 "{bar:30.cyan/blue} {pos}/{len} paths {elapsed} {wide_msg}",
@@ -41,37 +41,32 @@ impl PushProgress {
         }
     }
 
-    fn line(&self, s: &str) {
-        match &self.bar {
-            Some(bar) => bar.println(s),
-            None => {
-                let _ = writeln!(std::io::stderr().lock(), "{s}");
-            }
-        }
-    }
-
     pub fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
+        self.status.finish();
     }
 }
 
 impl PushReporter for PushProgress {
     fn planned(&self, total: usize, missing: usize) {
-        self.line(&format!("pushing {missing} of {total} paths (the cache has the others)"));
-        if let Some(bar) = &self.bar {
+        self.status.line(&format!("pushing {missing} of {total} paths (the cache has the others)"));
+        if let Some(bar) = &self.status.bar {
             bar.set_length(u64::try_from(missing).unwrap_or(u64::MAX));
         }
     }
 
     fn uploaded(&self, path: &StorePath, nar_size: u64, file_size: u64) {
-        match &self.bar {
+        match &self.status.bar {
             Some(bar) => {
                 bar.inc(1);
                 bar.set_message(format!("{path} ({} NAR, {} compressed)", human(nar_size), human(file_size)));
             }
-            None => self.line(&format!("uploaded {path} ({} NAR, {} compressed)", human(nar_size), human(file_size))),
+            None => {
+                self.status.line(&format!(
+                    "uploaded {path} ({} NAR, {} compressed)",
+                    human(nar_size),
+                    human(file_size)
+                ));
+            }
         }
     }
 }
