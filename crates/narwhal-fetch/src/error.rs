@@ -78,6 +78,27 @@ pub enum Error {
         #[source]
         source: narwhal_store::compression::UnknownCompression,
     },
+    #[error("cannot read the export {what}")]
+    Export {
+        what: String,
+        #[source]
+        source: narwhal_formats::export::Error,
+    },
+    #[error("the export {what}, path {index}")]
+    ExportUnpack {
+        what: String,
+        index: usize,
+        #[source]
+        source: narwhal_formats::nar::UnpackError,
+    },
+    #[error("the export {what} holds {path} but not {reference}, which it references (and the destination does not have it)")]
+    ExportIncomplete { what: String, path: String, reference: String },
+    #[error("{root} is neither in the export {what} nor in the destination")]
+    NotInExport { what: String, root: String },
+    #[error("the last path of the export {what}, {last}, is not its top: {user} references it")]
+    LastNotTop { what: String, last: String, user: String },
+    #[error("the export {what} holds no store path")]
+    EmptyExport { what: String },
     #[error("NarHash of {path} is {hash:?}, but narwhal checks sha256 NAR hashes only")]
     NotSha256 { path: String, hash: Hash },
 }
@@ -103,6 +124,12 @@ impl Error {
             ),
             Error::NotFound { .. } => Some("push the closure to the cache first (narwhal push or nix copy --to)"),
             Error::HashMismatch { .. } => Some("fetch again; if it persists the cache holds a corrupt NAR: push the path again"),
+            Error::ExportIncomplete { .. } | Error::EmptyExport { .. } => Some(
+                "export the whole closure: narwhal export ROOT (or nix-store --export $(nix-store -qR ROOT))",
+            ),
+            Error::NotInExport { .. } | Error::LastNotTop { .. } => {
+                Some("name a path of the export, or none to deploy its last path (the root, in nix-store -qR order)")
+            }
             Error::PinMissing { .. } => Some(
                 "push the closure and its pin first (narwhal pin), or raise NARWHAL_WAIT if CI is still pushing",
             ),

@@ -62,40 +62,26 @@ pub struct Summary {
     pub warnings: Vec<String>,
 }
 
-struct Done {
-    base: String,
-    entry: ManifestEntry,
-    source: Source,
-    read_bytes: u64,
+pub(crate) struct Done {
+    pub base: String,
+    pub entry: ManifestEntry,
+    pub source: Source,
+    pub read_bytes: u64,
     /// Compressed files too large to scan while unpacking (relative to the
     /// path, numbered in unpacking order), to scan from disk once everything is in.
-    compressed: Vec<(usize, Vec<u8>)>,
-    /// Warnings about compressed files, with the same numbers.
-    warnings: Vec<(usize, String)>,
+    pub compressed: Vec<(usize, Vec<u8>)>,
+    /// What scanning compressed files found, with the same numbers.
+    pub warnings: Vec<ScanNote>,
 }
+
+/// What scanning a compressed file found.
+pub(crate) type Scanned = Result<Option<narwhal_relocate::Finding>, narwhal_relocate::ScanError>;
+/// A compressed file's number in unpacking order, its path inside the store path, and what its scan found.
+pub(crate) type ScanNote = (usize, Vec<u8>, Scanned);
 
 /// Fetches every path of `closure` into `opts.dest`.
 pub fn fetch(subs: &Substituters, closure: &[ClosurePath], opts: &FetchOptions<'_>) -> Result<Summary, Error> {
-    fs::create_dir_all(&opts.dest).map_err(|source| Error::Io {
-        what: "cannot create",
-        path: opts.dest.clone(),
-        source,
-    })?;
-    let prefix = String::from_utf8_lossy(opts.relocation.to()).into_owned();
-    let mut manifest = Manifest::load(&opts.dest)?.unwrap_or_else(|| Manifest {
-        version: 1,
-        store_dir: subs.store_dir.to_string(),
-        prefix: prefix.clone(),
-        paths: std::collections::BTreeMap::new(),
-    });
-    if manifest.prefix != prefix || manifest.store_dir != subs.store_dir.to_string() {
-        return Err(Error::Conflict {
-            path: opts.dest.clone(),
-            what: "prefix",
-            existing: format!("{} -> {}", manifest.store_dir, manifest.prefix),
-            wanted: format!("{} -> {prefix}", subs.store_dir),
-        });
-    }
+    let mut manifest = open_destination(opts, &subs.store_dir.to_string())?;
 
     let mut summary = Summary { paths: closure.len(), ..Summary::default() };
     let mut todo = still_missing(closure, &manifest, opts, &mut summary)?;
@@ -167,6 +153,32 @@ pub fn fetch(subs: &Substituters, closure: &[ClosurePath], opts: &FetchOptions<'
         prune_download_cache(dir, &keep, &present_keys);
     }
     Ok(summary)
+}
+
+/// Creates the destination and reads its manifest, which must be for the
+/// same store directory and prefix.
+pub(crate) fn open_destination(opts: &FetchOptions<'_>, store_dir: &str) -> Result<Manifest, Error> {
+    fs::create_dir_all(&opts.dest).map_err(|source| Error::Io {
+        what: "cannot create",
+        path: opts.dest.clone(),
+        source,
+    })?;
+    let prefix = String::from_utf8_lossy(opts.relocation.to()).into_owned();
+    let manifest = Manifest::load(&opts.dest)?.unwrap_or_else(|| Manifest {
+        version: 1,
+        store_dir: store_dir.to_owned(),
+        prefix: prefix.clone(),
+        paths: std::collections::BTreeMap::new(),
+    });
+    if manifest.prefix != prefix || manifest.store_dir != store_dir {
+        return Err(Error::Conflict {
+            path: opts.dest.clone(),
+            what: "prefix",
+            existing: format!("{} -> {}", manifest.store_dir, manifest.prefix),
+            wanted: format!("{store_dir} -> {prefix}"),
+        });
+    }
+    Ok(manifest)
 }
 
 /// The paths not yet in the destination; the others are checked against the
@@ -311,49 +323,24 @@ fn fetch_once(
         reporter: opts.reporter,
     };
     let dest = opts.dest.join(info.path.base_name());
-    let mut hook = RelocateHook {
-        reloc: &opts.relocation,
-        base: info.path.base_name(),
-        dest: &dest,
-        seen: 0,
-        compressed: Vec::new(),
-        warnings: Vec::new(),
-        scanner: narwhal_relocate::BytesScanner::new(opts.relocation.from().as_bytes())
-            .expect("a store directory is a valid needle"),
-        buf: vec![0; 256 * 1024],
-    };
-
-    // Three threads per path: decompression (after FileHash) cuts the NAR into
-    // shared 1 MiB chunks; this one parses and writes files; another computes
-    // NarHash, NarSize and the relocated NAR's hash. So the largest path of a
-    // closure does not run on one core alone, and no byte is copied between them.
-    let result = std::thread::scope(|scope| {
-        let (mut feed, mut chunks) = pipe::channel(2);
-        let (to_hash, to_unpack) = (chunks.remove(0), chunks.remove(0));
-        let reloc = &opts.relocation;
-        let hashing = scope.spawn(move || nar_hashes(to_hash, reloc));
-        let tee = &mut tee;
-        let decoding = scope.spawn(move || -> io::Result<()> {
-            let mut decoder = compression.decoder(&mut *tee)?;
-            feed.read_from(&mut decoder)?;
-            drop(decoder);
-            feed.finish()?;
-            drop(feed);
-            // The decompressor may stop before the end of the file: the FileHash covers all of it.
-            io::copy(tee, &mut io::sink()).map(drop)
-        });
-        let unpacked = nar::unpack_pending(&mut to_unpack.reader(), &dest, &mut hook);
-        let decoded = decoding.join().expect("the decompressing thread does not panic");
-        let hashes = hashing.join().expect("the hashing thread does not panic");
-        match (unpacked, decoded) {
-            (Ok(pending), Ok(())) => Ok((pending, hashes)),
-            // A stream cut short shows as a truncated NAR; the cause is the download.
-            (_, Err(e)) if !pipe::is_receiver_gone(&e) => Err(download_err(e)),
-            (Err(source), _) => Err(Error::Unpack { path: path_str.clone(), cache: cache_name.clone(), source }),
-            (Ok(_), Err(e)) => Err(download_err(e)),
-        }
+    let reading = &mut tee;
+    let run = unpack_relocated(&dest, &opts.relocation, move |feed| -> io::Result<()> {
+        let mut decoder = compression.decoder(&mut *reading)?;
+        feed.read_from(&mut decoder)?;
+        drop(decoder);
+        feed.finish()?;
+        // The decompressor may stop before the end of the file: the FileHash covers all of it.
+        io::copy(reading, &mut io::sink()).map(drop)
     });
-    let (pending, (nar_hash, nar_size, relocated)) = match result {
+    let result = match (run.tree, run.produced) {
+        (Ok(pending), Ok(())) => Ok(pending),
+        // A stream cut short shows as a truncated NAR; the cause is the download.
+        (_, Err(e)) if !pipe::is_receiver_gone(&e) => Err(download_err(e)),
+        (Err(source), _) => Err(Error::Unpack { path: path_str.clone(), cache: cache_name.clone(), source }),
+        (Ok(_), Err(e)) => Err(download_err(e)),
+    };
+    let (nar_hash, nar_size, relocated) = (run.nar_hash, run.nar_size, run.relocated);
+    let pending = match result {
         Ok(r) => r,
         Err(e) => {
             drop(tee);
@@ -400,9 +387,62 @@ fn fetch_once(
         },
         source,
         read_bytes: file_size,
-        compressed: hook.compressed,
-        warnings: hook.warnings,
+        compressed: run.compressed,
+        warnings: run.warnings,
     })
+}
+
+/// What [`unpack_relocated`] produced.
+pub(crate) struct OnePath<T> {
+    /// The tree under its temporary name.
+    pub tree: Result<nar::Pending, nar::UnpackError>,
+    /// What the producer returned.
+    pub produced: T,
+    pub nar_hash: Hash,
+    pub nar_size: u64,
+    /// The hash of the NAR as relocated (its NarHash when nothing was rewritten).
+    pub relocated: Hash,
+    /// Compressed files left to scan from disk, and what the scans done while unpacking found.
+    pub compressed: Vec<(usize, Vec<u8>)>,
+    pub warnings: Vec<ScanNote>,
+}
+
+/// One path's NAR on three threads: `produce` (on its own thread) writes the
+/// NAR's bytes into the feed, cut into shared 1 MiB chunks; this thread
+/// parses them and writes files under a temporary name beside `dest`,
+/// relocating; another computes NarHash, NarSize and the relocated NAR's
+/// hash. So the largest path of a closure does not run on one core alone, and
+/// no byte is copied between them. The feed is closed when `produce` returns.
+pub(crate) fn unpack_relocated<T: Send>(
+    dest: &Path,
+    reloc: &Relocation,
+    produce: impl FnOnce(&mut pipe::Feed) -> T + Send,
+) -> OnePath<T> {
+    let mut hook = RelocateHook {
+        reloc,
+        dest,
+        seen: 0,
+        compressed: Vec::new(),
+        warnings: Vec::new(),
+        scanner: narwhal_relocate::BytesScanner::new(reloc.from().as_bytes())
+            .expect("a store directory is a valid needle"),
+        buf: vec![0; 256 * 1024],
+    };
+    let (tree, produced, (nar_hash, nar_size, relocated)) = std::thread::scope(|scope| {
+        let (mut feed, mut chunks) = pipe::channel(2);
+        let (to_hash, to_unpack) = (chunks.remove(0), chunks.remove(0));
+        let hashing = scope.spawn(move || nar_hashes(to_hash, reloc));
+        let producing = scope.spawn(move || {
+            let r = produce(&mut feed);
+            drop(feed);
+            r
+        });
+        let unpacked = nar::unpack_pending(&mut to_unpack.reader(), dest, &mut hook);
+        let produced = producing.join().expect("the producing thread does not panic");
+        let hashes = hashing.join().expect("the hashing thread does not panic");
+        (unpacked, produced, hashes)
+    });
+    OnePath { tree, produced, nar_hash, nar_size, relocated, compressed: hook.compressed, warnings: hook.warnings }
 }
 
 /// Hashes and counts the compressed bytes, copies them into the download cache, reports progress.
@@ -482,13 +522,12 @@ fn nar_hashes(chunks: pipe::Chunks, reloc: &Relocation) -> (Hash, u64, Hash) {
 /// fit the buffer (most do), otherwise noted to be scanned from disk later.
 struct RelocateHook<'r> {
     reloc: &'r Relocation,
-    /// The store path's name and where it will be, to name files in warnings.
-    base: &'r str,
+    /// Where the tree will be, to name files in scan errors.
     dest: &'r Path,
     /// Compressed files seen so far.
     seen: usize,
     compressed: Vec<(usize, Vec<u8>)>,
-    warnings: Vec<(usize, String)>,
+    warnings: Vec<ScanNote>,
     scanner: narwhal_relocate::BytesScanner<'r>,
     buf: Vec<u8>,
 }
@@ -509,8 +548,8 @@ impl UnpackHook for RelocateHook<'_> {
                 // The bytes just written, as they are on disk.
                 let file = self.dest.join(OsStr::from_bytes(path));
                 let found = self.scanner.scan(&file, &self.buf[..filled]);
-                if let Some(w) = warning(self.base, path, self.reloc, found) {
-                    self.warnings.push((self.seen, w));
+                if !matches!(found, Ok(None)) {
+                    self.warnings.push((self.seen, path.to_vec(), found));
                 }
                 self.seen += 1;
             }
@@ -558,11 +597,11 @@ fn fill(from: &mut dyn Read, buf: &mut [u8]) -> io::Result<(usize, bool)> {
 /// Scans the compressed files too large to scan while unpacking, from disk,
 /// shared out to `opts.jobs` threads; then puts every path's warnings into its
 /// manifest entry, in file order.
-fn scan_all(done: &mut [Done], opts: &FetchOptions<'_>) {
+pub(crate) fn scan_all(done: &mut [Done], opts: &FetchOptions<'_>) {
     let files: Vec<(usize, usize)> =
         done.iter().enumerate().flat_map(|(d, p)| (0..p.compressed.len()).map(move |f| (d, f))).collect();
     let next = AtomicUsize::new(0);
-    let found: Mutex<Vec<(usize, usize, String)>> = Mutex::new(Vec::new());
+    let found: Mutex<Vec<(usize, ScanNote)>> = Mutex::new(Vec::new());
     let done_ref = &*done;
     std::thread::scope(|scope| {
         for _ in 0..opts.jobs.clamp(1, files.len().max(1)) {
@@ -572,21 +611,24 @@ fn scan_all(done: &mut [Done], opts: &FetchOptions<'_>) {
                     let (seq, rel) = &p.compressed[f];
                     let file = opts.dest.join(&p.base).join(OsStr::from_bytes(rel));
                     let scanned = narwhal_relocate::scan_compressed(&file, opts.relocation.from().as_bytes());
-                    if let Some(w) = warning(&p.base, rel, &opts.relocation, scanned) {
-                        found.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((d, *seq, w));
+                    if !matches!(scanned, Ok(None)) {
+                        let note = (*seq, rel.clone(), scanned);
+                        found.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((d, note));
                     }
                 }
             });
         }
     });
-    for (d, seq, w) in found.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
-        done[d].warnings.push((seq, w));
+    for (d, note) in found.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+        done[d].warnings.push(note);
     }
     for p in done {
-        p.warnings.sort();
-        for (_, w) in p.warnings.drain(..) {
-            opts.reporter.warning(&w);
-            p.entry.warnings.push(w);
+        p.warnings.sort_by_key(|w| w.0);
+        for (_, rel, scanned) in p.warnings.drain(..) {
+            if let Some(w) = warning(&p.base, &rel, &opts.relocation, scanned) {
+                opts.reporter.warning(&w);
+                p.entry.warnings.push(w);
+            }
         }
     }
 }

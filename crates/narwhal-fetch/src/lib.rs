@@ -6,12 +6,14 @@
 //! each NAR through decompression, FileHash / NarHash / NarSize checks and a
 //! relocating unpack into the destination, in parallel across paths, with a
 //! download cache and a manifest; a path appears under its final name only
-//! after every check passed.
+//! after every check passed. [`fetch_export`] does the same from a
+//! `nix-store --export` stream.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod closure;
 mod error;
+mod export;
 mod fetch;
 mod manifest;
 mod pipe;
@@ -21,6 +23,7 @@ mod substituters;
 
 pub use closure::{walk_closure, ClosurePath};
 pub use error::{Error, Failure};
+pub use export::{fetch_export, ExportFetched};
 pub use fetch::{fetch, FetchOptions, Summary};
 pub use manifest::{Manifest, ManifestEntry, MANIFEST_PATH};
 pub use report::{Quiet, Reporter, Source};

@@ -120,6 +120,24 @@ impl Feed {
     }
 }
 
+/// Copies bytes into the chunks, for producers that write rather than read.
+impl io::Write for Feed {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.resize(CHUNK, 0);
+        let n = data.len().min(CHUNK - self.filled);
+        self.buf[self.filled..self.filled + n].copy_from_slice(&data[..n]);
+        self.filled += n;
+        if self.filled == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 impl Chunks {
     /// Calls `f` on every chunk, in order, until the feed is finished or dropped.
     pub fn for_each(self, f: impl FnMut(Chunk)) {
@@ -188,6 +206,27 @@ mod tests {
             feed.finish().unwrap();
             assert_eq!(a.join().unwrap(), data);
             assert_eq!(b.join().unwrap(), data);
+        });
+    }
+
+    #[test]
+    fn written_bytes_arrive_in_order_across_chunks() {
+        use std::io::Write as _;
+        let data: Vec<u8> = (0..2 * CHUNK + 777).map(|i| (i % 253) as u8).collect();
+        let (mut feed, mut chunks) = channel(1);
+        let only = chunks.pop().unwrap();
+        std::thread::scope(|s| {
+            let r = s.spawn(|| {
+                let mut out = Vec::new();
+                only.reader().read_to_end(&mut out).unwrap();
+                out
+            });
+            // Uneven writes, so chunk boundaries fall inside them.
+            for piece in data.chunks(100_003) {
+                feed.write_all(piece).unwrap();
+            }
+            feed.finish().unwrap();
+            assert_eq!(r.join().unwrap(), data);
         });
     }
 

@@ -19,6 +19,10 @@ pub trait Reporter: Send + Sync {
     fn planned(&self, paths: usize, download_bytes: u64) {
         let _ = (paths, download_bytes);
     }
+    /// An export stream of `bytes` bytes (when known) is being read; its paths are learnt as they come.
+    fn reading_export(&self, what: &str, bytes: Option<u64>) {
+        let _ = (what, bytes);
+    }
     fn started(&self, path: &StorePath, source: Source) {
         let _ = (path, source);
     }

@@ -33,6 +33,9 @@ pub enum StoreErrorKind {
     /// A 401 or 403 on a request that needs credentials; `sent` says which (never the secret).
     #[error("HTTP {status}: the server refused the request (sent {sent})")]
     Refused { status: u16, sent: String },
+    /// A 401 on a read: the cache is private; `sent` says which credentials went (never the secret).
+    #[error("HTTP 401: the cache wants credentials (sent {sent})")]
+    Unauthorized { sent: String },
     /// A 4xx answer to a write, with the reason the server gave (its body's first line).
     #[error("HTTP {status}: {reason}")]
     Rejected { status: u16, reason: String },
@@ -76,6 +79,10 @@ impl StoreError {
             StoreErrorKind::Refused { .. } => Some(
                 "give the cache's push token in NARWHAL_PUSH_TOKEN or --token-file, or the host's login and \
                  password in ~/.netrc ($NETRC); check what the server expects",
+            ),
+            StoreErrorKind::Unauthorized { .. } => Some(
+                "the cache is private: put its host's login and password (for narwhal serve, a read token as the \
+                 password) in a netrc file ($NETRC, ~/.netrc or /etc/nix/netrc), as for Nix's netrc-file",
             ),
             StoreErrorKind::Rejected { .. } => {
                 Some("the cache refused the object for the reason given; fix what it names, then push again")

@@ -57,6 +57,16 @@ impl HttpCache {
         self.auth.apply(self.client.request(method, url))
     }
 
+    /// A 401 names the credentials sent, so the message says what to fix.
+    fn unauthorized(&self, e: StoreError) -> StoreError {
+        match e.kind {
+            StoreErrorKind::Status { status: 401, .. } => {
+                StoreError::new(e.url, StoreErrorKind::Unauthorized { sent: self.auth.describe() })
+            }
+            _ => e,
+        }
+    }
+
     pub(crate) fn url_of(&self, key: &str) -> Result<String, StoreError> {
         let url = format!("{}/{key}", self.base);
         check_key(key).map_err(|_| StoreError::new(&url, StoreErrorKind::InvalidKey))?;
@@ -130,15 +140,21 @@ impl BinaryCache for HttpCache {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let url = self.url_of(key)?;
         // Sending and reading the body are retried together.
-        self.options.retry(|attempt| match send_get(self.request(reqwest::Method::GET, &url), &url, attempt)? {
-            Some(resp) => body(resp, &url, attempt).map(Some),
-            None => Ok(None),
-        })
+        self.options
+            .retry(|attempt| match send_get(self.request(reqwest::Method::GET, &url), &url, attempt)? {
+                Some(resp) => body(resp, &url, attempt).map(Some),
+                None => Ok(None),
+            })
+            .map_err(|e| self.unauthorized(e))
     }
 
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>, StoreError> {
         let url = self.url_of(key)?;
-        match self.options.retry(|attempt| send_get(self.request(reqwest::Method::GET, &url), &url, attempt))? {
+        match self
+            .options
+            .retry(|attempt| send_get(self.request(reqwest::Method::GET, &url), &url, attempt))
+            .map_err(|e| self.unauthorized(e))?
+        {
             Some(resp) => Ok(Box::new(resp)),
             None => Err(StoreError::new(url, StoreErrorKind::NotFound)),
         }

@@ -76,14 +76,25 @@ impl HttpAuth {
         if let Some(token) = env(TOKEN_ENV).filter(|t| !t.trim().is_empty()) {
             return Self::bearer(base, token.trim(), format!("${TOKEN_ENV}"));
         }
+        Ok(Self::resolve_netrc_with(base, env))
+    }
+
+    /// The credentials for reading the cache at `base`: only the host's entry in a netrc file
+    /// ([`netrc_files`]), as Nix reads substituters, so no token meant for one host goes to another.
+    pub fn resolve_netrc(base: &str) -> Self {
+        Self::resolve_netrc_with(base, |name| std::env::var(name).ok())
+    }
+
+    /// As [`HttpAuth::resolve_netrc`], with the environment read through `env`.
+    pub fn resolve_netrc_with(base: &str, env: impl Fn(&str) -> Option<String>) -> Self {
         let host = host_of(base);
         for file in netrc_files(&env) {
             let Ok(text) = std::fs::read_to_string(&file) else { continue };
             if let Some((login, password)) = netrc_lookup(&text, host) {
-                return Ok(Self::Basic { login, password, from: file.display().to_string() });
+                return Self::Basic { login, password, from: file.display().to_string() };
             }
         }
-        Ok(Self::None)
+        Self::None
     }
 
     fn bearer(base: &str, token: &str, from: String) -> Result<Self, StoreError> {

@@ -78,11 +78,15 @@ pub fn open_writer_with_token(
     }
 }
 
-/// Opens the cache at `url` (`file:///dir`, `/dir`, `http(s)://host/path`, `s3://bucket[/prefix]`).
+/// Opens the cache at `url` (`file:///dir`, `/dir`, `http(s)://host/path`, `s3://bucket[/prefix]`)
+/// for reading. An HTTP cache gets the host's login and password from a netrc file, as Nix's
+/// substituters do ([`http_writer::HttpAuth::resolve_netrc`]).
 pub fn open_cache(url: &CacheUrl, options: &http::HttpOptions) -> Result<Box<dyn BinaryCache>, StoreError> {
     Ok(match &url.location {
         Location::File(dir) => Box::new(file::FileCache::new(dir.clone(), url.to_string())),
-        Location::Http(base) => Box::new(http::HttpCache::new(base, options)?),
+        Location::Http(base) => {
+            Box::new(http::HttpCache::new(base, options)?.with_auth(http_writer::HttpAuth::resolve_netrc(base)))
+        }
         Location::S3 { .. } => Box::new(s3::S3Cache::from_url(url, options)?),
     })
 }

@@ -179,7 +179,7 @@ pub enum BuildpackCommand {
 #[derive(Debug, Args)]
 pub struct SlugArgs {
     /// Store paths, `pin:<name>[@<revision>]`, or Hydra job URLs; the first becomes `result`.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "from_export")]
     pub roots: Vec<String>,
     #[command(flatten)]
     pub source: SourceArgs,
@@ -200,7 +200,7 @@ pub struct SlugArgs {
 #[derive(Debug, Args)]
 pub struct FetchArgs {
     /// Store paths (`/nix/store/<hash>-<name>`), `pin:<name>[@<revision>]`, or Hydra job URLs.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "from_export")]
     pub roots: Vec<String>,
     #[command(flatten)]
     pub source: SourceArgs,
@@ -219,8 +219,16 @@ pub struct FetchArgs {
 #[derive(Debug, Args)]
 pub struct SourceArgs {
     /// Binary cache URL (file:///dir, /dir, http(s)://…); repeat or separate with spaces. Tried by priority.
-    #[arg(long = "from", env = "NARWHAL_SUBSTITUTERS", value_delimiter = ' ', required = true)]
+    #[arg(long = "from", env = "NARWHAL_SUBSTITUTERS", value_delimiter = ' ', required_unless_present = "from_export")]
     pub from: Vec<String>,
+    /// Deploy from a `nix-store --export` stream instead of caches (--from is then not used): a file,
+    /// `-` for standard input, or `s3://bucket/key`. Exports carry no signatures, so this needs --no-verify;
+    /// without roots, the export's last path is the root.
+    #[arg(long, value_name = "FILE|s3://BUCKET/KEY")]
+    pub from_export: Option<String>,
+    /// Environment for opening an `s3://` export, before the process's (the buildpack's config vars).
+    #[arg(skip)]
+    pub s3_env: Vec<(String, String)>,
     /// Trusted public key (`name:base64`), as in nix.conf's trusted-public-keys; repeat or separate with spaces.
     #[arg(long = "trusted-public-key", env = "NARWHAL_TRUSTED_PUBLIC_KEYS", value_delimiter = ' ')]
     pub trusted_public_keys: Vec<String>,

@@ -76,6 +76,16 @@ impl Reporter for Progress {
         }
     }
 
+    fn reading_export(&self, what: &str, bytes: Option<u64>) {
+        match &self.status.bar {
+            Some(bar) => bar.set_length(bytes.unwrap_or(0)),
+            None => self.line(&format!(
+                "reading the export {what}{}",
+                bytes.map(|b| format!(" ({})", crate::commands::human(b))).unwrap_or_default()
+            )),
+        }
+    }
+
     fn started(&self, path: &StorePath, source: Source) {
         if let Some(bar) = &self.status.bar {
             bar.set_message(path.to_string());

@@ -117,11 +117,19 @@ impl Pending {
     }
 
     /// Renames the tree to its destination, which must still not exist.
-    pub fn commit(mut self) -> Result<(), UnpackError> {
-        if fs::symlink_metadata(&self.dest).is_ok() {
-            return Err(UnpackError::Exists(self.dest.clone()));
+    pub fn commit(self) -> Result<(), UnpackError> {
+        let dest = self.dest.clone();
+        self.commit_to(&dest)
+    }
+
+    /// Renames the tree to `dest` instead, for a tree whose name was learnt
+    /// only after its NAR (as in an export, where the store path follows the
+    /// NAR). `dest` must not exist and must be on the same file system.
+    pub fn commit_to(mut self, dest: &Path) -> Result<(), UnpackError> {
+        if fs::symlink_metadata(dest).is_ok() {
+            return Err(UnpackError::Exists(dest.to_owned()));
         }
-        fs::rename(&self.tmp, &self.dest).map_err(|source| UnpackError::Rename { path: self.dest.clone(), source })?;
+        fs::rename(&self.tmp, dest).map_err(|source| UnpackError::Rename { path: dest.to_owned(), source })?;
         self.done = true;
         Ok(())
     }

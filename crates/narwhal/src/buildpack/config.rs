@@ -13,8 +13,18 @@
 //! substituters = []
 //! # Keys whose signatures are trusted (NARWHAL_TRUSTED_PUBLIC_KEYS).
 //! trusted-public-keys = []
+//! # Private HTTP caches: config var NARWHAL_NETRC holds a netrc file's contents
+//! # (`machine HOST login NAME password SECRET`; for narwhal serve, a read token
+//! # as the password). It never goes into narwhal.toml, which is in the repository.
 //! # Accept unsigned paths; NAR hashes are still checked (NARWHAL_NO_VERIFY=1).
 //! no-verify = false
+//! # Deploy from a `nix-store --export` stream instead of caches (NARWHAL_EXPORT):
+//! # a file in the app, or s3://bucket/key. Exports carry no signatures: the
+//! # stream is trusted as whoever could write it. The older Heroku Nix
+//! # buildpack's config vars set this: NIX_S3_BUCKET and NIX_APP_NAME name
+//! # s3://$NIX_S3_BUCKET/nix-closures/$NIX_APP_NAME.closure, NIX_S3_KEY and
+//! # NIX_S3_SECRET are its credentials (AWS_* config vars work too).
+//! export = "s3://my-bucket/nix-closures/my-app.closure"
 //!
 //! [build]
 //! # Build with nix-build first when `nix-build` is on PATH (NIX_BUILD_ON_PUSH=1),
@@ -48,6 +58,13 @@ pub struct Config {
     pub trusted_public_keys: Vec<String>,
     #[serde(default)]
     pub no_verify: bool,
+    pub export: Option<String>,
+    /// AWS_* settings from config vars, for an `s3://` export.
+    #[serde(skip)]
+    pub s3_env: Vec<(String, String)>,
+    /// A netrc file's contents (config var NARWHAL_NETRC), for private HTTP caches.
+    #[serde(skip)]
+    pub netrc: Option<String>,
     #[serde(default)]
     pub build: Build,
     #[serde(default)]
@@ -103,6 +120,13 @@ impl Config {
         if let Some(v) = var("NARWHAL_NO_VERIFY") {
             self.no_verify = matches!(v.trim(), "1" | "true" | "yes");
         }
+        if let Some(v) = var("NARWHAL_NETRC") {
+            self.netrc = Some(v).filter(|n| !n.trim().is_empty());
+        }
+        if let Some(v) = var("NARWHAL_EXPORT") {
+            self.export = Some(v.trim().to_owned()).filter(|e| !e.is_empty());
+        }
+        self.apply_legacy_s3(var)?;
         if let Some(v) = var("NIX_BUILD_ON_PUSH") {
             self.build.nix = matches!(v.trim(), "1" | "true" | "yes");
         }
@@ -112,6 +136,62 @@ impl Config {
         Ok(())
     }
 }
+
+impl Config {
+    /// The older Heroku Nix buildpack's closure on S3, and AWS settings from config vars.
+    fn apply_legacy_s3(&mut self, var: &dyn Fn(&str) -> Option<String>) -> Result<(), BuildpackError> {
+        let value = |name: &str| var(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        for name in AWS_VARS {
+            if let Some(v) = value(name) {
+                self.s3_env.push(((*name).to_owned(), v));
+            }
+        }
+        let (bucket, app) = (value("NIX_S3_BUCKET"), value("NIX_APP_NAME"));
+        let Some(bucket) = bucket else {
+            if app.is_some() {
+                return Err(BuildpackError::Config {
+                    why: "NIX_APP_NAME is set but NIX_S3_BUCKET is not; set both to deploy the closure the older Nix buildpack stored".to_owned(),
+                });
+            }
+            return Ok(());
+        };
+        let Some(app) = app else {
+            return Err(BuildpackError::Config {
+                why: format!("NIX_S3_BUCKET={bucket} is set but NIX_APP_NAME is not; it names the closure (nix-closures/$NIX_APP_NAME.closure)"),
+            });
+        };
+        if bucket.contains('/') || app.contains('/') {
+            return Err(BuildpackError::Config {
+                why: "NIX_S3_BUCKET is a bucket name and NIX_APP_NAME a file name; neither may contain '/'".to_owned(),
+            });
+        }
+        self.export = Some(format!("s3://{bucket}/nix-closures/{app}.closure"));
+        match (value("NIX_S3_KEY"), value("NIX_S3_SECRET")) {
+            (Some(key), Some(secret)) => {
+                self.s3_env.push(("AWS_ACCESS_KEY_ID".to_owned(), key));
+                self.s3_env.push(("AWS_SECRET_ACCESS_KEY".to_owned(), secret));
+            }
+            (None, None) => {}
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(BuildpackError::Config {
+                    why: "set both NIX_S3_KEY and NIX_S3_SECRET (or neither, for AWS_* credentials)".to_owned(),
+                })
+            }
+        }
+        Ok(())
+    }
+}
+
+/// AWS settings honoured as config vars, for an `s3://` export.
+const AWS_VARS: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+];
 
 /// A Heroku config var: the contents of `ENV_DIR/NAME`, if the file exists.
 fn read_var(env_dir: &Path, name: &str) -> Option<String> {

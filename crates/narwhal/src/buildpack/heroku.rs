@@ -26,23 +26,37 @@ pub fn compile(build_dir: &Path, cache_dir: &Path, env_dir: &Path) -> anyhow::Re
     let mut config = Config::load(build_dir, Some(env_dir))?;
     let state = cache_dir.join("narwhal");
     std::fs::create_dir_all(&state).with_context(|| format!("cannot create {}", state.display()))?;
+    let _netrc = match &config.netrc {
+        Some(text) => Some(TempNetrc::write(text)?),
+        None => None,
+    };
 
     if config.build.nix && which("nix-build") {
         step("Building with nix-build");
         build_with_nix(build_dir, &state, &mut config)?;
     }
 
-    let roots = roots(&config)?;
-    if config.substituters.is_empty() {
-        return Err(BuildpackError::NoCaches.into());
-    }
-    step(&format!("Deploying {} from {}", roots.join(" "), config.substituters.join(" ")));
+    let export = config.export.clone();
+    let roots = if let Some(export) = &export {
+        step(&format!("Deploying {} from the export {export}", roots_or_last(&config.roots)));
+        info("an export carries no signatures: it is trusted as whoever could write it");
+        config.roots.clone()
+    } else {
+        let roots = roots(&config)?;
+        if config.substituters.is_empty() {
+            return Err(BuildpackError::NoCaches.into());
+        }
+        step(&format!("Deploying {} from {}", roots.join(" "), config.substituters.join(" ")));
+        roots
+    };
     let args = SlugArgs {
         roots,
         source: SourceArgs {
             from: config.substituters.clone(),
+            no_verify: config.no_verify || export.is_some(),
+            from_export: export,
+            s3_env: config.s3_env.clone(),
             trusted_public_keys: config.trusted_public_keys.clone(),
-            no_verify: config.no_verify,
             cache_dir: Some(state.join("downloads")),
             // The build cache keeps only what the current closure uses.
             prune_cache: true,
@@ -66,6 +80,36 @@ pub fn compile(build_dir: &Path, cache_dir: &Path, env_dir: &Path) -> anyhow::Re
     write_release(build_dir, &config)?;
     step("narwhal: done");
     Ok(())
+}
+
+fn roots_or_last(roots: &[String]) -> String {
+    if roots.is_empty() {
+        "the last path".to_owned()
+    } else {
+        roots.join(" ")
+    }
+}
+
+/// NARWHAL_NETRC as a file for this compile only: outside the slug and the
+/// build cache, readable by this user only, removed when compile ends. HTTP
+/// caches read it through $NETRC, as Nix reads its netrc-file.
+struct TempNetrc(PathBuf);
+
+impl TempNetrc {
+    fn write(text: &str) -> anyhow::Result<Self> {
+        let file = std::env::temp_dir().join(format!("narwhal-netrc-{}", std::process::id()));
+        write_atomic(&file, text.as_bytes(), 0o600, true)
+            .with_context(|| format!("cannot write {}", file.display()))?;
+        // Still one thread: nothing else reads the environment yet.
+        std::env::set_var("NETRC", &file);
+        Ok(Self(file))
+    }
+}
+
+impl Drop for TempNetrc {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// What to deploy: explicit roots, else the pin (for this commit when Heroku says which).
@@ -107,6 +151,14 @@ fn build_with_nix(build_dir: &Path, state: &Path, config: &mut Config) -> anyhow
         return Err(BuildpackError::NixCopy { status: out.status.to_string() }.into());
     }
     info(&format!("built {}", built.join(" ")));
+    if let Some(export) = config.export.take() {
+        // As the older buildpack did after a build: store the closure where the next deploy reads it.
+        if export.starts_with("s3://") {
+            step(&format!("Storing the closure at {export}"));
+            let env = |name: &str| config.s3_env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+            crate::commands::export_with_env(&built, Some(&export), &env)?;
+        }
+    }
     config.roots = built;
     config.substituters.insert(0, format!("file://{}", cache.display()));
     config.trusted_public_keys.push(std::fs::read_to_string(&public)?);

@@ -1,13 +1,13 @@
 //! `narwhal fetch`: resolve roots, walk the closure, fetch it.
 
-use std::io::Write as _;
+use std::io::{Read, Write as _};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use narwhal_fetch::{FetchOptions, Root, Substituters, Summary, WaitPolicy};
 use narwhal_formats::signature::PublicKey;
-use narwhal_formats::store_path::StorePath;
+use narwhal_formats::store_path::{StoreDir, StorePath};
 use narwhal_relocate::Relocation;
 use narwhal_store::http::HttpOptions;
 use narwhal_store::CacheUrl;
@@ -42,6 +42,9 @@ pub fn fetch_into(
     pad: bool,
 ) -> anyhow::Result<Fetched> {
     let started = Instant::now();
+    if let Some(export) = &source.from_export {
+        return fetch_export_into(roots, export, source, dest, prefix, pad, started);
+    }
     let trusted = if source.no_verify {
         None
     } else {
@@ -97,6 +100,82 @@ pub fn fetch_into(
         started.elapsed().as_secs_f64()
     ));
     Ok(Fetched { roots: root_paths, summary })
+}
+
+/// `fetch_into` from a `nix-store --export` stream.
+fn fetch_export_into(
+    roots: &[String],
+    export: &str,
+    source: &SourceArgs,
+    dest: &Path,
+    prefix: Option<&str>,
+    pad: bool,
+    started: Instant,
+) -> anyhow::Result<Fetched> {
+    if !source.no_verify {
+        bail!(
+            "an export ({export}) carries no signatures, so narwhal cannot verify it; pass --no-verify to trust it as whoever wrote it (its NAR hashes are computed and recorded in the manifest), or deploy from a signed binary cache with --from"
+        );
+    }
+    let store_dir = StoreDir::default();
+    let roots = roots
+        .iter()
+        .map(|r| {
+            store_dir
+                .parse_path(r)
+                .with_context(|| format!("invalid root {r:?}: with --from-export, roots are store paths in the export"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let relocation = match prefix {
+        Some(p) => Relocation::new(store_dir.as_str(), p, pad)?,
+        None => Relocation::new(store_dir.as_str(), store_dir.as_str(), false)?,
+    };
+    let (mut input, len) = open_export(export, source)?;
+    let progress = Progress::new(source.no_progress);
+    let options = FetchOptions {
+        dest: dest.to_path_buf(),
+        relocation,
+        cache_dir: None,
+        jobs: source.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get)),
+        attempts: 1,
+        prune_cache: false,
+        reporter: &progress,
+    };
+    let fetched = narwhal_fetch::fetch_export(&mut *input, export, len, &store_dir, &roots, &options)?;
+    progress.finish();
+    let summary = fetched.summary;
+    progress.line(&format!(
+        "{} paths from the export: {} unpacked, {} already present; {} read, {} unpacked, in {:.1} s",
+        summary.paths,
+        summary.downloaded,
+        summary.present,
+        human(summary.downloaded_bytes),
+        human(summary.unpacked_bytes),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(Fetched { roots: fetched.roots, summary })
+}
+
+/// The export stream and its length when known.
+fn open_export(export: &str, source: &SourceArgs) -> anyhow::Result<(Box<dyn Read + Send>, Option<u64>)> {
+    if export.starts_with("s3://") {
+        let env = |name: &str| source.s3_env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let (bucket, key) = super::s3_object(export, &env)?;
+        let body = match bucket.open(&key) {
+            Ok(body) => body,
+            Err(e) if matches!(e.kind, narwhal_store::StoreErrorKind::NotFound) => bail!(
+                "there is no export at {export}; store the closure there first: `narwhal export ROOT -o {export}` (the buildpack does it after building when NIX_BUILD_ON_PUSH=1)"
+            ),
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot read the export {export}"))),
+        };
+        return Ok((body, None));
+    }
+    if export == "-" {
+        return Ok((Box::new(std::io::stdin()), None));
+    }
+    let file = std::fs::File::open(export).with_context(|| format!("cannot open the export {export}"))?;
+    let len = file.metadata().ok().map(|m| m.len());
+    Ok((Box::new(file), len))
 }
 
 /// Bytes for people: `12.3 MB`.

@@ -17,6 +17,8 @@ use anyhow::Context as _;
 
 use crate::cli::{BuildpackCommand, Cli, Command};
 
+pub use fetch::human;
+pub use push::export_with_env;
 pub use slug::run as slug_run;
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -56,6 +58,31 @@ pub fn open_input(path: &Path) -> anyhow::Result<BufReader<Box<dyn Read>>> {
         Box::new(File::open(path).with_context(|| format!("cannot open {}", path.display()))?)
     };
     Ok(BufReader::with_capacity(256 * 1024, inner))
+}
+
+/// `s3://bucket/dir/name?params` as the bucket (the cache `s3://bucket/dir?params`) and the
+/// key `name`. `env` is asked for AWS_* settings before the process environment.
+pub fn s3_object(
+    s: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<(Box<dyn narwhal_store::CacheWriter>, String)> {
+    use narwhal_store::{CacheUrl, Location};
+    let url = CacheUrl::parse(s)?;
+    let Location::S3 { bucket, prefix } = &url.location else {
+        anyhow::bail!("{s} is not an S3 object URL: write s3://bucket/key");
+    };
+    let (dir, name) = prefix.rsplit_once('/').unwrap_or(("", prefix.as_str()));
+    if name.is_empty() {
+        anyhow::bail!(
+            "{s} names a bucket, not an object: add the object's key, as in s3://{bucket}/closures/app.export"
+        );
+    }
+    let location = Location::S3 { bucket: bucket.clone(), prefix: dir.to_owned() };
+    let dir_url = CacheUrl { location, params: url.params.clone() };
+    let config =
+        narwhal_store::s3::S3Config::from_url_and_env(&dir_url, |name| env(name).or_else(|| std::env::var(name).ok()))?;
+    let bucket = narwhal_store::s3::S3Cache::new(config, &narwhal_store::http::HttpOptions::default())?;
+    Ok((Box::new(bucket), name.to_owned()))
 }
 
 /// Reads a small text file (keys, narinfos) with the path in any error.

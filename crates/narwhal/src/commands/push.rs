@@ -181,8 +181,17 @@ fn report(summary: &narwhal_push::PushSummary, url: &CacheUrl, started: Instant)
 }
 
 pub fn export(paths: &[String], output: Option<&str>) -> anyhow::Result<()> {
+    export_with_env(paths, output, &|_| None)
+}
+
+/// [`export`], with `env` asked for AWS_* settings before the process environment.
+pub fn export_with_env(
+    paths: &[String],
+    output: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<()> {
     use std::io::IsTerminal as _;
-    let object = output.map(s3_object).transpose()?;
+    let object = output.map(|o| super::s3_object(o, env)).transpose()?;
     if object.is_none() && std::io::stdout().is_terminal() {
         bail!("the export is binary; redirect it: narwhal export PATH… > closure.export");
     }
@@ -211,28 +220,13 @@ pub fn export(paths: &[String], output: Option<&str>) -> anyhow::Result<()> {
     written
 }
 
-/// `s3://bucket/dir/name?params` as the cache `s3://bucket/dir?params` and the key `name`.
-fn s3_object(s: &str) -> anyhow::Result<(Box<dyn narwhal_store::CacheWriter>, String)> {
-    let url = CacheUrl::parse(s)?;
-    let narwhal_store::Location::S3 { bucket, prefix } = &url.location else {
-        bail!("{s} is not an S3 object URL: write s3://bucket/key (or give no --output to write to stdout)");
-    };
-    let (dir, name) = prefix.rsplit_once('/').unwrap_or(("", prefix.as_str()));
-    if name.is_empty() {
-        bail!("{s} names a bucket, not an object: add the object's key, as in s3://{bucket}/closures/app.export");
-    }
-    let location = narwhal_store::Location::S3 { bucket: bucket.clone(), prefix: dir.to_owned() };
-    let dir_url = CacheUrl { location, params: url.params.clone() };
-    Ok((narwhal_store::open_writer(&dir_url)?, name.to_owned()))
-}
-
 pub fn import(file: &std::path::Path, dest: &DestArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let (url, key, compression) = destination(dest)?;
     let writer = open_dest(&url, dest)?;
     let mut input: Box<dyn std::io::Read> = match file.to_str().filter(|f| f.starts_with("s3://")) {
         Some(object) => {
-            let (bucket, key) = s3_object(object)?;
+            let (bucket, key) = super::s3_object(object, &|_| None)?;
             Box::new(std::io::BufReader::with_capacity(256 * 1024, bucket.open(&key)?))
         }
         None => Box::new(super::open_input(file)?),

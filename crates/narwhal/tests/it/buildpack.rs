@@ -50,6 +50,21 @@ fn run_slug(build: &Path, argv: &[&str]) -> String {
     iso.run_ok(argv, &[("HOME", "/app")])
 }
 
+/// A default.nix whose attribute `hi` builds `name`: `bin/hi`, a busybox script that prints `says`.
+fn default_nix(build: &Path, name: &str, says: &str) {
+    let mk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../narwhal-testkit/fixtures/mk.nix");
+    let busybox = deploy_fixture("busybox");
+    std::fs::write(
+        build.join("default.nix"),
+        format!(
+            "{{ hi = import {} \"{name}\" ''mkdir -p $out/bin && printf '#!${{builtins.storePath \"{}\"}}/bin/sh\\necho {says}\\n' > $out/bin/hi && chmod +x $out/bin/hi''; }}\n",
+            mk.display(),
+            busybox.display()
+        ),
+    )
+    .unwrap();
+}
+
 fn busybox_in_slug(build: &Path) -> String {
     let name = deploy_fixture("busybox").file_name().unwrap().to_string_lossy().into_owned();
     assert!(build.join("store").join(&name).exists());
@@ -180,17 +195,7 @@ fn builds_with_nix_when_asked_and_deploys_what_it_built() {
         "[processes]\nweb = \"result/bin/hi\"\n",
         &[("NIX_BUILD_ON_PUSH", "1"), ("NIX_BUILD_FLAGS", "-A hi")],
     );
-    let mk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../narwhal-testkit/fixtures/mk.nix");
-    let busybox = deploy_fixture("busybox");
-    std::fs::write(
-        a.build.join("default.nix"),
-        format!(
-            "{{ hi = import {} \"built-on-push\" ''mkdir -p $out/bin && printf '#!${{builtins.storePath \"{}\"}}/bin/sh\\necho built on push\\n' > $out/bin/hi && chmod +x $out/bin/hi''; }}\n",
-            mk.display(),
-            busybox.display()
-        ),
-    )
-    .unwrap();
+    default_nix(&a.build, "built-on-push", "built on push");
     let out = output(
         buildpack("compile").arg(&a.build).arg(&a.cache).arg(&a.env).env("NIX_CONFIG", narwhal_testkit::NIX_CONFIG),
     );
@@ -198,4 +203,116 @@ fn builds_with_nix_when_asked_and_deploys_what_it_built() {
     assert!(out.status.success(), "{log}");
     assert!(log.contains("Building with nix-build"), "{log}");
     assert_eq!(run_slug(&a.build, &["/app/result/bin/hi"]), "built on push\n");
+}
+
+/// An app as the older Heroku Nix buildpack had it: default.nix, the closure file on S3 named by
+/// NIX_S3_BUCKET and NIX_APP_NAME, credentials in NIX_S3_KEY / NIX_S3_SECRET. Building on push stores
+/// the closure there (as that buildpack's `build` did); a later deploy without building reads it back.
+#[test]
+fn the_older_buildpacks_s3_closure_config_vars_work_unchanged() {
+    use narwhal_testkit::garage::{Garage, REGION};
+    let garage = Garage::start();
+    let bucket = garage.create_bucket("closures");
+    let tmp = tempdir();
+    let endpoint = garage.s3_endpoint();
+    let vars = |secret: &str, app_name: &str, build: bool| -> Vec<(String, String)> {
+        let mut v = vec![
+            ("NIX_S3_BUCKET", bucket.name.as_str()),
+            ("NIX_APP_NAME", app_name),
+            ("NIX_S3_KEY", bucket.key_id.as_str()),
+            ("NIX_S3_SECRET", secret),
+            // Not needed on AWS: Garage is elsewhere, in its own region.
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("AWS_REGION", REGION),
+        ];
+        if build {
+            v.extend([("NIX_BUILD_ON_PUSH", "1"), ("NIX_BUILD_FLAGS", "-A hi")]);
+        }
+        v.into_iter().map(|(k, val)| (k.to_owned(), val.to_owned())).collect()
+    };
+    let legacy_app = |name: &str, vars: &[(String, String)]| {
+        let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let a = app(tmp.path(), name, &tmp.path().join(format!("{name}-cache")), "", &refs);
+        std::fs::remove_file(a.build.join("narwhal.toml")).unwrap();
+        default_nix(&a.build, "legacy-app", "restored from the closure");
+        a
+    };
+    let compile_log = |a: &App| {
+        let out = output(
+            buildpack("compile").arg(&a.build).arg(&a.cache).arg(&a.env).env("NIX_CONFIG", narwhal_testkit::NIX_CONFIG),
+        );
+        let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), log)
+    };
+
+    // Build on push: built, the closure stored on S3, deployed.
+    let first = legacy_app("first", &vars(&bucket.secret, "my-app", true));
+    let (ok, log) = compile_log(&first);
+    assert!(ok, "{log}");
+    assert!(log.contains("Storing the closure at s3://closures/nix-closures/my-app.closure"), "{log}");
+    assert_eq!(run_slug(&first.build, &["/app/result/bin/hi"]), "restored from the closure\n");
+
+    // A later deploy that does not build: the closure comes from S3, and runs without Nix.
+    let second = legacy_app("second", &vars(&bucket.secret, "my-app", false));
+    let (ok, log) = compile_log(&second);
+    assert!(ok, "{log}");
+    assert!(log.contains("from the export s3://closures/nix-closures/my-app.closure"), "{log}");
+    assert!(log.contains("2 paths from the export: 2 unpacked"), "{log}");
+    assert_eq!(run_slug(&second.build, &["/app/result/bin/hi"]), "restored from the closure\n");
+    let sh = busybox_in_slug(&second.build);
+    assert_eq!(
+        run_slug(&second.build, &[&sh, "/app/.narwhal/bin/run_result.sh", "bin/hi"]),
+        "restored from the closure\n"
+    );
+
+    // A wrong secret, an app whose closure was never stored, a half-set configuration:
+    // a clear error, and nothing in the slug.
+    for (name, vars, expect) in [
+        ("wrong-secret", vars("not-the-secret", "my-app", false), "credentials"),
+        ("never-stored", vars(&bucket.secret, "other-app", false), "nix-closures/other-app.closure"),
+        ("half-set", vec![("NIX_S3_BUCKET".to_owned(), "closures".to_owned())], "NIX_APP_NAME is not"),
+    ] {
+        let a = legacy_app(name, &vars);
+        let (ok, log) = compile_log(&a);
+        assert!(!ok, "{name}: {log}");
+        assert!(log.contains(expect), "{name}: {log}");
+        assert!(!a.build.join("result").exists(), "{name}");
+        assert!(!a.build.join("store").exists() || crate::entries(&a.build.join("store")).is_empty(), "{name}");
+    }
+}
+
+/// A private `narwhal serve` cache: the buildpack reads it with the netrc given as a config var.
+#[test]
+fn a_private_cache_is_read_with_the_netrc_config_var() {
+    let cache = Cache::new(&["app"], "zstd");
+    let tmp = tempdir();
+    let tokens = tmp.path().join("read-tokens");
+    std::fs::write(&tokens, "read-0123456789abcdef-token\n").unwrap();
+    let server = crate::serve::Server::start(
+        &["--store", cache.dir.to_str().unwrap(), "--read-token-file", tokens.to_str().unwrap()],
+        &[],
+    );
+    let toml = format!("roots = [\"{}\"]\nsubstituters = [\"{}\"]\n", cache.root.display(), server.url());
+    let key = ("NARWHAL_TRUSTED_PUBLIC_KEYS", cache.public_key.as_str());
+    let denied = app(tmp.path(), "denied", &tmp.path().join("c1"), &toml, &[key]);
+    let out =
+        output(buildpack("compile").arg(&denied.build).arg(&denied.cache).arg(&denied.env).env("HOME", tmp.path()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("HTTP 401") && stderr.contains("netrc"), "{stderr}");
+    assert!(!denied.build.join("result").exists());
+
+    let netrc = "machine 127.0.0.1 login heroku password read-0123456789abcdef-token\n";
+    let allowed = app(tmp.path(), "allowed", &tmp.path().join("c2"), &toml, &[key, ("NARWHAL_NETRC", netrc)]);
+    compile(&allowed);
+    assert_eq!(run_slug(&allowed.build, &["/app/result/bin/app"]), DEPLOY_APP_OUTPUT);
+    // The secret is in neither the slug nor the build cache, nor left in the temporary directory.
+    let grep =
+        output(Command::new("grep").args(["-rl", "read-0123456789abcdef"]).arg(&allowed.build).arg(&allowed.cache));
+    assert_eq!(String::from_utf8_lossy(&grep.stdout), "");
+    for e in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("narwhal-netrc-") {
+            assert!(!std::fs::read_to_string(e.path()).unwrap_or_default().contains("read-0123456789abcdef"));
+        }
+    }
 }

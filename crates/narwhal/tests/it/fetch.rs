@@ -46,7 +46,7 @@ pub fn fetch_cmd(from: &str, key: &str, root: &Path, to: &Path) -> std::process:
 }
 
 /// Store paths and temporary names under `dir` (ignoring the manifest directory).
-fn store_entries(dir: &Path) -> Vec<String> {
+pub fn store_entries(dir: &Path) -> Vec<String> {
     if !dir.exists() {
         return Vec::new();
     }

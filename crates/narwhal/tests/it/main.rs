@@ -8,6 +8,7 @@
 mod buildpack;
 mod export;
 mod fetch;
+mod fetch_export;
 mod hash;
 mod keys;
 mod malformed;

@@ -557,6 +557,27 @@ fn private_reads_need_a_read_or_push_token() {
     for p in closure(&app) {
         assert!(nix_dump(&root.join(p.strip_prefix("/").unwrap())) == nix_dump(&p), "{}", p.display());
     }
+    // narwhal reads it the same way: the netrc entry for the host, nothing without it.
+    let home = tmp.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let fetch = |dest: &str| {
+        let mut c = narwhal();
+        c.args(["fetch", "--from", &server.url(), "--trusted-public-key", &public, "--to"])
+            .arg(tmp.path().join(dest))
+            .arg(&app)
+            .env("HOME", &home)
+            .env_remove("NETRC");
+        c
+    };
+    let err = crate::fails(&mut fetch("no-netrc"));
+    assert!(err.contains("HTTP 401: the cache wants credentials (sent no credentials)"), "{err}");
+    assert!(err.contains("hint: the cache is private") && err.contains("netrc"), "{err}");
+    assert!(!tmp.path().join("no-netrc").join(app.file_name().unwrap()).exists());
+    ok(fetch("with-netrc").env("NETRC", &netrc));
+    for p in closure(&app) {
+        let got = tmp.path().join("with-netrc").join(p.file_name().unwrap());
+        assert!(nix_dump(&got) == nix_dump(&p), "{}", p.display());
+    }
     let pin = format!("Name: web\nStorePath: {}\nCreated: 1\n", app.display());
     let head = format!(
         "PUT /pins/web HTTP/1.1\nHost: cache\nContent-Length: {}\nAuthorization: Bearer read-0123456789abcdef-token",
