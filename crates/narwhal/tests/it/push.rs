@@ -152,21 +152,98 @@ fn a_narinfo_never_appears_before_its_nar_and_references() {
     assert!(watcher.join().unwrap() > 1);
 }
 
-/// Checks the commit invariant of `cache` over and over until `done`; returns how many passes it made.
+/// Checks the commit invariant of the directory `cache` over and over until `done`; returns how many
+/// passes it made.
 fn check_until(cache: &Path, done: &std::sync::atomic::AtomicBool) -> usize {
+    let narinfos = || {
+        let files = files_with_suffix(cache, ".narinfo");
+        files.iter().filter_map(|f| std::fs::read_to_string(f).ok()).collect()
+    };
+    watch_commits(narinfos, |key| cache.join(key).is_file(), done)
+}
+
+/// The commit invariant, checked over and over until `done`: every narinfo that `narinfos` returns
+/// has its NAR and its references' narinfos (`has(key)`). Returns how many passes it made.
+fn watch_commits(
+    narinfos: impl Fn() -> Vec<String>,
+    has: impl Fn(&str) -> bool,
+    done: &std::sync::atomic::AtomicBool,
+) -> usize {
     let mut checks = 0;
     while !done.load(std::sync::atomic::Ordering::Relaxed) || checks == 0 {
-        for f in files_with_suffix(cache, ".narinfo") {
-            let Ok(text) = std::fs::read_to_string(&f) else { continue };
+        for text in narinfos() {
             let info = NarInfo::parse(&text, &StoreDir::default()).expect("a narinfo is never seen half-written");
-            assert!(cache.join(&info.url).is_file(), "{} before its NAR", info.path);
+            assert!(has(&info.url), "{} before its NAR", info.path);
             for r in info.references() {
-                assert!(cache.join(format!("{}.narinfo", r.hash_part())).is_file(), "{} before {r}", info.path);
+                assert!(has(&format!("{}.narinfo", r.hash_part())), "{} before {r}", info.path);
             }
         }
         checks += 1;
     }
     checks
+}
+
+/// The same against S3 (Garage): a push killed mid-way (SIGKILL) and run again completes, and a
+/// reader listing the bucket alongside never sees a narinfo before its NAR or its references.
+#[test]
+fn a_push_to_s3_killed_mid_way_completes_on_rerun_and_never_shows_a_broken_closure() {
+    use narwhal_store::s3::{S3Cache, S3Config};
+    use narwhal_store::{BinaryCache as _, CacheWriter as _};
+    use narwhal_testkit::garage::Garage;
+    let garage = Garage::start();
+    let bucket = garage.create_bucket("killed");
+    let tmp = tempdir();
+    let (sec, _) = keys(tmp.path());
+    let (big, app) = (fixture("big"), deploy_fixture("app"));
+    let s3 = garage.s3_url(&bucket.name);
+    let push = || {
+        let mut c = narwhal();
+        c.arg("push").arg(&app).arg(&big);
+        c.args(["--to", &s3, "--compression", "xz", "--level", "1", "--key-file"]).arg(&sec);
+        c.env("AWS_ACCESS_KEY_ID", &bucket.key_id).env("AWS_SECRET_ACCESS_KEY", &bucket.secret);
+        c
+    };
+    // A reader with the same credentials, through narwhal's S3 client.
+    let creds = |name: &str| match name {
+        "AWS_ACCESS_KEY_ID" => Some(bucket.key_id.clone()),
+        "AWS_SECRET_ACCESS_KEY" => Some(bucket.secret.clone()),
+        _ => None,
+    };
+    let config = S3Config::from_url_and_env(&narwhal_store::CacheUrl::parse(&s3).unwrap(), creds).unwrap();
+    let reader = S3Cache::new(config, &narwhal_store::http::HttpOptions::default()).unwrap();
+    let listed = |dir: &str| reader.list(dir).unwrap();
+    // The narinfos that can appear: the two closures'.
+    let mut paths = closure(&app);
+    paths.extend(closure(&big));
+    let keys: Vec<String> =
+        paths.iter().map(|p| format!("{}.narinfo", &p.file_name().unwrap().to_str().unwrap()[..32])).collect();
+    let narinfos = || keys.iter().filter(|k| reader.exists(k).unwrap()).count();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let texts = || {
+                let found = keys.iter().filter_map(|k| reader.get(k).unwrap());
+                found.map(|b| String::from_utf8(b).unwrap()).collect()
+            };
+            watch_commits(texts, |key| reader.exists(key).unwrap(), &done)
+        });
+        let mut child = push().spawn().unwrap();
+        // Until a NAR is in the bucket, but (with a 70 MB NAR to compress) not everything.
+        for _ in 0..1000 {
+            if !listed("nar/").is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(narinfos() < 7, "the push finished before it was killed");
+        let out = narwhal_testkit::output(&mut push());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(narinfos(), 7);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(watcher.join().unwrap() > 1);
+    });
 }
 
 #[test]
