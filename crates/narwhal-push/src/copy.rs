@@ -147,9 +147,10 @@ fn copy_one(
         (nar_hash, nar_size, file_hash, file_size, info.url.clone(), info.compression().to_owned())
     } else {
         let mut decoder = from.decoder(&mut reader).map_err(read_err)?;
-        let (nar_hash, nar_size, file_hash, file_size) = compress_with(&tmp, opts, &full, &mut |w| {
-            io::copy(&mut decoder, w).map(drop).map_err(|source| Error::SourceRead { path: full.clone(), source })
-        })?;
+        let (nar_hash, nar_size, file_hash, file_size) =
+            compress_with(&tmp, opts, &full, Some(info.nar_size), &mut |w| {
+                io::copy(&mut decoder, w).map(drop).map_err(|source| Error::SourceRead { path: full.clone(), source })
+            })?;
         let url = format!("nar/{}.nar{}", file_hash.encode(Encoding::Nix32), opts.compression.extension());
         (nar_hash, nar_size, file_hash, file_size, url, opts.compression.name().to_owned())
     };

@@ -51,7 +51,7 @@ pub fn import(
         index += 1;
         let guard = TempFile(tmp.clone());
         let mut exported = None;
-        let compressed = compress_with(&tmp, opts, "the export stream", &mut |w| {
+        let compressed = compress_with(&tmp, opts, "the export stream", None, &mut |w| {
             exported = reader.next_path_copying(&mut CheckOnly, w).map_err(Error::Import)?;
             Ok(())
         })?;

@@ -96,7 +96,10 @@ impl CacheWriter for FileCache {
         let path = self.target(key)?;
         let tmp = Self::temp_for(&path);
         let copied = (|| {
-            std::fs::copy(file, &tmp)?;
+            // On the same file system (a push's temporary files live in the cache), a link, not a copy.
+            if std::fs::hard_link(file, &tmp).is_err() {
+                std::fs::copy(file, &tmp)?;
+            }
             File::open(&tmp)?.sync_all()?;
             std::fs::rename(&tmp, &path)
         })();

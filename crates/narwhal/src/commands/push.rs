@@ -89,7 +89,7 @@ pub fn run(args: &PushArgs) -> anyhow::Result<()> {
     let roots = parse_paths(&local, &paths)?;
     let closure = local.closure(&roots)?;
     let dest = open_dest(&url, &args.dest)?;
-    let temp_dir = std::env::temp_dir();
+    let temp_dir = temp_dir_for(&url);
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
     let progress = PushProgress::new(args.no_progress);
     let opts = PushOptions { compression, level: args.dest.level, key, jobs, temp_dir, reporter: &progress };
@@ -127,7 +127,7 @@ fn push_from(
         level: args.dest.level,
         key,
         jobs,
-        temp_dir: std::env::temp_dir(),
+        temp_dir: temp_dir_for(url),
         reporter: &progress,
     };
     let summary = narwhal_push::push_from_cache(source.as_ref(), &closure, dest.as_ref(), &opts, keep_compression);
@@ -164,6 +164,16 @@ fn open_dest(url: &CacheUrl, dest: &DestArgs) -> anyhow::Result<Box<dyn narwhal_
         None => None,
     };
     Ok(narwhal_store::open_writer_with_token(url, token)?)
+}
+
+/// Where compressed NARs wait before they go up: inside a directory cache (hidden names, which
+/// listings skip), so storing one is a link rather than a copy; the system's temporary directory
+/// for other caches.
+fn temp_dir_for(url: &CacheUrl) -> std::path::PathBuf {
+    match &url.location {
+        narwhal_store::Location::File(dir) if std::fs::create_dir_all(dir).is_ok() => dir.clone(),
+        _ => std::env::temp_dir(),
+    }
 }
 
 /// The one-line summary of a push or an import.

@@ -60,6 +60,29 @@ fn nix_reads_what_narwhal_pushed() {
     }
 }
 
+/// A NAR over 48 MiB is compressed as multi-block xz on every core; xz and Nix read it back.
+#[test]
+fn a_large_nar_becomes_multi_block_xz_that_nix_reads() {
+    let tmp = tempdir();
+    let (sec, public) = keys(tmp.path());
+    let big = fixture("big");
+    let cache = tmp.path().join("cache");
+    let to = file_url(&cache, "");
+    ok(narwhal()
+        .arg("push")
+        .arg(&big)
+        .args(["--to", &to, "--compression", "xz", "--level", "1", "--key-file"])
+        .arg(&sec));
+    let info = narinfo(&cache, &big);
+    let list = run_text(std::process::Command::new("xz").args(["--list", "--robot"]).arg(cache.join(&info.url)));
+    let blocks: u64 =
+        list.lines().find_map(|l| l.strip_prefix("totals\t")).unwrap().split('\t').nth(1).unwrap().parse().unwrap();
+    assert!(blocks > 1, "one xz block: {list}");
+    let root = tmp.path().join("root");
+    run(&mut nix_copy_from(&file_url(&cache, ""), &root, &public, &big));
+    assert!(nix_dump(&root.join(big.strip_prefix("/").unwrap())) == nix_dump(&big));
+}
+
 #[test]
 fn a_second_push_uploads_nothing_and_missing_agrees() {
     let tmp = tempdir();
