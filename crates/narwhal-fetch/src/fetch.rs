@@ -407,28 +407,23 @@ pub(crate) struct OnePath<T> {
     pub warnings: Vec<ScanNote>,
 }
 
-/// One path's NAR on three threads: `produce` (on its own thread) writes the
+/// One path's NAR on four threads: `produce` (on its own thread) writes the
 /// NAR's bytes into the feed, cut into shared 1 MiB chunks; this thread
 /// parses them and writes files under a temporary name beside `dest`,
 /// relocating; another computes NarHash, NarSize and the relocated NAR's
-/// hash. So the largest path of a closure does not run on one core alone, and
-/// no byte is copied between them. The feed is closed when `produce` returns.
+/// hash; a fourth scans the compressed files written (copies of their bytes,
+/// at most [`SCAN_QUEUE`] waiting) for references the rewrite cannot reach.
+/// So the largest path of a closure does not run on one core alone, and no
+/// byte of the NAR is copied between them. The feed is closed when `produce` returns.
 pub(crate) fn unpack_relocated<T: Send>(
     dest: &Path,
     reloc: &Relocation,
     produce: impl FnOnce(&mut pipe::Feed) -> T + Send,
 ) -> OnePath<T> {
-    let mut hook = RelocateHook {
-        reloc,
-        dest,
-        seen: 0,
-        compressed: Vec::new(),
-        warnings: Vec::new(),
-        scanner: narwhal_relocate::BytesScanner::new(reloc.from().as_bytes())
-            .expect("a store directory is a valid needle"),
-        buf: vec![0; 256 * 1024],
-    };
-    let (tree, produced, (nar_hash, nar_size, relocated)) = std::thread::scope(|scope| {
+    let (scan_tx, scan_rx) = std::sync::mpsc::sync_channel::<ToScan>(SCAN_QUEUE);
+    let mut hook =
+        RelocateHook { reloc, seen: 0, compressed: Vec::new(), scans: Some(scan_tx), buf: vec![0; 256 * 1024] };
+    let (tree, produced, (nar_hash, nar_size, relocated), warnings) = std::thread::scope(|scope| {
         let (mut feed, mut chunks) = pipe::channel(2);
         let (to_hash, to_unpack) = (chunks.remove(0), chunks.remove(0));
         let hashing = scope.spawn(move || nar_hashes(to_hash, reloc));
@@ -437,13 +432,35 @@ pub(crate) fn unpack_relocated<T: Send>(
             drop(feed);
             r
         });
+        let scanning = scope.spawn(move || {
+            let mut scanner = narwhal_relocate::BytesScanner::new(reloc.from().as_bytes())
+                .expect("a store directory is a valid needle");
+            let mut found = Vec::new();
+            for (seq, rel, data) in scan_rx {
+                // Named as the file will be, for scan errors.
+                let file = dest.join(OsStr::from_bytes(&rel));
+                let scanned = scanner.scan(&file, &data);
+                if !matches!(scanned, Ok(None)) {
+                    found.push((seq, rel, scanned));
+                }
+            }
+            found
+        });
         let unpacked = nar::unpack_pending(&mut to_unpack.reader(), dest, &mut hook);
+        drop(hook.scans.take());
         let produced = producing.join().expect("the producing thread does not panic");
         let hashes = hashing.join().expect("the hashing thread does not panic");
-        (unpacked, produced, hashes)
+        let warnings = scanning.join().expect("the scanning thread does not panic");
+        (unpacked, produced, hashes, warnings)
     });
-    OnePath { tree, produced, nar_hash, nar_size, relocated, compressed: hook.compressed, warnings: hook.warnings }
+    OnePath { tree, produced, nar_hash, nar_size, relocated, compressed: hook.compressed, warnings }
 }
+
+/// A compressed file for the scanning thread: its number, its path in the tree, its contents as written.
+type ToScan = (usize, Vec<u8>, Vec<u8>);
+
+/// Compressed files waiting for the scanning thread, at most (each at most the 256 KiB unpack buffer).
+const SCAN_QUEUE: usize = 16;
 
 /// Hashes and counts the compressed bytes, copies them into the download cache, reports progress.
 struct FileTee<'a, 'f> {
@@ -522,13 +539,11 @@ fn nar_hashes(chunks: pipe::Chunks, reloc: &Relocation) -> (Hash, u64, Hash) {
 /// fit the buffer (most do), otherwise noted to be scanned from disk later.
 struct RelocateHook<'r> {
     reloc: &'r Relocation,
-    /// Where the tree will be, to name files in scan errors.
-    dest: &'r Path,
     /// Compressed files seen so far.
     seen: usize,
     compressed: Vec<(usize, Vec<u8>)>,
-    warnings: Vec<ScanNote>,
-    scanner: narwhal_relocate::BytesScanner<'r>,
+    /// To the scanning thread: number, path in the tree, contents as written.
+    scans: Option<std::sync::mpsc::SyncSender<ToScan>>,
     buf: Vec<u8>,
 }
 
@@ -545,11 +560,13 @@ impl UnpackHook for RelocateHook<'_> {
             }
             out.write_all(&self.buf[..filled])?;
             if compressed {
-                // The bytes just written, as they are on disk.
-                let file = self.dest.join(OsStr::from_bytes(path));
-                let found = self.scanner.scan(&file, &self.buf[..filled]);
-                if !matches!(found, Ok(None)) {
-                    self.warnings.push((self.seen, path.to_vec(), found));
+                // The bytes just written, as they are on disk; if the scanner is gone, from disk later.
+                let sent = self
+                    .scans
+                    .as_ref()
+                    .is_some_and(|tx| tx.send((self.seen, path.to_vec(), self.buf[..filled].to_vec())).is_ok());
+                if !sent {
+                    self.compressed.push((self.seen, path.to_vec()));
                 }
                 self.seen += 1;
             }
