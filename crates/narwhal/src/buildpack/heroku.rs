@@ -36,7 +36,14 @@ pub fn compile(build_dir: &Path, cache_dir: &Path, env_dir: &Path) -> anyhow::Re
         build_with_nix(build_dir, &state, &mut config)?;
     }
 
-    let export = config.export.clone();
+    // A file named in narwhal.toml is in the app.
+    let export = config.export.clone().map(|e| {
+        if e.starts_with("s3://") || Path::new(&e).is_absolute() {
+            e
+        } else {
+            build_dir.join(e).display().to_string()
+        }
+    });
     let roots = if let Some(export) = &export {
         step(&format!("Deploying {} from the export {export}", roots_or_last(&config.roots)));
         info("an export carries no signatures: it is trusted as whoever could write it");

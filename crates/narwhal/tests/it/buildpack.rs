@@ -265,6 +265,16 @@ fn the_older_buildpacks_s3_closure_config_vars_work_unchanged() {
         "restored from the closure\n"
     );
 
+    // An export committed in the app itself, named in narwhal.toml (written by real Nix).
+    let root = deploy_fixture("app");
+    let local = app(tmp.path(), "in-app", &tmp.path().join("in-app-cache"), "export = \"closure.export\"\n", &[]);
+    let paths = narwhal_testkit::closure(&root);
+    let export = narwhal_testkit::run(narwhal_testkit::nix("nix-store").arg("--export").args(&paths));
+    std::fs::write(local.build.join("closure.export"), export).unwrap();
+    let (ok, log) = compile_log(&local);
+    assert!(ok, "{log}");
+    assert_eq!(run_slug(&local.build, &["/app/result/bin/app"]), DEPLOY_APP_OUTPUT);
+
     // A wrong secret, an app whose closure was never stored, a half-set configuration:
     // a clear error, and nothing in the slug.
     for (name, vars, expect) in [
