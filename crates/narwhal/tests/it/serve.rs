@@ -252,6 +252,21 @@ fn netrc(dir: &Path, token: &str) -> PathBuf {
     p
 }
 
+/// `nix copy --to URL`, remembering no narinfo from an earlier server on the same port (Nix would
+/// otherwise take the paths as already there and copy nothing).
+fn nix_copy_to(url: &str) -> std::process::Command {
+    let mut c = nix("nix");
+    c.args(["copy", "--to", url]).args([
+        "--option",
+        "narinfo-cache-positive-ttl",
+        "0",
+        "--option",
+        "narinfo-cache-negative-ttl",
+        "0",
+    ]);
+    c
+}
+
 #[test]
 fn nix_copy_to_the_server_needs_a_push_token() {
     let tmp = tempdir();
@@ -264,7 +279,7 @@ fn nix_copy_to_the_server_needs_a_push_token() {
     std::fs::write(&tokens, format!("# CI\n{token}\n")).unwrap();
     let server = Server::start(&["--store", cache.to_str().unwrap(), "--key-file", sec.to_str().unwrap()], &[]);
     // Without push tokens configured, the server is read-only.
-    let refused = output(nix("nix").args(["copy", "--to", &server.url()]).arg(&app));
+    let refused = output(nix_copy_to(&server.url()).arg(&app));
     assert!(!refused.status.success());
     drop(server);
     let server = Server::start(
@@ -278,15 +293,15 @@ fn nix_copy_to_the_server_needs_a_push_token() {
         ],
         &[],
     );
-    let no_token = output(nix("nix").args(["copy", "--to", &server.url()]).arg(&app));
+    let no_token = output(nix_copy_to(&server.url()).arg(&app));
     assert!(!no_token.status.success(), "nix copy without a token succeeded");
     let wrong = netrc(tmp.path(), "not-the-token-at-all");
-    let out = output(nix("nix").args(["copy", "--to", &server.url(), "--option", "netrc-file"]).arg(&wrong).arg(&app));
+    let out = output(nix_copy_to(&server.url()).args(["--option", "netrc-file"]).arg(&wrong).arg(&app));
     assert!(!out.status.success(), "nix copy with a wrong token succeeded");
     assert!(narwhal_testkit::files_with_suffix(&cache, ".narinfo").is_empty(), "a refused push wrote a narinfo");
 
     let good = netrc(tmp.path(), token);
-    let out = output(nix("nix").args(["copy", "--to", &server.url(), "--option", "netrc-file"]).arg(&good).arg(&app));
+    let out = output(nix_copy_to(&server.url()).args(["--option", "netrc-file"]).arg(&good).arg(&app));
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), server.log());
     assert_eq!(narwhal_testkit::files_with_suffix(&cache, ".narinfo").len(), closure(&app).len());
     // Another Nix reads back what the first one pushed, signed by the server.
