@@ -19,7 +19,7 @@ use narwhal_formats::nar::{self, ErrorKind, UnpackError};
 use narwhal_formats::store_path::{StoreDir, StorePath};
 
 use crate::error::Error;
-use crate::fetch::{open_destination, scan_all, unpack_relocated, Done, FetchOptions, Summary};
+use crate::fetch::{is_present, open_destination, scan_all, unpack_relocated, Done, FetchOptions, Summary};
 use crate::manifest::ManifestEntry;
 use crate::report::{Reporter, Source};
 
@@ -134,40 +134,27 @@ fn read_stream(
             }
             continue;
         }
-        let exists = std::fs::symlink_metadata(&target).is_ok();
-        match (exists, manifest.paths.get(&base)) {
-            (true, Some(e)) if e.nar_hash == exported.nar_hash.to_string() => {
-                read.present += 1;
-                opts.reporter.finished(&exported.path, Source::Present);
-            }
-            (true, Some(e)) => {
-                return Err(Error::Conflict {
-                    path: target,
-                    what: "NarHash",
-                    existing: e.nar_hash.clone(),
-                    wanted: exported.nar_hash.to_string(),
-                })
-            }
-            (true, None) => return Err(Error::Unmanaged(target)),
-            (false, _) => {
-                read.unpacked_bytes += run.nar_size;
-                opts.reporter.finished(&exported.path, Source::Download);
-                let done = Done {
-                    base,
-                    entry: ManifestEntry {
-                        nar_hash: run.nar_hash.to_string(),
-                        nar_size: run.nar_size,
-                        relocated_nar_hash: run.relocated.to_string(),
-                        references: exported.references.iter().map(ToString::to_string).collect(),
-                        warnings: Vec::new(),
-                    },
-                    source: Source::Download,
-                    read_bytes: 0,
-                    compressed: run.compressed,
-                    warnings: run.warnings,
-                };
-                read.staged.push((tree, target, done));
-            }
+        if is_present(&opts.dest, manifest, &base, exported.nar_hash)? {
+            read.present += 1;
+            opts.reporter.finished(&exported.path, Source::Present);
+        } else {
+            read.unpacked_bytes += run.nar_size;
+            opts.reporter.finished(&exported.path, Source::Download);
+            let done = Done {
+                base,
+                entry: ManifestEntry {
+                    nar_hash: run.nar_hash.to_string(),
+                    nar_size: run.nar_size,
+                    relocated_nar_hash: run.relocated.to_string(),
+                    references: exported.references.iter().map(ToString::to_string).collect(),
+                    warnings: Vec::new(),
+                },
+                source: Source::Download,
+                read_bytes: 0,
+                compressed: run.compressed,
+                warnings: run.warnings,
+            };
+            read.staged.push((tree, target, done));
         }
         read.paths.push(exported);
     }

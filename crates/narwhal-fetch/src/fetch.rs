@@ -191,27 +191,33 @@ fn still_missing<'c>(
 ) -> Result<Vec<&'c ClosurePath>, Error> {
     let mut todo = Vec::new();
     for cp in closure {
-        let base = cp.info.path.base_name().to_owned();
-        let target = opts.dest.join(&base);
-        let exists = fs::symlink_metadata(&target).is_ok();
-        match (exists, manifest.paths.get(&base)) {
-            (true, Some(e)) if e.nar_hash == cp.info.nar_hash.to_string() => {
-                summary.present += 1;
-                opts.reporter.finished(&cp.info.path, Source::Present);
-            }
-            (true, Some(e)) => {
-                return Err(Error::Conflict {
-                    path: target,
-                    what: "NarHash",
-                    existing: e.nar_hash.clone(),
-                    wanted: cp.info.nar_hash.to_string(),
-                })
-            }
-            (true, None) => return Err(Error::Unmanaged(target)),
-            (false, _) => todo.push(cp),
+        if is_present(&opts.dest, manifest, cp.info.path.base_name(), cp.info.nar_hash)? {
+            summary.present += 1;
+            opts.reporter.finished(&cp.info.path, Source::Present);
+        } else {
+            todo.push(cp);
         }
     }
     Ok(todo)
+}
+
+/// Whether `<dest>/<base>` is already there as narwhal wrote it from a NAR with `nar_hash`;
+/// an error if something else is there (another NAR's tree, or one narwhal did not write).
+pub(crate) fn is_present(dest: &Path, manifest: &Manifest, base: &str, nar_hash: Hash) -> Result<bool, Error> {
+    let target = dest.join(base);
+    if fs::symlink_metadata(&target).is_err() {
+        return Ok(false);
+    }
+    match manifest.paths.get(base) {
+        Some(e) if e.nar_hash == nar_hash.to_string() => Ok(true),
+        Some(e) => Err(Error::Conflict {
+            path: target,
+            what: "NarHash",
+            existing: e.nar_hash.clone(),
+            wanted: nar_hash.to_string(),
+        }),
+        None => Err(Error::Unmanaged(target)),
+    }
 }
 
 /// The download cache's name for a path's compressed NAR.

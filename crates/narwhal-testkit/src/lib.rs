@@ -93,6 +93,11 @@ pub fn closure(path: &Path) -> Vec<PathBuf> {
     run_text(nix("nix-store").arg("-qR").arg(path)).lines().map(PathBuf::from).collect()
 }
 
+/// Options that keep Nix from answering from narinfos it remembers for a cache URL (test servers
+/// on loopback reuse ports, so an earlier test's answers would be taken for this one's).
+const NO_NARINFO_CACHE: [&str; 6] =
+    ["--option", "narinfo-cache-positive-ttl", "0", "--option", "narinfo-cache-negative-ttl", "0"];
+
 /// `nix copy --from CACHE --to ROOT PATH` as a strict client: signatures required, only
 /// `trusted_key` trusted, and no narinfo remembered from an earlier run against the same URL.
 pub fn nix_copy_from(cache: &str, root: &Path, trusted_key: &str, path: &Path) -> Command {
@@ -100,8 +105,16 @@ pub fn nix_copy_from(cache: &str, root: &Path, trusted_key: &str, path: &Path) -
     c.args(["copy", "--from", cache, "--to"])
         .arg(root)
         .args(["--option", "require-sigs", "true", "--option", "trusted-public-keys", trusted_key])
-        .args(["--option", "narinfo-cache-positive-ttl", "0", "--option", "narinfo-cache-negative-ttl", "0"])
+        .args(NO_NARINFO_CACHE)
         .arg(path);
+    c
+}
+
+/// `nix copy --to CACHE`, remembering no narinfo from an earlier run against the same URL (Nix
+/// would otherwise take the paths as already there and copy nothing). Paths and options follow.
+pub fn nix_copy_to(cache: &str) -> Command {
+    let mut c = nix("nix");
+    c.args(["copy", "--to", cache]).args(NO_NARINFO_CACHE);
     c
 }
 

@@ -162,8 +162,7 @@ fn build_with_nix(build_dir: &Path, state: &Path, config: &mut Config) -> anyhow
         // As the older buildpack did after a build: store the closure where the next deploy reads it.
         if export.starts_with("s3://") {
             step(&format!("Storing the closure at {export}"));
-            let env = |name: &str| config.s3_env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-            crate::commands::export_with_env(&built, Some(&export), &env)?;
+            crate::commands::export_with_env(&built, Some(&export), &config.s3_env)?;
         }
     }
     config.roots = built;

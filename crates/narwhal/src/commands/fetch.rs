@@ -68,15 +68,12 @@ pub fn fetch_into(
     }
     let http = HttpOptions::default();
     let subs = Substituters::open(&urls, &http)?;
-    let relocation = match prefix {
-        Some(p) => Relocation::new(subs.store_dir.as_str(), p, pad)?,
-        None => Relocation::new(subs.store_dir.as_str(), subs.store_dir.as_str(), false)?,
-    };
+    let relocation = relocation(&subs.store_dir, prefix, pad)?;
     let progress = Progress::new(source.no_progress);
     let roots = roots.iter().map(|r| Root::parse(r, &subs.store_dir)).collect::<Result<Vec<_>, _>>()?;
     let wait = WaitPolicy { max: Duration::from_secs(source.wait), interval: Duration::from_secs(2) };
     let root_paths = narwhal_fetch::resolve_roots(&subs, &roots, wait, &http, &progress)?;
-    let jobs = source.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
+    let jobs = jobs(source);
     let closure = narwhal_fetch::walk_closure(&subs, &root_paths, trusted.as_deref(), (jobs * 4).max(8))?;
     let options = FetchOptions {
         dest: dest.to_path_buf(),
@@ -126,17 +123,14 @@ fn fetch_export_into(
                 .with_context(|| format!("invalid root {r:?}: with --from-export, roots are store paths in the export"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let relocation = match prefix {
-        Some(p) => Relocation::new(store_dir.as_str(), p, pad)?,
-        None => Relocation::new(store_dir.as_str(), store_dir.as_str(), false)?,
-    };
+    let relocation = relocation(&store_dir, prefix, pad)?;
     let (mut input, len) = open_export(export, source)?;
     let progress = Progress::new(source.no_progress);
     let options = FetchOptions {
         dest: dest.to_path_buf(),
         relocation,
         cache_dir: None,
-        jobs: source.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get)),
+        jobs: jobs(source),
         attempts: 1,
         prune_cache: false,
         reporter: &progress,
@@ -156,11 +150,23 @@ fn fetch_export_into(
     Ok(Fetched { roots: fetched.roots, summary })
 }
 
+/// `store_dir` -> `prefix` (padded with '/' when `pad`), or the identity without a prefix.
+fn relocation(store_dir: &StoreDir, prefix: Option<&str>, pad: bool) -> anyhow::Result<Relocation> {
+    Ok(match prefix {
+        Some(p) => Relocation::new(store_dir.as_str(), p, pad)?,
+        None => Relocation::new(store_dir.as_str(), store_dir.as_str(), false)?,
+    })
+}
+
+/// Paths fetched at once: --jobs, else one per core.
+fn jobs(source: &SourceArgs) -> usize {
+    source.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get))
+}
+
 /// The export stream and its length when known.
 fn open_export(export: &str, source: &SourceArgs) -> anyhow::Result<(Box<dyn Read + Send>, Option<u64>)> {
     if export.starts_with("s3://") {
-        let env = |name: &str| source.s3_env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-        let (bucket, key) = super::s3_object(export, &env)?;
+        let (bucket, key) = super::s3_object(export, &source.s3_env)?;
         let body = match bucket.open(&key) {
             Ok(body) => body,
             Err(e) if matches!(e.kind, narwhal_store::StoreErrorKind::NotFound) => bail!(

@@ -61,11 +61,8 @@ pub fn open_input(path: &Path) -> anyhow::Result<BufReader<Box<dyn Read>>> {
 }
 
 /// `s3://bucket/dir/name?params` as the bucket (the cache `s3://bucket/dir?params`) and the
-/// key `name`. `env` is asked for AWS_* settings before the process environment.
-pub fn s3_object(
-    s: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> anyhow::Result<(Box<dyn narwhal_store::CacheWriter>, String)> {
+/// key `name`. AWS_* settings come from `env` (name, value) before the process environment.
+pub fn s3_object(s: &str, env: &[(String, String)]) -> anyhow::Result<(Box<dyn narwhal_store::CacheWriter>, String)> {
     use narwhal_store::{CacheUrl, Location};
     let url = CacheUrl::parse(s)?;
     let Location::S3 { bucket, prefix } = &url.location else {
@@ -79,8 +76,9 @@ pub fn s3_object(
     }
     let location = Location::S3 { bucket: bucket.clone(), prefix: dir.to_owned() };
     let dir_url = CacheUrl { location, params: url.params.clone() };
-    let config =
-        narwhal_store::s3::S3Config::from_url_and_env(&dir_url, |name| env(name).or_else(|| std::env::var(name).ok()))?;
+    let config = narwhal_store::s3::S3Config::from_url_and_env(&dir_url, |name| {
+        env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).or_else(|| std::env::var(name).ok())
+    })?;
     let bucket = narwhal_store::s3::S3Cache::new(config, &narwhal_store::http::HttpOptions::default())?;
     Ok((Box::new(bucket), name.to_owned()))
 }

@@ -191,15 +191,11 @@ fn report(summary: &narwhal_push::PushSummary, url: &CacheUrl, started: Instant)
 }
 
 pub fn export(paths: &[String], output: Option<&str>) -> anyhow::Result<()> {
-    export_with_env(paths, output, &|_| None)
+    export_with_env(paths, output, &[])
 }
 
-/// [`export`], with `env` asked for AWS_* settings before the process environment.
-pub fn export_with_env(
-    paths: &[String],
-    output: Option<&str>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> anyhow::Result<()> {
+/// [`export`], with AWS_* settings from `env` (name, value) before the process environment.
+pub fn export_with_env(paths: &[String], output: Option<&str>, env: &[(String, String)]) -> anyhow::Result<()> {
     use std::io::IsTerminal as _;
     let object = output.map(|o| super::s3_object(o, env)).transpose()?;
     if object.is_none() && std::io::stdout().is_terminal() {
@@ -236,20 +232,14 @@ pub fn import(file: &std::path::Path, dest: &DestArgs) -> anyhow::Result<()> {
     let writer = open_dest(&url, dest)?;
     let mut input: Box<dyn std::io::Read> = match file.to_str().filter(|f| f.starts_with("s3://")) {
         Some(object) => {
-            let (bucket, key) = super::s3_object(object, &|_| None)?;
+            let (bucket, key) = super::s3_object(object, &[])?;
             Box::new(std::io::BufReader::with_capacity(256 * 1024, bucket.open(&key)?))
         }
         None => Box::new(super::open_input(file)?),
     };
     let progress = PushProgress::new(false);
-    let opts = PushOptions {
-        compression,
-        level: dest.level,
-        key,
-        jobs: 1,
-        temp_dir: std::env::temp_dir(),
-        reporter: &progress,
-    };
+    let opts =
+        PushOptions { compression, level: dest.level, key, jobs: 1, temp_dir: temp_dir_for(&url), reporter: &progress };
     let summary = narwhal_push::import(&mut input, &StoreDir::default(), writer.as_ref(), &opts);
     progress.finish();
     let summary = summary.with_context(|| format!("cannot import {}", file.display()))?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use narwhal_testkit::garage::Garage;
 use narwhal_testkit::isolate::deploy_fixture;
-use narwhal_testkit::{closure, file_url, nix, nix_copy_from, nix_dump, output, run, tempdir};
+use narwhal_testkit::{closure, file_url, nix, nix_copy_from, nix_copy_to, nix_dump, output, run, tempdir};
 
 use crate::{narwhal, ok};
 
@@ -250,21 +250,6 @@ fn netrc(dir: &Path, token: &str) -> PathBuf {
     let p = dir.join("netrc");
     std::fs::write(&p, format!("machine 127.0.0.1 login nix password {token}\n")).unwrap();
     p
-}
-
-/// `nix copy --to URL`, remembering no narinfo from an earlier server on the same port (Nix would
-/// otherwise take the paths as already there and copy nothing).
-fn nix_copy_to(url: &str) -> std::process::Command {
-    let mut c = nix("nix");
-    c.args(["copy", "--to", url]).args([
-        "--option",
-        "narinfo-cache-positive-ttl",
-        "0",
-        "--option",
-        "narinfo-cache-negative-ttl",
-        "0",
-    ]);
-    c
 }
 
 #[test]
