@@ -67,8 +67,9 @@ pub(crate) struct Done {
     pub entry: ManifestEntry,
     pub source: Source,
     pub read_bytes: u64,
-    /// Compressed files too large to scan while unpacking (relative to the
-    /// path, numbered in unpacking order), to scan from disk once everything is in.
+    /// Compressed files the scanning thread did not take (it had stopped;
+    /// relative to the path, numbered in unpacking order), to scan from disk
+    /// once everything is in.
     pub compressed: Vec<(usize, Vec<u8>)>,
     /// What scanning compressed files found, with the same numbers.
     pub warnings: Vec<ScanNote>,
@@ -128,8 +129,8 @@ pub fn fetch(subs: &Substituters, closure: &[ClosurePath], opts: &FetchOptions<'
             }
         }
     }
-    // Compressed files are scanned once all paths are in, on every worker, so
-    // a large path's scan does not run on one core after everything else is done.
+    // What the scanning threads found goes into the manifest entries (and any
+    // file they did not take is scanned now).
     scan_all(&mut done_paths, opts);
     for done in done_paths {
         match done.source {
@@ -417,8 +418,9 @@ pub(crate) struct OnePath<T> {
 /// NAR's bytes into the feed, cut into shared 1 MiB chunks; this thread
 /// parses them and writes files under a temporary name beside `dest`,
 /// relocating; another computes NarHash, NarSize and the relocated NAR's
-/// hash; a fourth scans the compressed files written (copies of their bytes,
-/// at most [`SCAN_QUEUE`] waiting) for references the rewrite cannot reach.
+/// hash; a fourth scans the compressed files written for references the
+/// rewrite cannot reach (copies of their bytes, at most [`SCAN_QUEUE`]
+/// waiting; files larger than the unpacking buffer read back from the tree).
 /// So the largest path of a closure does not run on one core alone, and no
 /// byte of the NAR is copied between them. The feed is closed when `produce` returns.
 pub(crate) fn unpack_relocated<T: Send>(
@@ -426,9 +428,17 @@ pub(crate) fn unpack_relocated<T: Send>(
     reloc: &Relocation,
     produce: impl FnOnce(&mut pipe::Feed) -> T + Send,
 ) -> OnePath<T> {
-    let (scan_tx, scan_rx) = std::sync::mpsc::sync_channel::<ToScan>(SCAN_QUEUE);
-    let mut hook =
-        RelocateHook { reloc, seen: 0, compressed: Vec::new(), scans: Some(scan_tx), buf: vec![0; 256 * 1024] };
+    let (scan_tx, scan_rx) = std::sync::mpsc::sync_channel::<Vec<ToScan>>(SCAN_QUEUE);
+    let mut hook = RelocateHook {
+        reloc,
+        seen: 0,
+        compressed: Vec::new(),
+        scans: Some(scan_tx),
+        batch: Vec::new(),
+        batch_bytes: 0,
+        from_disk: None,
+        buf: vec![0; 256 * 1024],
+    };
     let (tree, produced, (nar_hash, nar_size, relocated), warnings) = std::thread::scope(|scope| {
         let (mut feed, mut chunks) = pipe::channel(2);
         let (to_hash, to_unpack) = (chunks.remove(0), chunks.remove(0));
@@ -442,17 +452,36 @@ pub(crate) fn unpack_relocated<T: Send>(
             let mut scanner = narwhal_relocate::BytesScanner::new(reloc.from().as_bytes())
                 .expect("a store directory is a valid needle");
             let mut found = Vec::new();
-            for (seq, rel, data) in scan_rx {
-                // Named as the file will be, for scan errors.
-                let file = dest.join(OsStr::from_bytes(&rel));
-                let scanned = scanner.scan(&file, &data);
-                if !matches!(scanned, Ok(None)) {
-                    found.push((seq, rel, scanned));
+            // Files to read back from the tree wait until no copy does: the
+            // unpacking thread waits whenever the copies' queue is full.
+            let mut later = std::collections::VecDeque::new();
+            loop {
+                let batch = match scan_rx.try_recv() {
+                    Ok(batch) => batch,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+                    Err(std::sync::mpsc::TryRecvError::Empty) => {
+                        if let Some(item) = later.pop_front() {
+                            found.extend(scan_one(&mut scanner, dest, item));
+                            continue;
+                        }
+                        match scan_rx.recv() {
+                            Ok(batch) => batch,
+                            Err(_) => break,
+                        }
+                    }
+                };
+                for item in batch {
+                    match item {
+                        ToScan::Written { .. } => later.push_back(item),
+                        ToScan::Copy { .. } => found.extend(scan_one(&mut scanner, dest, item)),
+                    }
                 }
             }
+            found.extend(later.into_iter().filter_map(|item| scan_one(&mut scanner, dest, item)));
             found
         });
         let unpacked = nar::unpack_pending(&mut to_unpack.reader(), dest, &mut hook);
+        hook.send_batch();
         drop(hook.scans.take());
         let produced = producing.join().expect("the producing thread does not panic");
         let hashes = hashing.join().expect("the hashing thread does not panic");
@@ -462,11 +491,38 @@ pub(crate) fn unpack_relocated<T: Send>(
     OnePath { tree, produced, nar_hash, nar_size, relocated, compressed: hook.compressed, warnings }
 }
 
-/// A compressed file for the scanning thread: its number, its path in the tree, its contents as written.
-type ToScan = (usize, Vec<u8>, Vec<u8>);
+/// A compressed file for the scanning thread: its number in unpacking order
+/// and its path in the tree, with a copy of its contents as written, or where
+/// it is on disk (a file larger than the unpacking buffer).
+enum ToScan {
+    Copy { seq: usize, rel: Vec<u8>, data: Vec<u8> },
+    Written { seq: usize, rel: Vec<u8>, now: PathBuf },
+}
 
-/// Compressed files waiting for the scanning thread, at most (each at most the 256 KiB unpack buffer).
-const SCAN_QUEUE: usize = 16;
+/// What scanning one file found, if anything; `dest` is the tree's final
+/// name, which messages give.
+fn scan_one(scanner: &mut narwhal_relocate::BytesScanner<'_>, dest: &Path, item: ToScan) -> Option<ScanNote> {
+    let (seq, rel, scanned) = match item {
+        ToScan::Copy { seq, rel, data } => {
+            let scanned = scanner.scan(&dest.join(OsStr::from_bytes(&rel)), &data);
+            (seq, rel, scanned)
+        }
+        ToScan::Written { seq, rel, now } => {
+            let scanned = scanner.scan_file(&now, &dest.join(OsStr::from_bytes(&rel)));
+            (seq, rel, scanned)
+        }
+    };
+    (!matches!(scanned, Ok(None))).then_some((seq, rel, scanned))
+}
+
+/// Batches of compressed files waiting for the scanning thread, at most.
+/// Files go in batches of [`SCAN_BATCH_BYTES`] (plus one file of at most the
+/// 256 KiB unpacking buffer) or [`SCAN_BATCH_FILES`], so the unpacking thread
+/// hands over a few hundred man pages at once rather than waking the scanning
+/// thread for each, and does not wait while it works on a large one.
+const SCAN_QUEUE: usize = 8;
+const SCAN_BATCH_BYTES: usize = 128 * 1024;
+const SCAN_BATCH_FILES: usize = 512;
 
 /// Hashes and counts the compressed bytes, copies them into the download cache, reports progress.
 struct FileTee<'a, 'f> {
@@ -541,16 +597,53 @@ fn nar_hashes(chunks: pipe::Chunks, reloc: &Relocation) -> (Hash, u64, Hash) {
 }
 
 /// Rewrites contents and symlink targets. When relocating, compressed files
-/// are scanned for references the rewrite cannot reach: from memory when they
-/// fit the buffer (most do), otherwise noted to be scanned from disk later.
+/// go to the scanning thread for references the rewrite cannot reach: a copy
+/// when they fit the buffer (most do), otherwise their place in the tree once written.
 struct RelocateHook<'r> {
     reloc: &'r Relocation,
     /// Compressed files seen so far.
     seen: usize,
     compressed: Vec<(usize, Vec<u8>)>,
-    /// To the scanning thread: number, path in the tree, contents as written.
-    scans: Option<std::sync::mpsc::SyncSender<ToScan>>,
+    /// To the scanning thread, in batches.
+    scans: Option<std::sync::mpsc::SyncSender<Vec<ToScan>>>,
+    batch: Vec<ToScan>,
+    /// Bytes of copies in `batch`.
+    batch_bytes: usize,
+    /// The number of the file being written, when it is compressed and too
+    /// large to copy: it is scanned from disk once written.
+    from_disk: Option<usize>,
     buf: Vec<u8>,
+}
+
+impl RelocateHook<'_> {
+    /// Adds a file (with `bytes` of copied contents) to the batch for the scanning thread.
+    fn queue_scan(&mut self, item: ToScan, bytes: usize) {
+        self.batch.push(item);
+        self.batch_bytes += bytes;
+        if self.batch_bytes >= SCAN_BATCH_BYTES || self.batch.len() >= SCAN_BATCH_FILES {
+            self.send_batch();
+        }
+    }
+
+    /// Hands the batch to the scanning thread; if it is gone, its files are
+    /// scanned from disk once the tree is in place.
+    fn send_batch(&mut self) {
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        if batch.is_empty() {
+            return;
+        }
+        let unsent = match &self.scans {
+            Some(tx) => tx.send(batch).err().map(|std::sync::mpsc::SendError(batch)| batch),
+            None => Some(batch),
+        };
+        if let Some(batch) = unsent {
+            self.scans = None;
+            self.compressed.extend(batch.into_iter().map(|item| match item {
+                ToScan::Copy { seq, rel, .. } | ToScan::Written { seq, rel, .. } => (seq, rel),
+            }));
+        }
+    }
 }
 
 impl UnpackHook for RelocateHook<'_> {
@@ -567,19 +660,14 @@ impl UnpackHook for RelocateHook<'_> {
             out.write_all(&self.buf[..filled])?;
             if compressed {
                 // The bytes just written, as they are on disk; if the scanner is gone, from disk later.
-                let sent = self
-                    .scans
-                    .as_ref()
-                    .is_some_and(|tx| tx.send((self.seen, path.to_vec(), self.buf[..filled].to_vec())).is_ok());
-                if !sent {
-                    self.compressed.push((self.seen, path.to_vec()));
-                }
+                let copy = ToScan::Copy { seq: self.seen, rel: path.to_vec(), data: self.buf[..filled].to_vec() };
+                self.queue_scan(copy, filled);
                 self.seen += 1;
             }
             return Ok(());
         }
         if compressed {
-            self.compressed.push((self.seen, path.to_vec()));
+            self.from_disk = Some(self.seen);
             self.seen += 1;
         }
         // Larger ones stream, through the rewriting writer when relocating.
@@ -592,6 +680,11 @@ impl UnpackHook for RelocateHook<'_> {
             out.write_all(&self.buf[..filled])?;
             nar::copy_through(contents, out, &mut self.buf)
         }
+    }
+
+    fn written(&mut self, path: &[u8], full: &Path) {
+        let Some(seq) = self.from_disk.take() else { return };
+        self.queue_scan(ToScan::Written { seq, rel: path.to_vec(), now: full.to_owned() }, 0);
     }
 
     fn symlink_target<'t>(&mut self, _path: &[u8], target: &'t [u8]) -> Cow<'t, [u8]> {
@@ -617,9 +710,9 @@ fn fill(from: &mut dyn Read, buf: &mut [u8]) -> io::Result<(usize, bool)> {
     Ok((filled, false))
 }
 
-/// Scans the compressed files too large to scan while unpacking, from disk,
-/// shared out to `opts.jobs` threads; then puts every path's warnings into its
-/// manifest entry, in file order.
+/// Scans the compressed files no scanning thread took, from disk, shared out
+/// to `opts.jobs` threads; then puts every path's warnings into its manifest
+/// entry, in file order.
 pub(crate) fn scan_all(done: &mut [Done], opts: &FetchOptions<'_>) {
     let files: Vec<(usize, usize)> =
         done.iter().enumerate().flat_map(|(d, p)| (0..p.compressed.len()).map(move |f| (d, f))).collect();

@@ -16,9 +16,11 @@
 //! | zip, jar | `50 4b 03 04` | every entry listed in the central directory: stored entries as they are, deflated ones inflated |
 //!
 //! Nested archives (a jar inside a zip) are scanned as the bytes of their
-//! entry only. Memory stays bounded: data flows through a
-//! [`SCAN_CHUNK_LEN`] window plus the needle's length, never a whole file,
-//! and xz's decoder may use at most [`XZ_MEMORY_LIMIT`]. At most
+//! entry only. Memory stays bounded: a gzip file in memory or a zip entry
+//! whose inflated size is at most [`WHOLE_INFLATE_MAX`] is inflated in one
+//! call (libdeflate, buffers reused from file to file); anything larger flows
+//! through a [`SCAN_CHUNK_LEN`] window plus the needle's length, never a whole
+//! file, and xz's decoder may use at most [`XZ_MEMORY_LIMIT`]. At most
 //! [`MAX_DECOMPRESSED_BYTES`] decompressed bytes are looked at per file (a
 //! defence against decompression bombs); reaching that limit without a hit
 //! is [`ScanError::LimitReached`], since the rest was not checked.
@@ -43,6 +45,11 @@ pub const MAX_NEEDLE_LEN: usize = 4096;
 pub const XZ_MEMORY_LIMIT: u64 = 256 << 20;
 /// Decompressed bytes searched at a time.
 pub const SCAN_CHUNK_LEN: usize = 64 * 1024;
+/// Decompressed sizes up to which a gzip member in memory or a zip entry is
+/// inflated in one call (libdeflate) rather than streamed: about twice as fast
+/// on the many small files of a closure (man pages, class files), with buffers
+/// reused from file to file.
+pub const WHOLE_INFLATE_MAX: usize = 2 << 20;
 
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b, 0x08];
 const XZ_MAGIC: &[u8] = &[0xfd, b'7', b'z', b'X', b'Z', 0x00];
@@ -142,21 +149,26 @@ pub fn scan_compressed(path: &Path, needle: &[u8]) -> Result<Option<Finding>, Sc
 /// [`scan_compressed`] with a different limit on decompressed bytes.
 pub fn scan_compressed_with_limit(path: &Path, needle: &[u8], limit: u64) -> Result<Option<Finding>, ScanError> {
     check_needle(needle)?;
+    let file = File::open(path).map_err(|source| ScanError::Io { path: path.to_owned(), source })?;
+    scan_file(file, path, &mut Search::new(needle, limit))
+}
+
+/// Scans an open file; `path` names it in findings and errors.
+fn scan_file(mut file: File, path: &Path, search: &mut Search<'_>) -> Result<Option<Finding>, ScanError> {
     let io_error = |source| ScanError::Io { path: path.to_owned(), source };
-    let mut file = File::open(path).map_err(io_error)?;
     let mut magic = [0; SNIFF_LEN];
     let magic_len = read_full(&mut file, &mut magic).map_err(io_error)?;
     let Some(format) = sniff(&magic[..magic_len]) else {
         return Ok(None);
     };
-    let mut search = Search::new(needle, limit);
+    search.remaining = search.limit;
     if format == Compression::Zip {
         let len = file.metadata().map_err(io_error)?.len();
-        let member = zip::scan(path, &file, len, &mut search)?;
+        let member = zip::scan(path, &file, len, search)?;
         return Ok(member.map(|m| Finding { path: path.to_owned(), format, member: Some(m) }));
     }
     let input = Prefixed::new(&magic[..magic_len], BufReader::with_capacity(SCAN_CHUNK_LEN, file));
-    scan_stream(path, format, input, &mut search)
+    scan_stream(path, format, input, search)
 }
 
 /// [`scan_compressed`] for a file whose contents are already in memory (as
@@ -183,6 +195,13 @@ impl<'n> BytesScanner<'n> {
         Ok(Self { search: Search::new(needle, MAX_DECOMPRESSED_BYTES) })
     }
 
+    /// Scans the file at `read_from` (a file not yet under its final name);
+    /// `path` names it in findings and errors.
+    pub fn scan_file(&mut self, read_from: &Path, path: &Path) -> Result<Option<Finding>, ScanError> {
+        let file = File::open(read_from).map_err(|source| ScanError::Io { path: path.to_owned(), source })?;
+        scan_file(file, path, &mut self.search)
+    }
+
     /// Scans one file's contents; `path` only names it in findings and errors.
     pub fn scan(&mut self, path: &Path, data: &[u8]) -> Result<Option<Finding>, ScanError> {
         let Some(format) = sniff(&data[..data.len().min(SNIFF_LEN)]) else {
@@ -193,6 +212,13 @@ impl<'n> BytesScanner<'n> {
         if format == Compression::Zip {
             let member = zip::scan(path, &data, data.len() as u64, search)?;
             return Ok(member.map(|m| Finding { path: path.to_owned(), format, member: Some(m) }));
+        }
+        if format == Compression::Gzip {
+            match search.gzip_whole(data) {
+                Some(Outcome::Found) => return Ok(Some(Finding { path: path.to_owned(), format, member: None })),
+                Some(_) => return Ok(None),
+                None => {}
+            }
         }
         scan_stream(path, format, data, search)
     }
@@ -294,6 +320,11 @@ struct Search<'n> {
     /// The budget for the whole file, and what is left of it.
     limit: u64,
     remaining: u64,
+    /// Whole-buffer inflating ([`WHOLE_INFLATE_MAX`]) and its buffers.
+    inflater: libdeflater::Decompressor,
+    /// Compressed bytes read for [`Search::deflate_whole`].
+    input: Vec<u8>,
+    inflated: Vec<u8>,
 }
 
 impl<'n> Search<'n> {
@@ -303,7 +334,59 @@ impl<'n> Search<'n> {
             window: vec![0; SCAN_CHUNK_LEN + needle.len() - 1],
             limit,
             remaining: limit,
+            inflater: libdeflater::Decompressor::new(),
+            input: Vec::new(),
+            inflated: Vec::new(),
         }
+    }
+
+    /// Room for `size` inflated bytes, if that is within [`WHOLE_INFLATE_MAX`] and the budget.
+    fn room(inflated: &mut Vec<u8>, size: u64, remaining: u64) -> Option<&mut [u8]> {
+        let size = usize::try_from(size).ok().filter(|&s| s <= WHOLE_INFLATE_MAX && s as u64 <= remaining)?;
+        if inflated.len() < size {
+            inflated.resize(size, 0);
+        }
+        Some(&mut inflated[..size])
+    }
+
+    /// Searches the first `n` inflated bytes, charging them to the budget.
+    fn search_inflated(&mut self, n: usize) -> Outcome {
+        self.remaining -= n as u64;
+        if self.finder.find(&self.inflated[..n]).is_some() {
+            Outcome::Found
+        } else {
+            Outcome::NotFound
+        }
+    }
+
+    /// Searches a whole gzip file in one call when its trailer says it is
+    /// small enough. `None` when the streaming decoder must do it: too large,
+    /// damaged (the streaming decoder names the error), or possibly more than
+    /// one member. libdeflate reads only the first member, so the gzip magic
+    /// must not occur after the first header (a later member would start with
+    /// it; by chance it occurs in about one man page in ten thousand), and the
+    /// data must have the size the file's trailer gives.
+    fn gzip_whole(&mut self, data: &[u8]) -> Option<Outcome> {
+        let trailer = data.get(data.len().checked_sub(8)?..)?;
+        let size = u32::from_le_bytes(trailer[4..].try_into().ok()?);
+        if memmem::find(data.get(GZIP_MAGIC.len()..)?, GZIP_MAGIC).is_some() {
+            return None;
+        }
+        let room = Self::room(&mut self.inflated, u64::from(size), self.remaining)?;
+        let n = self.inflater.gzip_decompress(data, room).ok()?;
+        if n != size as usize {
+            return None;
+        }
+        Some(self.search_inflated(n))
+    }
+
+    /// Searches the raw deflate data in `self.input` (a zip entry's), which
+    /// should inflate to `size` bytes, in one call. `None` when the streaming
+    /// decoder must do it: too large, damaged, or larger than `size` says.
+    fn deflate_whole(&mut self, size: u64) -> Option<Outcome> {
+        let room = Self::room(&mut self.inflated, size, self.remaining)?;
+        let n = self.inflater.deflate_decompress(&self.input, room).ok()?;
+        Some(self.search_inflated(n))
     }
 
     /// Searches `reader` to its end, the budget, or the first occurrence.

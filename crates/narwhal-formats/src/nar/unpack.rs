@@ -71,6 +71,12 @@ pub trait UnpackHook {
         copy_through(contents, out, &mut buf)
     }
 
+    /// Called once a regular file's contents are written and the file is
+    /// closed; `full` is where it is now, under the temporary name.
+    fn written(&mut self, path: &[u8], full: &Path) {
+        let _ = (path, full);
+    }
+
     /// The target to give a symlink; by default `target` itself.
     fn symlink_target<'t>(&mut self, path: &[u8], target: &'t [u8]) -> Cow<'t, [u8]> {
         let _ = path;
@@ -213,7 +219,10 @@ impl Visitor for Unpacker<'_> {
             .open(&full)
             .map_err(|e| context(&full, &e))?;
         let mut out = ContextWriter { inner: &mut file, path: &full };
-        self.hook.contents(path, contents, &mut out)
+        self.hook.contents(path, contents, &mut out)?;
+        drop(file);
+        self.hook.written(path, &full);
+        Ok(())
     }
 
     fn symlink(&mut self, path: &[u8], target: &[u8]) -> io::Result<()> {

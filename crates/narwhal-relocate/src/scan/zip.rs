@@ -28,7 +28,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::{Compression, Outcome, ScanError, Search};
+use super::{Compression, Outcome, ScanError, Search, WHOLE_INFLATE_MAX};
 
 const EOCD_SIG: u32 = 0x0605_4b50;
 const EOCD_LEN: usize = 22;
@@ -195,8 +195,9 @@ pub(super) fn scan(
         let (name, extra) = name_extra.split_at(name_len);
         let name = String::from_utf8_lossy(name).into_owned();
         let mut compressed = u64::from(u32_at(&fixed, 20));
+        let mut uncompressed = u64::from(u32_at(&fixed, 24));
         let mut header = u64::from(u32_at(&fixed, 42));
-        apply_zip64_extra(extra, u32_at(&fixed, 24), &mut compressed, &mut header)
+        apply_zip64_extra(extra, &mut uncompressed, &mut compressed, &mut header)
             .ok_or_else(|| archive.malformed(pos, "zip64 extra field too short"))?;
         pos = entry_end;
 
@@ -217,10 +218,17 @@ pub(super) fn scan(
         let data = header + LOCAL_HEADER_LEN as u64 + u64::from(u16_at(&local, 26)) + u64::from(u16_at(&local, 28));
         archive.check_span(data, compressed, "entry data runs past the end of the file")?;
         let raw = Section { file, pos: data, end: data + compressed };
-        let outcome = if method == METHOD_STORED {
-            search.search(raw)
+        let whole = if method == METHOD_DEFLATED && compressed <= WHOLE_INFLATE_MAX as u64 {
+            search.input.resize(compressed as usize, 0);
+            archive.read_at(&mut search.input, data)?;
+            search.deflate_whole(uncompressed)
         } else {
-            search.search(flate2::read::DeflateDecoder::new(raw))
+            None
+        };
+        let outcome = match whole {
+            Some(outcome) => Ok(outcome),
+            None if method == METHOD_STORED => search.search(raw),
+            None => search.search(flate2::read::DeflateDecoder::new(raw)),
         };
         let outcome = outcome.map_err(|source| ScanError::Decode {
             path: path.to_owned(),
@@ -247,9 +255,9 @@ pub(super) fn scan(
 
 /// Replaces the 32-bit fields that are [`ZIP64_MARKER`] with their values
 /// from the zip64 extra field. `None` if that field is missing or too short.
-fn apply_zip64_extra(mut extra: &[u8], uncompressed: u32, compressed: &mut u64, header: &mut u64) -> Option<()> {
-    let wanted =
-        [uncompressed == ZIP64_MARKER, *compressed == u64::from(ZIP64_MARKER), *header == u64::from(ZIP64_MARKER)];
+fn apply_zip64_extra(mut extra: &[u8], uncompressed: &mut u64, compressed: &mut u64, header: &mut u64) -> Option<()> {
+    let marker = u64::from(ZIP64_MARKER);
+    let wanted = [*uncompressed == marker, *compressed == marker, *header == marker];
     if !wanted.contains(&true) {
         return Some(());
     }
@@ -259,7 +267,7 @@ fn apply_zip64_extra(mut extra: &[u8], uncompressed: u32, compressed: &mut u64, 
         if id == ZIP64_EXTRA_ID {
             let mut fields = body.chunks_exact(8).map(|f| u64_at(f, 0));
             if wanted[0] {
-                fields.next()?;
+                *uncompressed = fields.next()?;
             }
             if wanted[1] {
                 *compressed = fields.next()?;

@@ -3,8 +3,10 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use narwhal_relocate::scan::{scan_compressed_with_limit, MAX_DECOMPRESSED_BYTES, SCAN_CHUNK_LEN, SNIFF_LEN};
-use narwhal_relocate::{scan_compressed, sniff, Compression, Finding, ScanError};
+use narwhal_relocate::scan::{
+    scan_compressed_with_limit, MAX_DECOMPRESSED_BYTES, SCAN_CHUNK_LEN, SNIFF_LEN, WHOLE_INFLATE_MAX,
+};
+use narwhal_relocate::{scan_compressed, scan_compressed_bytes, sniff, BytesScanner, Compression, Finding, ScanError};
 
 const NEEDLE: &[u8] = b"/nix/store";
 const REFERENCE: &[u8] = b"/nix/store/0c0lms2yc6z5qnlqz8i3dlfa9ak4s9ys-hello-2.12.1/bin/hello";
@@ -92,6 +94,59 @@ fn gzip_reference_in_a_later_member() {
     assert_eq!(scan(&path), Some(found(&path, Compression::Gzip, None)));
 }
 
+/// A gzip file scanned from memory (inflated whole when it is small enough)
+/// and from disk (streamed) gives the same answer.
+fn scan_both_ways(dir: &Path, name: &str, data: &[u8]) -> Option<Finding> {
+    let path = write(dir, name, data);
+    let from_disk = scan(&path);
+    let from_memory = scan_compressed_bytes(&path, data, NEEDLE).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(from_memory, from_disk, "{name}: in memory and from disk disagree");
+    from_disk
+}
+
+#[test]
+fn gzip_in_memory_agrees_with_streaming_for_every_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let gz = |name: &str, data: &[u8]| scan_both_ways(d, name, data);
+    assert_eq!(gz("clean.gz", &gzip(&filler(300_000))), None);
+    for at in BOUNDARY_OFFSETS {
+        assert!(gz(&format!("ref-{at}.gz"), &gzip(&with_reference(300_000, at))).is_some(), "at {at}");
+    }
+    // Larger than what is inflated whole: streamed from memory too.
+    let big = WHOLE_INFLATE_MAX + 1000;
+    assert!(gz("big.gz", &gzip(&with_reference(big, big - REFERENCE.len()))).is_some());
+    assert_eq!(gz("big-clean.gz", &gzip(&filler(big))), None);
+
+    // Several members: the reference only in a later one, also between two
+    // identical members (same CRC-32 and size as the last, which the trailer holds).
+    let (clean, reference) = (gzip(&filler(100_000)), gzip(&with_reference(100_000, 50_000)));
+    assert!(gz("second.gz", &[clean.clone(), reference.clone()].concat()).is_some());
+    assert!(gz("middle.gz", &[clean.clone(), reference.clone(), clean.clone()].concat()).is_some());
+    assert_eq!(gz("clean-twice.gz", &[clean.clone(), clean.clone()].concat()), None);
+    // An empty member at the end (as BGZF files have).
+    assert!(gz("empty-last.gz", &[reference.clone(), gzip(b"")].concat()).is_some());
+    assert_eq!(gz("empty.gz", &gzip(b"")), None);
+
+    // Damage: both report the same decode error, or both find what precedes it.
+    let path = write(d, "truncated.gz", &clean[..clean.len() / 2]);
+    let in_memory = scan_compressed_bytes(&path, &clean[..clean.len() / 2], NEEDLE).unwrap_err();
+    assert!(matches!(in_memory, ScanError::Decode { format: Compression::Gzip, .. }), "{in_memory:?}");
+    let early = gzip(&with_reference(300_000, 10));
+    assert!(gz("cut-after-ref.gz", &early[..early.len() / 2]).is_some());
+    let mut lying = gzip(&filler(5000));
+    let n = lying.len();
+    lying[n - 4..].copy_from_slice(&7u32.to_le_bytes());
+    let err = scan_compressed_bytes(&path, &lying, NEEDLE).unwrap_err();
+    assert!(matches!(err, ScanError::Decode { format: Compression::Gzip, .. }), "a wrong size in the trailer: {err:?}");
+
+    // One scanner for many files keeps no state between them.
+    let mut scanner = BytesScanner::new(NEEDLE).unwrap();
+    for (data, expect) in [(&reference, true), (&clean, false), (&reference, true), (&clean, false)] {
+        assert_eq!(scanner.scan(&path, data).unwrap().is_some(), expect);
+    }
+}
+
 #[test]
 fn truncated_gzip_is_a_decode_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -161,6 +216,31 @@ fn zip_tool_deflated_and_stored() {
         assert!(status.unwrap().success());
         assert_eq!(scan(&dir.path().join(&clean)), None, "{clean}");
     }
+}
+
+/// Entries are inflated whole up to the size the central directory gives; an
+/// entry that inflates to more than that is streamed instead, so its
+/// reference is still found.
+#[test]
+fn zip_entry_larger_than_its_directory_says_is_still_scanned() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "ref", &with_reference(150_000, 120_000));
+    python(
+        dir.path(),
+        r#"
+import struct, zipfile
+with zipfile.ZipFile("understated.zip", "w", zipfile.ZIP_DEFLATED) as z:
+    z.write("ref")
+data = bytearray(open("understated.zip", "rb").read())
+cd = data.rfind(b"PK\x01\x02")
+data[cd + 24:cd + 28] = struct.pack("<I", 1000)
+open("understated.zip", "wb").write(data)
+"#,
+    );
+    let path = dir.path().join("understated.zip");
+    assert_eq!(scan(&path), Some(found(&path, Compression::Zip, Some("ref"))));
+    let data = fs::read(&path).unwrap();
+    assert_eq!(scan_compressed_bytes(&path, &data, NEEDLE).unwrap(), Some(found(&path, Compression::Zip, Some("ref"))));
 }
 
 #[test]

@@ -305,3 +305,45 @@ fn hydra_job_urls_resolve_to_the_latest_build() {
     );
     assert!(err.contains("did not succeed"), "{err}");
 }
+
+/// Every compressed file that hides a store path is named in a warning, on
+/// stderr and in the manifest, under its final name: small ones (scanned from
+/// a copy while unpacking) and ones larger than the unpacking buffer (read back
+/// from the tree while unpacking goes on), gzip with one member or two, a jar.
+#[test]
+fn compressed_files_hiding_store_paths_are_all_named() {
+    let cache = Cache::new(&["archives"], "zstd");
+    let base = cache.root.file_name().unwrap().to_str().unwrap().to_owned();
+    let tmp = tempdir();
+    let from = file_url(&cache.dir, "");
+    let dest = tmp.path().join("store");
+    let out = narwhal_testkit::output(
+        fetch_cmd(&from, &cache.public_key, &cache.root, &dest).args(["--prefix", "/app/store"]),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dest.join(".narwhal/manifest.json")).unwrap()).unwrap();
+    let warnings: Vec<&str> =
+        manifest["paths"][&base]["warnings"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+    let expected: Vec<String> = [
+        "lib/big.jar (entry META-INF/store) holds /nix/store inside its zip data",
+        "share/big.gz holds /nix/store inside its gzip data",
+        "share/members.gz holds /nix/store inside its gzip data",
+        "share/small.gz holds /nix/store inside its gzip data",
+    ]
+    .iter()
+    .map(|w| format!("{base}/{w}, which relocation cannot rewrite"))
+    .collect();
+    assert_eq!(warnings, expected, "in file order, and nothing about the clean files");
+    for w in &expected {
+        assert!(stderr.contains(&format!("warning: {w}")), "{w} not on stderr:\n{stderr}");
+    }
+    assert!(!stderr.contains(".tmp-"), "a temporary name leaked into a message:\n{stderr}");
+
+    // Not relocated, nothing needs a warning.
+    let plain = tmp.path().join("plain");
+    let out = narwhal_testkit::output(&mut fetch_cmd(&from, &cache.public_key, &cache.root, &plain));
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"), "{}", String::from_utf8_lossy(&out.stderr));
+}
