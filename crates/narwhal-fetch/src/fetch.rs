@@ -682,9 +682,10 @@ impl UnpackHook for RelocateHook<'_> {
         }
     }
 
-    fn written(&mut self, path: &[u8], full: &Path) {
+    fn written(&mut self, path: &[u8], root: &Path) {
         let Some(seq) = self.from_disk.take() else { return };
-        self.queue_scan(ToScan::Written { seq, rel: path.to_vec(), now: full.to_owned() }, 0);
+        let now = root.join(OsStr::from_bytes(path));
+        self.queue_scan(ToScan::Written { seq, rel: path.to_vec(), now }, 0);
     }
 
     fn symlink_target<'t>(&mut self, _path: &[u8], target: &'t [u8]) -> Cow<'t, [u8]> {

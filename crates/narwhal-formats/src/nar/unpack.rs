@@ -10,13 +10,15 @@
 
 use std::borrow::Cow;
 use std::ffi::OsStr;
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use rustix::fs::{Mode, OFlags};
 use thiserror::Error;
 
 use super::read::{parse_to_end, Error, Visitor};
@@ -72,9 +74,9 @@ pub trait UnpackHook {
     }
 
     /// Called once a regular file's contents are written and the file is
-    /// closed; `full` is where it is now, under the temporary name.
-    fn written(&mut self, path: &[u8], full: &Path) {
-        let _ = (path, full);
+    /// closed; `root` is where the tree is now (its temporary name).
+    fn written(&mut self, path: &[u8], root: &Path) {
+        let _ = (path, root);
     }
 
     /// The target to give a symlink; by default `target` itself.
@@ -156,7 +158,7 @@ pub fn unpack_pending(r: &mut impl Read, dest: &Path, hook: &mut dyn UnpackHook)
         return Err(UnpackError::Exists(dest.to_owned()));
     }
     let tmp = temp_sibling(dest).ok_or_else(|| UnpackError::BadDestination(dest.to_owned()))?;
-    let mut v = Unpacker { root: tmp.clone(), hook, created_root: false };
+    let mut v = Unpacker { root: tmp.clone(), hook, created_root: false, dirs: Vec::new() };
     match parse_to_end(r, &mut v) {
         Ok(nar_size) => Ok(Pending { tmp, dest: dest.to_owned(), nar_size, done: false }),
         Err(e) => {
@@ -185,20 +187,39 @@ struct Unpacker<'h> {
     root: PathBuf,
     hook: &'h mut dyn UnpackHook,
     created_root: bool,
+    /// The directories from the root down to the one being filled, open, so
+    /// each entry is created relative to its parent instead of by walking its
+    /// whole path again (a tenth of the kernel's work per file).
+    dirs: Vec<OwnedFd>,
 }
 
 fn context(path: &Path, e: &io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
+/// Where `rel` is under `root`, for messages.
+fn full_path(root: &Path, rel: &[u8]) -> PathBuf {
+    if rel.is_empty() {
+        root.to_owned()
+    } else {
+        root.join(OsStr::from_bytes(rel))
+    }
+}
+
+/// Flags for entries created inside a directory this unpacking created.
+const NEW_FILE: OFlags = OFlags::WRONLY.union(OFlags::CREATE).union(OFlags::EXCL).union(OFlags::CLOEXEC);
+const OPEN_DIR: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
+
 impl Unpacker<'_> {
-    fn full(&mut self, rel: &[u8]) -> PathBuf {
-        if rel.is_empty() {
-            self.created_root = true;
-            self.root.clone()
-        } else {
-            self.root.join(OsStr::from_bytes(rel))
-        }
+    /// The open directory `rel` (not the root) goes in, and its name there.
+    fn parent<'p>(&self, rel: &'p [u8]) -> io::Result<(BorrowedFd<'_>, &'p OsStr)> {
+        let name = rel.rsplit(|&b| b == b'/').next().unwrap_or(rel);
+        let dir = self.dirs.last().ok_or_else(|| io::Error::other("an entry outside any directory"))?;
+        Ok((dir.as_fd(), OsStr::from_bytes(name)))
+    }
+
+    fn context(&self, rel: &[u8], e: impl Into<io::Error>) -> io::Error {
+        context(&full_path(&self.root, rel), &e.into())
     }
 }
 
@@ -211,44 +232,75 @@ impl Visitor for Unpacker<'_> {
         _offset: u64,
         contents: &mut dyn Read,
     ) -> io::Result<()> {
-        let full = self.full(path);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(if executable { 0o755 } else { 0o644 })
-            .open(&full)
-            .map_err(|e| context(&full, &e))?;
-        let mut out = ContextWriter { inner: &mut file, path: &full };
+        let mode = if executable { 0o755 } else { 0o644 };
+        let mut file = if path.is_empty() {
+            self.created_root = true;
+            let opened = OpenOptions::new().write(true).create_new(true).mode(mode).open(&self.root);
+            opened.map_err(|e| self.context(path, e))?
+        } else {
+            let (dir, name) = self.parent(path)?;
+            let opened = rustix::fs::openat(dir, name, NEW_FILE, Mode::from_raw_mode(mode));
+            File::from(opened.map_err(|e| self.context(path, e))?)
+        };
+        let mut out = ContextWriter { inner: &mut file, root: &self.root, rel: path };
         self.hook.contents(path, contents, &mut out)?;
         drop(file);
-        self.hook.written(path, &full);
+        self.hook.written(path, &self.root);
         Ok(())
     }
 
     fn symlink(&mut self, path: &[u8], target: &[u8]) -> io::Result<()> {
-        let full = self.full(path);
         let target = self.hook.symlink_target(path, target);
-        std::os::unix::fs::symlink(OsStr::from_bytes(&target), &full).map_err(|e| context(&full, &e))
+        let target = OsStr::from_bytes(&target);
+        if path.is_empty() {
+            self.created_root = true;
+            std::os::unix::fs::symlink(target, &self.root).map_err(|e| self.context(path, e))
+        } else {
+            let (dir, name) = self.parent(path)?;
+            rustix::fs::symlinkat(target, dir, name).map_err(|e| self.context(path, e))
+        }
     }
 
     fn enter_directory(&mut self, path: &[u8]) -> io::Result<()> {
-        let full = self.full(path);
-        fs::create_dir(&full).map_err(|e| context(&full, &e))
+        let opened = if path.is_empty() {
+            self.created_root = true;
+            fs::create_dir(&self.root).map_err(|e| self.context(path, e))?;
+            rustix::fs::open(&self.root, OPEN_DIR, Mode::empty())
+        } else {
+            let (dir, name) = self.parent(path)?;
+            rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o777)).map_err(|e| self.context(path, e))?;
+            rustix::fs::openat(dir, name, OPEN_DIR, Mode::empty())
+        };
+        let fd = opened.map_err(|e| self.context(path, e))?;
+        self.dirs.push(fd);
+        Ok(())
+    }
+
+    fn leave_directory(&mut self, _path: &[u8]) -> io::Result<()> {
+        self.dirs.pop();
+        Ok(())
     }
 }
 
 /// Names the file in write errors.
 struct ContextWriter<'a, W> {
     inner: W,
-    path: &'a Path,
+    root: &'a Path,
+    rel: &'a [u8],
+}
+
+impl<W: Write> ContextWriter<'_, W> {
+    fn context(&self, e: &io::Error) -> io::Error {
+        context(&full_path(self.root, self.rel), e)
+    }
 }
 
 impl<W: Write> Write for ContextWriter<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf).map_err(|e| context(self.path, &e))
+        self.inner.write(buf).map_err(|e| self.context(&e))
     }
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.inner.write_all(buf).map_err(|e| context(self.path, &e))
+        self.inner.write_all(buf).map_err(|e| self.context(&e))
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
