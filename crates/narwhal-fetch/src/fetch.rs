@@ -30,6 +30,17 @@ use crate::pipe;
 use crate::report::{Reporter, Source};
 use crate::substituters::Substituters;
 
+/// The niceness of every worker but the one fetching the largest path (on
+/// Linux a thread's own, inherited by the threads it starts). The largest
+/// path is the critical one: its threads get a core whenever they can run, and
+/// the other paths fill the moments they wait on each other, instead of
+/// sharing the cores equally and leaving the largest path to finish alone on
+/// a partly idle machine (2.45 s against 2.37 s for the benchmark closure on
+/// 2 cores, all cores busy to the end). With more cores than runnable
+/// threads, niceness changes nothing. Once raised it cannot be lowered again
+/// without privileges, so such a worker stays nice for its later paths.
+const YIELDING_NICE: i32 = 10;
+
 /// Where the download cache keeps compressed NARs, versioned.
 pub const DOWNLOAD_CACHE_DIR: &str = "nar-v1";
 
@@ -104,9 +115,15 @@ pub fn fetch(subs: &Substituters, closure: &[ClosurePath], opts: &FetchOptions<'
     std::thread::scope(|scope| {
         for _ in 0..opts.jobs.clamp(1, todo.len().max(1)) {
             scope.spawn(|| {
+                let mut yielding = false;
                 while !stop.load(Ordering::Relaxed) {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(cp) = todo.get(i) else { break };
+                    if i > 0 && !yielding {
+                        // Best effort: if refused, the priority stays as it was.
+                        let _ = rustix::process::setpriority_process(None, YIELDING_NICE);
+                        yielding = true;
+                    }
                     let key = download_key(cp);
                     used_cache_keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(key.clone());
                     let r = fetch_path(subs, cp, opts, cache_dir.as_deref(), &key, &unpacked);
