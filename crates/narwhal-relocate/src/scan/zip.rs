@@ -218,7 +218,8 @@ pub(super) fn scan(
         let data = header + LOCAL_HEADER_LEN as u64 + u64::from(u16_at(&local, 26)) + u64::from(u16_at(&local, 28));
         archive.check_span(data, compressed, "entry data runs past the end of the file")?;
         let raw = Section { file, pos: data, end: data + compressed };
-        let whole = if method == METHOD_DEFLATED && compressed <= WHOLE_INFLATE_MAX as u64 {
+        let small = compressed <= WHOLE_INFLATE_MAX as u64 && uncompressed <= WHOLE_INFLATE_MAX as u64;
+        let whole = if method == METHOD_DEFLATED && small {
             search.input.resize(compressed as usize, 0);
             archive.read_at(&mut search.input, data)?;
             search.deflate_whole(uncompressed)

@@ -347,3 +347,43 @@ fn compressed_files_hiding_store_paths_are_all_named() {
     assert!(out.status.success());
     assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// The worker on the largest path keeps its priority; the others lower
+/// theirs (nice 10) so the largest path, which decides when the fetch ends,
+/// gets a core whenever it can use one. Seen in /proc while the server holds
+/// the NAR downloads.
+#[test]
+fn workers_on_smaller_paths_yield_to_the_largest() {
+    let cache = Cache::new(&["app"], "zstd");
+    let tmp = tempdir();
+    let hold = tmp.path().join("hold");
+    std::fs::write(&hold, "").unwrap();
+    let server = HttpServer::start(&cache.dir, &["--hold", hold.to_str().unwrap()]);
+    let mut child = fetch_cmd(&server.url(), &cache.public_key, &cache.root, &tmp.path().join("store"))
+        .args(["--jobs", "2"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let held = |server: &HttpServer| server.requests().iter().filter(|r| r.ends_with(" held")).count();
+    for _ in 0..600 {
+        if held(&server) >= 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(held(&server), 2, "both workers are waiting for a NAR: {:?}", server.requests());
+    let nice_of = |task: &Path| -> i64 {
+        let stat = std::fs::read_to_string(task.join("stat")).unwrap();
+        // After the command name in parentheses: state is field 3, nice field 19.
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..].split_whitespace().collect();
+        fields[16].parse().unwrap()
+    };
+    let tasks = Path::new("/proc").join(child.id().to_string()).join("task");
+    let main_thread = nice_of(&tasks.join(child.id().to_string()));
+    let nice: Vec<i64> = std::fs::read_dir(&tasks).unwrap().map(|t| nice_of(&t.unwrap().path())).collect();
+    std::fs::remove_file(&hold).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(main_thread < 10, "the test runs at nice {main_thread}, so it cannot see the change");
+    assert_eq!(nice.iter().filter(|&&n| n == 10).count(), 1, "one worker yields: {nice:?}");
+    assert!(nice.iter().all(|&n| n == main_thread || n == 10), "{nice:?}");
+}
