@@ -4,9 +4,10 @@
 //! renamed into place only once it parsed completely; on any error the
 //! temporary tree is removed, so the destination either holds the whole
 //! archive or does not exist. Every entry is created fresh (`O_EXCL`,
-//! `mkdir`, `symlink`) from names the parser validated, inside directories
-//! this call created, so nothing is followed through a symlink and nothing
-//! lands outside the destination.
+//! `mkdirat`, `symlinkat`) from names the parser validated, relative to the
+//! open directory it goes in, which this call created (and opened with
+//! `O_NOFOLLOW`), so nothing is followed through a symlink and nothing lands
+//! outside the destination.
 
 use std::borrow::Cow;
 use std::ffi::OsStr;
