@@ -633,10 +633,12 @@ struct RelocateHook<'r> {
 }
 
 impl RelocateHook<'_> {
-    /// Adds a file (with `bytes` of copied contents) to the batch for the scanning thread.
-    fn queue_scan(&mut self, item: ToScan, bytes: usize) {
+    /// Adds a file to the batch for the scanning thread.
+    fn queue_scan(&mut self, item: ToScan) {
+        if let ToScan::Copy { data, .. } = &item {
+            self.batch_bytes += data.len();
+        }
         self.batch.push(item);
-        self.batch_bytes += bytes;
         if self.batch_bytes >= SCAN_BATCH_BYTES || self.batch.len() >= SCAN_BATCH_FILES {
             self.send_batch();
         }
@@ -678,7 +680,7 @@ impl UnpackHook for RelocateHook<'_> {
             if compressed {
                 // The bytes just written, as they are on disk; if the scanner is gone, from disk later.
                 let copy = ToScan::Copy { seq: self.seen, rel: path.to_vec(), data: self.buf[..filled].to_vec() };
-                self.queue_scan(copy, filled);
+                self.queue_scan(copy);
                 self.seen += 1;
             }
             return Ok(());
@@ -702,7 +704,7 @@ impl UnpackHook for RelocateHook<'_> {
     fn written(&mut self, path: &[u8], root: &Path) {
         let Some(seq) = self.from_disk.take() else { return };
         let now = root.join(OsStr::from_bytes(path));
-        self.queue_scan(ToScan::Written { seq, rel: path.to_vec(), now }, 0);
+        self.queue_scan(ToScan::Written { seq, rel: path.to_vec(), now });
     }
 
     fn symlink_target<'t>(&mut self, _path: &[u8], target: &'t [u8]) -> Cow<'t, [u8]> {

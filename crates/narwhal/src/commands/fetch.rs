@@ -73,7 +73,7 @@ pub fn fetch_into(
     let roots = roots.iter().map(|r| Root::parse(r, &subs.store_dir)).collect::<Result<Vec<_>, _>>()?;
     let wait = WaitPolicy { max: Duration::from_secs(source.wait), interval: Duration::from_secs(2) };
     let root_paths = narwhal_fetch::resolve_roots(&subs, &roots, wait, &http, &progress)?;
-    let jobs = jobs(source);
+    let jobs = super::jobs_or_cores(source.jobs);
     let closure = narwhal_fetch::walk_closure(&subs, &root_paths, trusted.as_deref(), (jobs * 4).max(8))?;
     let options = FetchOptions {
         dest: dest.to_path_buf(),
@@ -130,7 +130,7 @@ fn fetch_export_into(
         dest: dest.to_path_buf(),
         relocation,
         cache_dir: None,
-        jobs: jobs(source),
+        jobs: super::jobs_or_cores(source.jobs),
         attempts: 1,
         prune_cache: false,
         reporter: &progress,
@@ -156,11 +156,6 @@ fn relocation(store_dir: &StoreDir, prefix: Option<&str>, pad: bool) -> anyhow::
         Some(p) => Relocation::new(store_dir.as_str(), p, pad)?,
         None => Relocation::new(store_dir.as_str(), store_dir.as_str(), false)?,
     })
-}
-
-/// Paths fetched at once: --jobs, else one per core.
-fn jobs(source: &SourceArgs) -> usize {
-    source.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get))
 }
 
 /// The export stream and its length when known.

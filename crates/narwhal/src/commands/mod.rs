@@ -60,6 +60,11 @@ pub fn open_input(path: &Path) -> anyhow::Result<BufReader<Box<dyn Read>>> {
     Ok(BufReader::with_capacity(256 * 1024, inner))
 }
 
+/// Paths handled at once: `--jobs`, else one per core.
+pub fn jobs_or_cores(jobs: Option<usize>) -> usize {
+    jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get))
+}
+
 /// `s3://bucket/dir/name?params` as the bucket (the cache `s3://bucket/dir?params`) and the
 /// key `name`. AWS_* settings come from `env` (name, value) before the process environment.
 pub fn s3_object(s: &str, env: &[(String, String)]) -> anyhow::Result<(Box<dyn narwhal_store::CacheWriter>, String)> {

@@ -90,7 +90,7 @@ pub fn run(args: &PushArgs) -> anyhow::Result<()> {
     let closure = local.closure(&roots)?;
     let dest = open_dest(&url, &args.dest)?;
     let temp_dir = temp_dir_for(&url);
-    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
+    let jobs = super::jobs_or_cores(args.jobs);
     let progress = PushProgress::new(args.no_progress);
     let opts = PushOptions { compression, level: args.dest.level, key, jobs, temp_dir, reporter: &progress };
     let summary = narwhal_push::push(&local, &closure, dest.as_ref(), &opts);
@@ -117,7 +117,7 @@ fn push_from(
         .iter()
         .map(|p| Ok(store_dir.split_path(p.trim_end_matches('/'))?.0))
         .collect::<anyhow::Result<Vec<StorePath>>>()?;
-    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
+    let jobs = super::jobs_or_cores(args.jobs);
     let closure = narwhal_push::closure_in_cache(source.as_ref(), &store_dir, &roots, jobs.max(8))?;
     let dest = open_dest(url, &args.dest)?;
     let keep_compression = args.dest.compression.is_none() && url.param("compression").is_none();
