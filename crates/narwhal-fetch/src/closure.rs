@@ -7,7 +7,7 @@ use narwhal_formats::narinfo::NarInfo;
 use narwhal_formats::signature::PublicKey;
 use narwhal_formats::store_path::{references_first, StorePath};
 
-use crate::error::{Error, Failure};
+use crate::error::{Error, Failure, Why};
 use crate::substituters::Substituters;
 
 /// A path of the closure and where to get it.
@@ -26,7 +26,7 @@ fn lookup(subs: &Substituters, path: &StorePath, trusted: Option<&[PublicKey]>) 
     for (i, s) in subs.list.iter().enumerate() {
         let key = format!("{}.narinfo", path.hash_part());
         let Some(bytes) = s.cache.get(&key)? else {
-            tried.push(Failure { cache: s.url.to_string(), why: "not there".into() });
+            tried.push(Failure { cache: s.url.to_string(), why: Why::NotThere });
             continue;
         };
         let text = String::from_utf8_lossy(&bytes);
@@ -36,16 +36,15 @@ fn lookup(subs: &Substituters, path: &StorePath, trusted: Option<&[PublicKey]>) 
             source,
         })?;
         if info.path != *path {
-            tried.push(Failure { cache: s.url.to_string(), why: format!("its narinfo describes {}", info.path) });
+            tried.push(Failure { cache: s.url.to_string(), why: Why::OtherPath(info.path.to_string()) });
             continue;
         }
         if let Some(keys) = trusted {
             if info.valid_signers(keys).is_empty() {
                 let why = if info.sigs.is_empty() {
-                    "no signature".to_owned()
+                    Why::Unsigned
                 } else {
-                    let names: Vec<&str> = info.sigs.iter().map(|s| s.split(':').next().unwrap_or("")).collect();
-                    format!("no valid signature by a trusted key (signed by {})", names.join(", "))
+                    Why::Untrusted(info.sigs.iter().map(|s| s.split(':').next().unwrap_or("").to_owned()).collect())
                 };
                 tried.push(Failure { cache: s.url.to_string(), why });
                 continue;
@@ -95,5 +94,5 @@ pub fn walk_closure(
         }
         frontier.retain(|p| !found.contains_key(p));
     }
-    Ok(references_first(found, |cp| cp.info.references()))
+    Ok(references_first(found, |cp| cp.info.references())?)
 }

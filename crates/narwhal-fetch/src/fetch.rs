@@ -367,6 +367,7 @@ fn fetch_once(
     let pending = match result {
         Ok(r) => r,
         Err(e) => {
+            let e = file_hash_mismatch(&mut tee, info, &path_str, &cache_name).unwrap_or(e);
             drop(tee);
             if let Some((tmp, _)) = copy {
                 let _ = fs::remove_file(tmp);
@@ -787,6 +788,32 @@ fn warning(
         Ok(None) => None,
         Err(e) => Some(format!("could not scan {base}/{shown}: {e}")),
     }
+}
+
+/// After a NAR failed to decompress or parse: when the whole compressed file arrived (FileSize
+/// bytes) but is not the one its narinfo's FileHash names, that is the error to report (the bytes
+/// are not the ones signed: a verification failure, not worth retrying), rather than the decoder's
+/// complaint about them. A file that ends short (a truncated download) or cannot be read further
+/// keeps the original error, which is retried.
+fn file_hash_mismatch(
+    tee: &mut FileTee<'_, '_>,
+    info: &narwhal_formats::narinfo::NarInfo,
+    path: &str,
+    cache: &str,
+) -> Option<Error> {
+    let (expected, size) = (info.file_hash?, info.file_size?);
+    tee.copy = None;
+    let rest = size.checked_sub(tee.size)?;
+    // One byte more than promised, to tell a longer file from a complete one.
+    io::copy(&mut (&mut *tee).take(rest.saturating_add(1)), &mut io::sink()).ok()?;
+    let actual = tee.hasher.clone().finish();
+    (tee.size == size && actual != expected).then(|| Error::HashMismatch {
+        path: path.to_owned(),
+        cache: cache.to_owned(),
+        what: "FileHash",
+        expected: expected.to_string(),
+        actual: actual.to_string(),
+    })
 }
 
 /// Compares what was read with what the (signed) narinfo promised.

@@ -49,7 +49,7 @@ pub fn closure_in_cache(
         }
         layer = refs.into_iter().filter(|r| !found.contains_key(r)).collect();
     }
-    Ok(references_first(found, |i: &NarInfo| i.references()))
+    Ok(references_first(found, |i: &NarInfo| i.references())?)
 }
 
 fn read_narinfo(source: &dyn BinaryCache, store_dir: &StoreDir, path: &StorePath) -> Result<NarInfo, Error> {

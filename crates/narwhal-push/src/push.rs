@@ -35,6 +35,25 @@ impl PushCompression {
         }
     }
 
+    /// The levels this compression takes: zstd 1 to 22 (above 19 needs much more memory), xz presets 0
+    /// to 9, and none for `none`.
+    pub fn levels(self) -> Option<std::ops::RangeInclusive<u32>> {
+        match self {
+            Self::None => None,
+            Self::Xz => Some(0..=9),
+            Self::Zstd => Some(1..=22),
+        }
+    }
+
+    /// Refuses a level this compression does not take (liblzma panics on a preset over 9).
+    pub fn check_level(self, level: Option<u32>) -> Result<(), Error> {
+        match (level, self.levels()) {
+            (None, _) => Ok(()),
+            (Some(level), Some(range)) if range.contains(&level) => Ok(()),
+            (Some(level), levels) => Err(Error::Level { compression: self.name(), level, levels }),
+        }
+    }
+
     pub fn extension(self) -> &'static str {
         match self {
             Self::None => "",
@@ -333,6 +352,9 @@ const XZ_MT_MIN_SIZE: u64 = 48 << 20;
 
 impl<W: Write> Compressor<W> {
     fn new(compression: PushCompression, level: Option<u32>, nar_size: Option<u64>, inner: W) -> std::io::Result<Self> {
+        compression
+            .check_level(level)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         Ok(match compression {
             PushCompression::None => Self::None(inner),

@@ -22,7 +22,7 @@ pub mod url;
 use std::io::Read;
 
 pub use compression::Compression;
-pub use error::{StoreError, StoreErrorKind};
+pub use error::{HydraProblem, StoreError, StoreErrorKind};
 pub use url::{CacheUrl, Location};
 
 /// A binary cache, read side.

@@ -27,6 +27,8 @@ pub enum LocalError {
     },
     #[error("{0} is not a valid path in the local Nix store")]
     NotValid(String),
+    #[error("the Nix database's references")]
+    Cycle(#[from] narwhal_formats::store_path::Cycle),
     #[error("the Nix database has an invalid {what} for {path}: {value:?}")]
     Corrupt { path: String, what: &'static str, value: String },
 }
@@ -178,6 +180,6 @@ impl LocalStore {
             todo.extend(info.references.iter().filter(|r| !infos.contains_key(*r)).cloned());
             infos.insert(p, info);
         }
-        Ok(references_first(infos, |i| &i.references))
+        Ok(references_first(infos, |i| &i.references)?)
     }
 }

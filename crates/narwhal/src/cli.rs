@@ -6,7 +6,15 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Ship Nix closures to machines that cannot run Nix.
 #[derive(Debug, Parser)]
-#[command(name = "narwhal", version, about, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "narwhal",
+    version,
+    propagate_version = true,
+    max_term_width = 100,
+    after_help = "Exit status: 0 success; 1 the command failed (its input or environment: the error line says \
+                  why); 2 the command line is wrong; 3 verification failed (a signature or a hash did not \
+                  match: nothing unverified was used); 70 internal error (a bug: please report it)."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -136,8 +144,8 @@ pub struct DestArgs {
     /// NAR compression.
     #[arg(long, value_parser = ["zstd", "xz", "none"])]
     pub compression: Option<String>,
-    /// Compression level (zstd 1-19, default 3; xz 0-9, default 6).
-    #[arg(long)]
+    /// Compression level (zstd 1-22, default 3; xz 0-9, default 6).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=22))]
     pub level: Option<u32>,
 }
 

@@ -154,6 +154,7 @@ fn destination(dest: &DestArgs) -> anyhow::Result<(CacheUrl, Option<SecretKey>, 
         "none" => PushCompression::None,
         other => bail!("unsupported compression {other:?}: use zstd, xz or none"),
     };
+    compression.check_level(dest.level)?;
     Ok((url, key, compression))
 }
 
