@@ -153,6 +153,10 @@ pub fn install_panic_hook() {
             .copied()
             .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
             .unwrap_or("a panic");
+        // std re-raises a scoped thread's panic in the thread that waits for it: the first line said it.
+        if message == "a scoped thread panicked" {
+            return;
+        }
         let location = info.location().map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
         let _ = writeln!(
             io::stderr().lock(),
