@@ -1,11 +1,8 @@
 //! Walking a closure through narinfos, breadth first, in parallel.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
-
 use narwhal_formats::narinfo::NarInfo;
 use narwhal_formats::signature::PublicKey;
-use narwhal_formats::store_path::{references_first, StorePath};
+use narwhal_formats::store_path::StorePath;
 
 use crate::error::{Error, Failure, Why};
 use crate::substituters::Substituters;
@@ -63,36 +60,5 @@ pub fn walk_closure(
     trusted: Option<&[PublicKey]>,
     jobs: usize,
 ) -> Result<Vec<ClosurePath>, Error> {
-    let mut found: BTreeMap<StorePath, ClosurePath> = BTreeMap::new();
-    let mut frontier: BTreeSet<StorePath> = roots.iter().cloned().collect();
-    while !frontier.is_empty() {
-        let level: Vec<StorePath> = std::mem::take(&mut frontier).into_iter().collect();
-        let results = Mutex::new(Vec::with_capacity(level.len()));
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        std::thread::scope(|scope| {
-            for _ in 0..jobs.clamp(1, level.len()) {
-                scope.spawn(|| loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(p) = level.get(i) else { break };
-                    let r = lookup(subs, p, trusted);
-                    let failed = r.is_err();
-                    results.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(r);
-                    if failed {
-                        break;
-                    }
-                });
-            }
-        });
-        for r in results.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
-            let cp = r?;
-            for reference in cp.info.references() {
-                if !found.contains_key(reference) && *reference != cp.info.path {
-                    frontier.insert(reference.clone());
-                }
-            }
-            found.insert(cp.info.path.clone(), cp);
-        }
-        frontier.retain(|p| !found.contains_key(p));
-    }
-    Ok(references_first(found, |cp| cp.info.references())?)
+    narwhal_store::closure::walk(roots, jobs, |p| lookup(subs, p, trusted), |cp| cp.info.references())
 }

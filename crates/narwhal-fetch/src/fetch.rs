@@ -14,8 +14,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use narwhal_formats::hash::{Algorithm, Encoding, Hash, Hasher};
@@ -107,38 +106,21 @@ pub fn fetch(subs: &Substituters, closure: &[ClosurePath], opts: &FetchOptions<'
         fs::create_dir_all(d).map_err(|source| Error::Io { what: "cannot create", path: d.clone(), source })?;
     }
 
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let results: Mutex<Vec<Result<Done, Error>>> = Mutex::new(Vec::new());
-    let used_cache_keys: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let unpacked = AtomicU64::new(0);
-    std::thread::scope(|scope| {
-        for _ in 0..opts.jobs.clamp(1, todo.len().max(1)) {
-            scope.spawn(|| {
-                let mut yielding = false;
-                while !stop.load(Ordering::Relaxed) {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(cp) = todo.get(i) else { break };
-                    if i > 0 && !yielding {
-                        // Best effort: if refused, the priority stays as it was.
-                        let _ = rustix::process::setpriority_process(None, YIELDING_NICE);
-                        yielding = true;
-                    }
-                    let key = download_key(cp);
-                    used_cache_keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(key.clone());
-                    let r = fetch_path(subs, cp, opts, cache_dir.as_deref(), &key, &unpacked);
-                    if r.is_err() {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                    results.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(r);
-                }
-            });
+    let ran = narwhal_store::parallel::run(&todo, opts.jobs, &AtomicBool::new(false), |i, cp| {
+        if i > 0 {
+            // Every worker but the one on the largest path yields (the threads it starts inherit
+            // this). Best effort: if refused, the priority stays as it was.
+            let _ = rustix::process::setpriority_process(None, YIELDING_NICE);
         }
+        fetch_path(subs, cp, opts, cache_dir.as_deref(), &download_key(cp), &unpacked)
     });
+    // The download-cache entries of every path that was started, fetched or not.
+    let used_cache_keys: Vec<String> = ran.iter().map(|(i, _)| download_key(todo[*i])).collect();
 
     let mut first_error = None;
     let mut done_paths: Vec<Done> = Vec::new();
-    for r in results.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+    for (_, r) in ran {
         match r {
             Ok(done) => done_paths.push(done),
             Err(e) => {
@@ -166,7 +148,7 @@ pub fn fetch(subs: &Substituters, closure: &[ClosurePath], opts: &FetchOptions<'
         return Err(e);
     }
     if let (Some(dir), true) = (&cache_dir, opts.prune_cache) {
-        let keep = used_cache_keys.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let keep = used_cache_keys;
         let present_keys: Vec<String> = closure.iter().map(download_key).collect();
         prune_download_cache(dir, &keep, &present_keys);
     }
@@ -737,26 +719,15 @@ fn fill(from: &mut dyn Read, buf: &mut [u8]) -> io::Result<(usize, bool)> {
 pub(crate) fn scan_all(done: &mut [Done], opts: &FetchOptions<'_>) {
     let files: Vec<(usize, usize)> =
         done.iter().enumerate().flat_map(|(d, p)| (0..p.compressed.len()).map(move |f| (d, f))).collect();
-    let next = AtomicUsize::new(0);
-    let found: Mutex<Vec<(usize, ScanNote)>> = Mutex::new(Vec::new());
     let done_ref = &*done;
-    std::thread::scope(|scope| {
-        for _ in 0..opts.jobs.clamp(1, files.len().max(1)) {
-            scope.spawn(|| {
-                while let Some(&(d, f)) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let p = &done_ref[d];
-                    let (seq, rel) = &p.compressed[f];
-                    let file = opts.dest.join(&p.base).join(OsStr::from_bytes(rel));
-                    let scanned = narwhal_relocate::scan_compressed(&file, opts.relocation.from().as_bytes());
-                    if !matches!(scanned, Ok(None)) {
-                        let note = (*seq, rel.clone(), scanned);
-                        found.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((d, note));
-                    }
-                }
-            });
-        }
+    let scanned = narwhal_store::parallel::try_map(&files, opts.jobs, |&(d, f)| {
+        let p = &done_ref[d];
+        let (seq, rel) = &p.compressed[f];
+        let file = opts.dest.join(&p.base).join(OsStr::from_bytes(rel));
+        let scanned = narwhal_relocate::scan_compressed(&file, opts.relocation.from().as_bytes());
+        Ok::<_, std::convert::Infallible>((!matches!(scanned, Ok(None))).then(|| (d, (*seq, rel.clone(), scanned))))
     });
-    for (d, note) in found.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+    for (d, note) in scanned.into_iter().flatten().flatten() {
         done[d].warnings.push(note);
     }
     for p in done {

@@ -4,16 +4,14 @@
 //! destination asks for another compression, and narinfos are committed references first, keeping
 //! the source's signatures and adding the push key's.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::str::FromStr as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
 
 use narwhal_formats::hash::{Algorithm, Encoding, HashingWriter};
 use narwhal_formats::narinfo::NarInfo;
-use narwhal_formats::store_path::{references_first, StoreDir, StorePath};
+use narwhal_formats::store_path::{StoreDir, StorePath};
 use narwhal_store::{BinaryCache, CacheWriter, Compression};
 
 use crate::error::Error;
@@ -26,30 +24,7 @@ pub fn closure_in_cache(
     roots: &[StorePath],
     jobs: usize,
 ) -> Result<Vec<NarInfo>, Error> {
-    let mut found: BTreeMap<StorePath, NarInfo> = BTreeMap::new();
-    let mut layer: Vec<StorePath> = roots.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
-    while !layer.is_empty() {
-        let next = AtomicUsize::new(0);
-        let results: Mutex<Vec<Result<NarInfo, Error>>> = Mutex::new(Vec::new());
-        std::thread::scope(|scope| {
-            for _ in 0..jobs.clamp(1, layer.len()) {
-                scope.spawn(|| {
-                    while let Some(path) = layer.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        let r = read_narinfo(source, store_dir, path);
-                        results.lock().unwrap_or_else(PoisonError::into_inner).push(r);
-                    }
-                });
-            }
-        });
-        let mut refs = BTreeSet::new();
-        for r in results.into_inner().unwrap_or_else(PoisonError::into_inner) {
-            let info = r?;
-            refs.extend(info.references().iter().cloned());
-            found.insert(info.path.clone(), info);
-        }
-        layer = refs.into_iter().filter(|r| !found.contains_key(r)).collect();
-    }
-    Ok(references_first(found, |i: &NarInfo| i.references())?)
+    narwhal_store::closure::walk(roots, jobs, |p| read_narinfo(source, store_dir, p), NarInfo::references)
 }
 
 fn read_narinfo(source: &dyn BinaryCache, store_dir: &StoreDir, path: &StorePath) -> Result<NarInfo, Error> {

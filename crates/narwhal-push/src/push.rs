@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use narwhal_formats::hash::{Algorithm, Encoding, HashingWriter};
@@ -105,28 +105,10 @@ pub(crate) fn missing_paths(
     cache: &dyn BinaryCache,
     jobs: usize,
 ) -> Result<Vec<StorePath>, Error> {
-    let next = AtomicUsize::new(0);
-    let found: Mutex<Vec<(usize, Result<bool, Error>)>> = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.clamp(1, paths.len().max(1)) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(path) = paths.get(i) else { break };
-                let key = format!("{}.narinfo", path.hash_part());
-                let present = cache.get(&key).map(|b| b.is_some()).map_err(Error::from);
-                found.lock().unwrap_or_else(PoisonError::into_inner).push((i, present));
-            });
-        }
-    });
-    let mut found = found.into_inner().unwrap_or_else(PoisonError::into_inner);
-    found.sort_by_key(|(i, _)| *i);
-    let mut out = Vec::new();
-    for (i, present) in found {
-        if !present? {
-            out.push(paths[i].clone());
-        }
-    }
-    Ok(out)
+    let present = narwhal_store::parallel::try_map(paths, jobs, |path| {
+        cache.get(&format!("{}.narinfo", path.hash_part())).map(|b| b.is_some()).map_err(Error::from)
+    })?;
+    Ok(paths.iter().zip(present).filter(|(_, present)| !present).map(|(p, _)| p.clone()).collect())
 }
 
 /// Runs `one` on every item of `work` on `jobs` threads, stopping early after the first failure.
@@ -136,23 +118,15 @@ pub(crate) fn run_workers<T: Sync, R: Send>(
     commits: &Commits,
     one: impl Fn(&T) -> Result<R, Error> + Sync,
 ) -> Vec<Result<R, Error>> {
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Result<R, Error>>> = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.clamp(1, work.len().max(1)) {
-            scope.spawn(|| {
-                while !commits.failed.load(Ordering::Relaxed) {
-                    let Some(item) = work.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
-                    let r = one(item);
-                    if r.is_err() {
-                        commits.fail();
-                    }
-                    results.lock().unwrap_or_else(PoisonError::into_inner).push(r);
-                }
-            });
+    let ran = narwhal_store::parallel::run(work, jobs, &commits.failed, |_, item| {
+        let r = one(item);
+        if r.is_err() {
+            // Also wakes the paths waiting for a commit that will now never come.
+            commits.fail();
         }
+        r
     });
-    results.into_inner().unwrap_or_else(PoisonError::into_inner)
+    ran.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Pushes `closure` (references first, as [`LocalStore::closure`] returns it) into `dest`.

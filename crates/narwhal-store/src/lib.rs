@@ -8,6 +8,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod closure;
 pub mod compression;
 pub mod error;
 pub mod file;
@@ -15,6 +16,7 @@ pub mod http;
 pub mod http_writer;
 pub mod hydra;
 pub mod local;
+pub mod parallel;
 pub mod pin;
 pub mod s3;
 pub mod url;
