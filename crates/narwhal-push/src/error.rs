@@ -9,7 +9,7 @@ use thiserror::Error;
 #[non_exhaustive]
 pub enum Error {
     #[error(transparent)]
-    Local(#[from] narwhal_store::local::LocalError),
+    Local(#[from] narwhal_localstore::LocalError),
     #[error("{path} changed on disk: its NAR hash is {actual}, the Nix database says {expected} (run `nix-store --verify --check-contents`)")]
     Modified { path: String, expected: String, actual: String },
     #[error("cannot read {path} from the store")]

@@ -16,5 +16,5 @@ mod push;
 pub use copy::{closure_in_cache, push_from_cache};
 pub use error::Error;
 pub use import::{export, import};
-pub use narwhal_store::local::{self, LocalStore, PathInfo, DEFAULT_DB};
+pub use narwhal_localstore::{self as local, LocalStore, PathInfo, DEFAULT_DB};
 pub use push::{missing, push, PushCompression, PushOptions, PushReporter, PushSummary};

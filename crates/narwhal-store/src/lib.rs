@@ -15,7 +15,6 @@ pub mod file;
 pub mod http;
 pub mod http_writer;
 pub mod hydra;
-pub mod local;
 pub mod parallel;
 pub mod pin;
 pub mod s3;

@@ -37,7 +37,7 @@ pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
                 return Some(h);
             }
         }
-        if let Some(e) = cause.downcast_ref::<narwhal_store::local::LocalError>() {
+        if let Some(e) = cause.downcast_ref::<narwhal_localstore::LocalError>() {
             if let Some(h) = e.hint() {
                 return Some(h);
             }

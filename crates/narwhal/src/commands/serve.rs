@@ -62,7 +62,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// Opens the cache to serve and finds its store directory.
 fn open_backend(store: &str, cfg: &Config) -> anyhow::Result<(Backend, narwhal_formats::store_path::StoreDir)> {
     if store == "local" {
-        let db = cfg.local_db.clone().unwrap_or_else(|| PathBuf::from(narwhal_store::local::DEFAULT_DB));
+        let db = cfg.local_db.clone().unwrap_or_else(|| PathBuf::from(narwhal_localstore::DEFAULT_DB));
         let store_dir = narwhal_formats::store_path::StoreDir::default();
         let real = PathBuf::from(store_dir.as_str());
         let local = Local::open(&db, store_dir.clone(), real, PathBuf::from(DEFAULT_LOG_DIR))?;

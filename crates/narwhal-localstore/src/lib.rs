@@ -1,4 +1,5 @@
-//! The machine's Nix store, read-only and without the daemon.
+//! The machine's Nix store, read-only and without the daemon: its own crate, so the deploy path
+//! (fetch) never compiles SQLite.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
