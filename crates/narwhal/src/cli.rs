@@ -4,6 +4,14 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The most paths (or server threads) worked on at once: each costs a few threads and MiB.
+const MAX_JOBS: u64 = 256;
+
+/// A count between `min` and `max`, checked by clap (which names the range in its error).
+fn counted(min: u64, max: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(min..=max)
+}
+
 /// Ship Nix closures to machines that cannot run Nix.
 #[derive(Debug, Parser)]
 #[command(
@@ -69,7 +77,7 @@ pub enum Command {
         #[arg(long)]
         rev: Option<String>,
         /// Keep only the N most recent revision pins of NAME (older ones are deleted; their paths are not).
-        #[arg(long)]
+        #[arg(long, value_parser = counted(1, 100_000))]
         keep: Option<usize>,
     },
     /// Write the closures of store paths to standard output in `nix-store --export` format.
@@ -119,7 +127,7 @@ pub struct PushArgs {
     #[arg(long)]
     pub from: Option<String>,
     /// Paths compressed and uploaded at once.
-    #[arg(long, short = 'j')]
+    #[arg(long, short = 'j', value_parser = counted(1, MAX_JOBS))]
     pub jobs: Option<usize>,
     /// The Nix database to read (read-only).
     #[arg(long, default_value = narwhal_push::DEFAULT_DB)]
@@ -170,7 +178,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Worker threads [default: the number of cores].
-    #[arg(long, short = 'j')]
+    #[arg(long, short = 'j', value_parser = counted(1, MAX_JOBS))]
     pub jobs: Option<usize>,
 }
 
@@ -250,7 +258,7 @@ pub struct SourceArgs {
     #[arg(long, requires = "cache_dir")]
     pub prune_cache: bool,
     /// Paths downloaded and unpacked at once.
-    #[arg(long, short = 'j', env = "NARWHAL_JOBS")]
+    #[arg(long, short = 'j', env = "NARWHAL_JOBS", value_parser = counted(1, MAX_JOBS))]
     pub jobs: Option<usize>,
     /// Seconds to wait for a revision's pin that is not in the cache yet.
     #[arg(long, env = "NARWHAL_WAIT", default_value_t = 0)]

@@ -186,8 +186,18 @@ fn server_answers_a_log_request_with_a_hash_ending_inside_a_character_with_400_a
 fn exit_codes_tell_usage_from_failure() {
     // Usage: 2, from clap. Failure on input: 1 (see `fails`). Verification: 3 (fetch tests).
     fails_with(narwhal().args(["hash", "path", "/nonexistent/narwhal-test"]), 1);
-    let out = narwhal_testkit::output(narwhal().args(["fetch", "--no-such-flag"]));
-    assert_eq!(out.status.code(), Some(2));
+    for args in [
+        &["fetch", "--no-such-flag"][..],
+        &["push", "x", "--to", "/tmp/x", "--jobs", "0"],
+        &["pin", "n", "p", "--to", "/x", "--keep", "0"],
+    ] {
+        let out = narwhal_testkit::output(narwhal().args(args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = narwhal_testkit::output(
+        narwhal().args(["fetch", "x", "--from", "/tmp", "--to", "/tmp/x"]).env("NARWHAL_JOBS", "9999"),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("9999 is not in 1..=256"), "{out:?}");
     let help = String::from_utf8(ok(narwhal().arg("--help"))).unwrap();
     assert!(help.contains("3 verification failed") && help.contains("70 internal error"), "{help}");
 }
