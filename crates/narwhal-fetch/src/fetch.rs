@@ -20,6 +20,7 @@ use std::time::Duration;
 use narwhal_formats::hash::{Algorithm, Encoding, Hash, Hasher};
 use narwhal_formats::nar::{self, UnpackHook};
 use narwhal_relocate::Relocation;
+use narwhal_store::retry::Retry;
 use narwhal_store::Compression;
 
 use crate::closure::ClosurePath;
@@ -253,36 +254,35 @@ fn fetch_path(
     }
     let compression: Compression =
         cp.info.compression().parse().map_err(|source| Error::Compression { path: path_str.clone(), source })?;
-    let cached = cache_dir.map(|d| d.join(key)).filter(|p| p.is_file());
-    let mut use_cache = cached.is_some();
-    let mut attempt = 0;
-    let mut delay = Duration::from_millis(500);
-    loop {
-        let source = if use_cache { Source::LocalCache } else { Source::Download };
+    let once = |source| {
         opts.reporter.started(&cp.info.path, source);
-        let r = fetch_once(subs, cp, opts, cache_dir, key, compression, source, unpacked);
-        match r {
-            Ok(done) => {
-                opts.reporter.finished(&cp.info.path, source);
-                return Ok(done);
-            }
-            Err(e) if use_cache => {
-                // A damaged download-cache entry: forget it and download.
-                if let Some(p) = &cached {
-                    let _ = fs::remove_file(p);
+        let done = fetch_once(subs, cp, opts, cache_dir, key, compression, source, unpacked)?;
+        opts.reporter.finished(&cp.info.path, source);
+        Ok(done)
+    };
+    let mut cached = cache_dir.map(|d| d.join(key)).filter(|p| p.is_file());
+    let retry = Retry { attempts: opts.attempts, initial_backoff: Duration::from_millis(500) };
+    retry.run(
+        Error::is_transient,
+        |next, e, delay| {
+            let why = format!("{e} ({}); next try in {:.1} s", sub.url, delay.as_secs_f64());
+            opts.reporter.retrying(&cp.info.path, next, &why);
+        },
+        |_| {
+            if let Some(entry) = cached.take() {
+                match once(Source::LocalCache) {
+                    Ok(done) => return Ok(done),
+                    Err(e) => {
+                        // A damaged download-cache entry: forget it and download.
+                        let _ = fs::remove_file(&entry);
+                        let why = format!("local cache entry unusable ({e}); downloading");
+                        opts.reporter.retrying(&cp.info.path, 1, &why);
+                    }
                 }
-                opts.reporter.retrying(&cp.info.path, 1, &format!("local cache entry unusable ({e}); downloading"));
-                use_cache = false;
             }
-            Err(e) if e.is_transient() && attempt + 1 < opts.attempts => {
-                attempt += 1;
-                opts.reporter.retrying(&cp.info.path, attempt + 1, &format!("{e} ({})", sub.url));
-                std::thread::sleep(delay);
-                delay = delay.saturating_mul(2);
-            }
-            Err(e) => return Err(e),
-        }
-    }
+            once(Source::Download)
+        },
+    )
 }
 
 // One linear pipeline, read top to bottom; splitting it would scatter its cleanup.

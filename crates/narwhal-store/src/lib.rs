@@ -17,6 +17,7 @@ pub mod http_writer;
 pub mod hydra;
 pub mod parallel;
 pub mod pin;
+pub mod retry;
 pub mod s3;
 pub mod url;
 
