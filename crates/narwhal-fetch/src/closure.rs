@@ -21,7 +21,7 @@ fn lookup(subs: &Substituters, path: &StorePath, trusted: Option<&[PublicKey]>) 
     let mut tried = Vec::new();
     let full = subs.store_dir.display(path).to_string();
     for (i, s) in subs.list.iter().enumerate() {
-        let key = format!("{}.narinfo", path.hash_part());
+        let key = narwhal_store::keys::narinfo(path);
         let Some(bytes) = s.cache.get(&key)? else {
             tried.push(Failure { cache: s.url.to_string(), why: Why::NotThere });
             continue;

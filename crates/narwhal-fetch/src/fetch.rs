@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use narwhal_formats::hash::{Algorithm, Encoding, Hash, Hasher};
 use narwhal_formats::nar::{self, UnpackHook};
+use narwhal_formats::narinfo::Digests;
 use narwhal_relocate::Relocation;
 use narwhal_store::retry::Retry;
 use narwhal_store::Compression;
@@ -797,20 +798,12 @@ fn check_hashes(
     nar_hash: narwhal_formats::hash::Hash,
     nar_size: u64,
 ) -> Result<(), Error> {
-    let mismatch = |what: &'static str, expected: String, actual: String| {
-        Err(Error::HashMismatch { path: path.to_owned(), cache: cache.to_owned(), what, expected, actual })
-    };
-    if let Some(h) = info.file_hash.filter(|h| *h != file_hash) {
-        return mismatch("FileHash", h.to_string(), file_hash.to_string());
-    }
-    if let Some(s) = info.file_size.filter(|s| *s != file_size) {
-        return mismatch("FileSize", s.to_string(), file_size.to_string());
-    }
-    if nar_size != info.nar_size {
-        return mismatch("NarSize", info.nar_size.to_string(), nar_size.to_string());
-    }
-    if nar_hash != info.nar_hash {
-        return mismatch("NarHash", info.nar_hash.to_string(), nar_hash.to_string());
-    }
-    Ok(())
+    let read = Digests { nar_hash, nar_size, file_hash: Some(file_hash), file_size: Some(file_size) };
+    read.check(info).map_err(|m| Error::HashMismatch {
+        path: path.to_owned(),
+        cache: cache.to_owned(),
+        what: m.field,
+        expected: m.expected,
+        actual: m.actual,
+    })
 }

@@ -1,6 +1,6 @@
 //! Filling binary caches.
 //!
-//! [`LocalStore`] (from narwhal-store) reads the machine's Nix store without a daemon and without
+//! [`LocalStore`] (from narwhal-localstore) reads the machine's Nix store without a daemon and without
 //! writing: path metadata from `db.sqlite` (opened read-only), files from the
 //! store directory. [`push`] copies a closure into a [`CacheWriter`]: for each
 //! path the cache lacks, NAR -> NarHash (checked against the store's) ->
@@ -8,6 +8,7 @@
 //! the narinfos of all its references: a cache never shows a path whose
 //! closure is incomplete.
 
+mod commit;
 mod copy;
 mod error;
 mod import;

@@ -7,13 +7,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
-use narwhal_formats::hash::{Algorithm, Encoding, HashingWriter};
+use narwhal_formats::hash::{Algorithm, HashingWriter};
 use narwhal_formats::nar;
 use narwhal_formats::narinfo::NarInfo;
 use narwhal_formats::signature::SecretKey;
 use narwhal_formats::store_path::{StoreDir, StorePath};
+use narwhal_store::keys;
 use narwhal_store::{BinaryCache, CacheWriter};
 
+use crate::commit;
 use crate::error::Error;
 use crate::local::{LocalStore, PathInfo};
 
@@ -106,7 +108,7 @@ pub(crate) fn missing_paths(
     jobs: usize,
 ) -> Result<Vec<StorePath>, Error> {
     let present = narwhal_store::parallel::try_map(paths, jobs, |path| {
-        cache.get(&format!("{}.narinfo", path.hash_part())).map(|b| b.is_some()).map_err(Error::from)
+        cache.get(&keys::narinfo(path)).map(|b| b.is_some()).map_err(Error::from)
     })?;
     Ok(paths.iter().zip(present).filter(|(_, present)| !present).map(|(p, _)| p.clone()).collect())
 }
@@ -136,10 +138,7 @@ pub fn push(
     dest: &dyn CacheWriter,
     opts: &PushOptions<'_>,
 ) -> Result<PushSummary, Error> {
-    if !dest.exists("nix-cache-info")? {
-        let info = format!("StoreDir: {}\n", local.store_dir());
-        dest.put("nix-cache-info", info.as_bytes(), "text/x-nix-cache-info")?;
-    }
+    commit::ensure_cache_info(dest, local.store_dir())?;
     let todo = missing(closure, dest, opts.jobs.max(8))?;
     opts.reporter.planned(closure.len(), todo.len());
     let todo_set: BTreeSet<StorePath> = todo.iter().cloned().collect();
@@ -236,10 +235,8 @@ fn push_one(
     if nar_hash != info.nar_hash || nar_size != info.nar_size {
         return Err(Error::Modified { path: full, expected: info.nar_hash.to_string(), actual: nar_hash.to_string() });
     }
-    let url = format!("nar/{}.nar{}", file_hash.encode(Encoding::Nix32), opts.compression.extension());
-    if !dest.exists(&url)? {
-        dest.put_file(&url, &tmp, "application/x-nix-nar")?;
-    }
+    let url = keys::nar(&file_hash, opts.compression.extension());
+    commit::store_nar(dest, &url, &tmp)?;
     drop(guard);
 
     let mut narinfo = NarInfo::new(store_dir.clone(), info.path.clone(), url, nar_hash, nar_size);
@@ -249,16 +246,13 @@ fn push_one(
     narinfo.references = Some(info.references.clone());
     narinfo.deriver.clone_from(&info.deriver);
     narinfo.sigs.clone_from(&info.sigs);
-    narinfo.sigs.sort();
     narinfo.ca.clone_from(&info.ca);
-    if let Some(key) = &opts.key {
-        narinfo.sign(key).map_err(|source| Error::Sign { path: full.clone(), source })?;
-    }
+    commit::sign(&mut narinfo, opts.key.as_ref())?;
     // The commit point: only once every reference's narinfo is in the cache.
     if !commits.wait_for(&info.references, pending, &info.path) {
         return Ok((0, 0));
     }
-    dest.put(&format!("{}.narinfo", info.path.hash_part()), narinfo.to_string().as_bytes(), "text/x-nix-narinfo")?;
+    commit::commit(dest, &narinfo)?;
     commits.mark(&info.path);
     opts.reporter.uploaded(&info.path, nar_size, file_size);
     Ok((nar_size, file_size))

@@ -15,6 +15,7 @@ pub mod file;
 pub mod http;
 pub mod http_writer;
 pub mod hydra;
+pub mod keys;
 pub mod parallel;
 pub mod pin;
 pub mod retry;

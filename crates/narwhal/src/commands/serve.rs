@@ -79,7 +79,7 @@ fn open_backend(store: &str, cfg: &Config) -> anyhow::Result<(Backend, narwhal_f
         Location::S3 { .. } => Arc::from(narwhal_store::open_writer(&url)?),
         Location::Http(_) => anyhow::bail!("narwhal serve serves a directory, an S3 bucket or `local`, not {store}"),
     };
-    let info = writer.get("nix-cache-info").with_context(|| format!("cannot read the cache {store}"))?;
+    let info = writer.get(narwhal_store::keys::CACHE_INFO).with_context(|| format!("cannot read the cache {store}"))?;
     let store_dir = store_dir_of(info.as_deref()).map_err(|e| anyhow::anyhow!("{store}: {e}"))?;
     let backend = match &url.location {
         Location::File(dir) => Backend::Dir { root: dir.clone(), writer },
