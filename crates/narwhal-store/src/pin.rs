@@ -19,6 +19,8 @@ use std::fmt;
 use narwhal_formats::store_path::{self, StoreDir, StorePath};
 use thiserror::Error;
 
+use crate::{keys, CacheWriter, StoreError};
+
 pub const PREFIX: &str = "pins/";
 const MAX_NAME: usize = 100;
 
@@ -124,6 +126,99 @@ impl fmt::Display for Pin {
         }
         writeln!(f, "Created: {}", self.created)
     }
+}
+
+/// Why pins could not be written or read.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum PinsError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Pin(#[from] Error),
+    #[error("invalid pin {key}")]
+    Invalid {
+        key: String,
+        #[source]
+        source: Error,
+    },
+    /// The rule every writer keeps (narwhal pin, the server's PUT): a pin names a path the cache has.
+    #[error("{path} is not in {cache}")]
+    NotInCache { path: String, cache: String },
+}
+
+impl PinsError {
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Self::Store(e) => e.hint(),
+            Self::NotInCache { .. } => Some("push it first (narwhal push PATH --to CACHE), then pin it"),
+            _ => None,
+        }
+    }
+}
+
+/// Refuses a pin whose path is not in `cache`, so that every pin can be deployed.
+pub fn check_target(cache: &dyn CacheWriter, pin: &Pin) -> Result<(), PinsError> {
+    if cache.exists(&keys::narinfo(&pin.path))? {
+        Ok(())
+    } else {
+        Err(PinsError::NotInCache { path: pin.store_dir.display(&pin.path).to_string(), cache: cache.url().to_owned() })
+    }
+}
+
+/// Writes `pin` as the latest pin of its name, and as its revision's pin when it has one (that one
+/// first, so the latest never names a revision whose own pin is missing).
+pub fn write(cache: &dyn CacheWriter, pin: &Pin) -> Result<(), PinsError> {
+    check_target(cache, pin)?;
+    let text = pin.to_string();
+    if let Some(r) = &pin.revision {
+        cache.put(&key(&pin.name, Some(r))?, text.as_bytes(), CONTENT_TYPE)?;
+    }
+    cache.put(&key(&pin.name, None)?, text.as_bytes(), CONTENT_TYPE)?;
+    Ok(())
+}
+
+/// Content type of a pin object.
+pub const CONTENT_TYPE: &str = "text/plain";
+
+/// The pins under `pins/` (only those of `name` when given), with their keys, in key order.
+pub fn list(
+    cache: &dyn CacheWriter,
+    store_dir: &StoreDir,
+    name: Option<&str>,
+) -> Result<Vec<(String, Pin)>, PinsError> {
+    let mut out = Vec::new();
+    for key in cache.list(PREFIX)? {
+        let base = key.trim_start_matches(PREFIX);
+        let pin_name = base.split('@').next().unwrap_or(base);
+        if name.is_some_and(|n| n != pin_name) {
+            continue;
+        }
+        let Some(bytes) = cache.get(&key)? else { continue };
+        let pin = Pin::parse(&String::from_utf8_lossy(&bytes), store_dir)
+            .map_err(|source| PinsError::Invalid { key: key.clone(), source })?;
+        out.push((key, pin));
+    }
+    Ok(out)
+}
+
+/// Deletes all but the `keep` newest revision pins of `name` (by Created, then key); the latest
+/// pin (`pins/NAME`) always stays, and no store path is touched. Returns the keys deleted.
+pub fn keep_newest(
+    cache: &dyn CacheWriter,
+    store_dir: &StoreDir,
+    name: &str,
+    keep: usize,
+) -> Result<Vec<String>, PinsError> {
+    let mut revs = list(cache, store_dir, Some(name))?;
+    revs.retain(|(key, p)| p.revision.is_some() && key.contains('@'));
+    revs.sort_by(|a, b| b.1.created.cmp(&a.1.created).then_with(|| b.0.cmp(&a.0)));
+    let mut deleted = Vec::new();
+    for (key, _) in revs.into_iter().skip(keep.max(1)) {
+        cache.delete(&key)?;
+        deleted.push(key);
+    }
+    Ok(deleted)
 }
 
 #[cfg(test)]

@@ -47,6 +47,11 @@ pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
                 return Some(h);
             }
         }
+        if let Some(e) = cause.downcast_ref::<narwhal_store::pin::PinsError>() {
+            if let Some(h) = e.hint() {
+                return Some(h);
+            }
+        }
         if let Some(e) = cause.downcast_ref::<narwhal_store::StoreError>() {
             if let Some(h) = e.hint() {
                 return Some(h);

@@ -271,52 +271,20 @@ pub fn pin(name: &str, store_path: &str, to: &str, rev: Option<&str>, keep: Opti
     let dest = narwhal_store::open_writer(&url)?;
     let store_dir = StoreDir::default();
     let (path, _) = store_dir.split_path(store_path)?;
-    // A pin must point at something a deploy can fetch.
-    if !dest.exists(&narwhal_store::keys::narinfo(&path))? {
-        bail!("{store_path} is not in {url}; push it first (narwhal push {store_path} --to {to})");
-    }
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let pin = Pin { name: name.to_owned(), store_dir, path, revision: rev.map(str::to_owned), created };
-    let text = pin.to_string();
-    if let Some(r) = rev {
-        dest.put(&pin::key(name, Some(r))?, text.as_bytes(), "text/plain")?;
-    }
-    dest.put(&pin::key(name, None)?, text.as_bytes(), "text/plain")?;
+    pin::write(dest.as_ref(), &pin)?;
     if let Some(keep) = keep {
-        // The newest revision pins stay; the latest pin (pins/NAME) always does.
-        let mut revs = read_pins(dest.as_ref(), Some(name))?;
-        revs.retain(|(key, p)| p.revision.is_some() && key.contains('@'));
-        revs.sort_by(|a, b| b.1.created.cmp(&a.1.created).then_with(|| b.0.cmp(&a.0)));
-        for (key, _) in revs.into_iter().skip(keep.max(1)) {
-            dest.delete(&key)?;
-        }
+        pin::keep_newest(dest.as_ref(), &pin.store_dir, name, keep)?;
     }
     Ok(())
-}
-
-/// The pins under `pins/`, optionally only those of `name`, with their keys.
-fn read_pins(cache: &dyn narwhal_store::CacheWriter, name: Option<&str>) -> anyhow::Result<Vec<(String, Pin)>> {
-    let store_dir = StoreDir::default();
-    let mut out = Vec::new();
-    for key in cache.list(pin::PREFIX)? {
-        let base = key.trim_start_matches(pin::PREFIX);
-        let pin_name = base.split('@').next().unwrap_or(base);
-        if name.is_some_and(|n| n != pin_name) {
-            continue;
-        }
-        let Some(bytes) = cache.get(&key)? else { continue };
-        let pin =
-            Pin::parse(&String::from_utf8_lossy(&bytes), &store_dir).with_context(|| format!("invalid pin {key}"))?;
-        out.push((key, pin));
-    }
-    Ok(out)
 }
 
 pub fn pins(from: &str, name: Option<&str>) -> anyhow::Result<()> {
     let url = CacheUrl::parse(from)?;
     let cache = narwhal_store::open_writer(&url)?;
     let mut out = stdout();
-    for (key, p) in read_pins(cache.as_ref(), name)? {
+    for (key, p) in pin::list(cache.as_ref(), &StoreDir::default(), name)? {
         writeln!(
             out,
             "{}\t{}\t{}\t{}",
