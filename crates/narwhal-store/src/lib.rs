@@ -15,6 +15,7 @@ pub mod http;
 pub mod http_writer;
 pub mod hydra;
 pub mod local;
+pub mod lock;
 pub mod pin;
 pub mod s3;
 pub mod url;
