@@ -46,6 +46,8 @@ pub enum StoreErrorKind {
     InvalidUrl(String),
     #[error(transparent)]
     Io(io::Error),
+    #[error(transparent)]
+    Lock(crate::lock::LockError),
 }
 
 impl StoreError {

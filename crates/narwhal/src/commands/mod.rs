@@ -65,6 +65,17 @@ pub fn jobs_or_cores(jobs: Option<usize>) -> usize {
     jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get))
 }
 
+/// How long a writer waits for another one holding its destination or cache:
+/// `NARWHAL_LOCK_WAIT` seconds, else ten minutes.
+pub fn lock_wait() -> anyhow::Result<std::time::Duration> {
+    match std::env::var("NARWHAL_LOCK_WAIT") {
+        Err(_) => Ok(narwhal_store::lock::DEFAULT_WAIT),
+        Ok(v) => v.trim().parse::<u32>().map(|s| std::time::Duration::from_secs(s.into())).map_err(|_| {
+            anyhow::anyhow!("NARWHAL_LOCK_WAIT={v:?} is not a number of seconds; set it to one, such as 600")
+        }),
+    }
+}
+
 /// `s3://bucket/dir/name?params` as the bucket (the cache `s3://bucket/dir?params`) and the
 /// key `name`. AWS_* settings come from `env` (name, value) before the process environment.
 pub fn s3_object(s: &str, env: &[(String, String)]) -> anyhow::Result<(Box<dyn narwhal_store::CacheWriter>, String)> {

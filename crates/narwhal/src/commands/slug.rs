@@ -26,6 +26,7 @@ pub fn run(args: &SlugArgs) -> anyhow::Result<Vec<PathBuf>> {
         bail!("--runtime-root {:?} must be an absolute path such as /app", args.runtime_root);
     }
     let prefix = args.prefix.clone().unwrap_or_else(|| format!("{runtime_root}/store"));
+    let _lock = lock_app_dir(&args.app_dir)?;
     let store = args.app_dir.join("store");
     let fetched = fetch_into(&args.roots, &args.source, &store, Some(&prefix), args.pad)?;
 
@@ -43,6 +44,39 @@ pub fn run(args: &SlugArgs) -> anyhow::Result<Vec<PathBuf>> {
     Ok(links)
 }
 
+/// Locks the app directory for this slug alone (`.narwhal/lock`), removing
+/// the temporary names a killed slug left beside the files it writes.
+fn lock_app_dir(app_dir: &Path) -> anyhow::Result<narwhal_store::lock::DirLock> {
+    let meta = app_dir.join(".narwhal");
+    match std::fs::create_dir(&meta) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(e).with_context(|| format!("cannot create {}", meta.display()));
+        }
+        _ => {}
+    }
+    let bin = meta.join("bin");
+    let waiting = |m: &str| eprintln_line(m);
+    let lock = narwhal_store::lock::DirLock::exclusive(
+        app_dir,
+        ".narwhal/lock",
+        &[&meta, &bin],
+        super::lock_wait()?,
+        "narwhal slug",
+        &waiting,
+    )?;
+    // Beside the app's own files, only the temporary names of the result links and the profile script are narwhal's.
+    for (dir, own) in [(app_dir.to_owned(), ".result"), (app_dir.join(".profile.d"), ".narwhal.sh")] {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with(own) && narwhal_formats::temp::is_temp(&name) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    Ok(lock)
+}
+
 /// `result`, `result-2`, … as relative links into `store/`, replaced atomically.
 fn result_links(app_dir: &Path, bases: &[String]) -> anyhow::Result<Vec<PathBuf>> {
     let mut links = Vec::new();
@@ -57,8 +91,7 @@ fn result_links(app_dir: &Path, bases: &[String]) -> anyhow::Result<Vec<PathBuf>
                 );
             }
         }
-        let tmp = app_dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
+        let tmp = narwhal_formats::temp::beside(app_dir, &name);
         std::os::unix::fs::symlink(Path::new("store").join(base), &tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))?;
         std::fs::rename(&tmp, &link).with_context(|| format!("cannot create {}", link.display()))?;

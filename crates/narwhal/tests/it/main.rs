@@ -10,6 +10,7 @@ mod export;
 mod fetch;
 mod fetch_export;
 mod hash;
+mod integrity;
 mod keys;
 mod malformed;
 mod nar;
