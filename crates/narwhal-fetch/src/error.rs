@@ -46,6 +46,8 @@ pub enum Error {
     },
     #[error("{0} already exists, is not in the manifest and is not the tree the cache's NAR gives; remove it or fetch into an empty directory")]
     Unmanaged(PathBuf),
+    #[error("{0} is a system directory; fetch into a directory of its own (such as ./store)")]
+    SystemDirectory(PathBuf),
     #[error("{0} is not a directory (a symlink or a file); narwhal writes its manifest there and never through a symlink: remove it")]
     NotADirectory(PathBuf),
     #[error(transparent)]

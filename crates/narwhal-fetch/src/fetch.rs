@@ -249,6 +249,7 @@ pub(crate) fn reconcile(done: Vec<Done>, dest: &Path) -> (Vec<Done>, Result<(), 
 /// killed fetches left there) and reads its manifest, which must be for the
 /// same store directory and prefix.
 pub(crate) fn open_destination(opts: &FetchOptions<'_>, store_dir: &str) -> Result<(Manifest, DirLock), Error> {
+    check_destination(&opts.dest)?;
     fs::create_dir_all(&opts.dest).map_err(|source| Error::Io {
         what: "cannot create",
         path: opts.dest.clone(),
@@ -284,6 +285,73 @@ pub(crate) fn open_destination(opts: &FetchOptions<'_>, store_dir: &str) -> Resu
         });
     }
     Ok((manifest, lock))
+}
+
+/// Directories a fetch must never write into: the system's own. A
+/// destination is a directory of its own (`./store`, `APP_DIR/store`).
+const SYSTEM_DIRS: &[&str] = &[
+    "/",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/home",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/media",
+    "/mnt",
+    "/nix",
+    "/nix/store",
+    "/opt",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/srv",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/usr/bin",
+    "/usr/lib",
+    "/usr/lib64",
+    "/usr/libexec",
+    "/usr/local",
+    "/usr/local/bin",
+    "/usr/local/lib",
+    "/usr/sbin",
+    "/usr/share",
+    "/var",
+    "/var/lib",
+    "/var/tmp",
+];
+
+/// Refuses a destination that is (or resolves to) a system directory.
+fn check_destination(dest: &Path) -> Result<(), Error> {
+    let absolute = std::path::absolute(dest).map_err(|source| Error::Io {
+        what: "cannot resolve",
+        path: dest.to_owned(),
+        source,
+    })?;
+    // Lexically first (`/usr/../etc`), then as the file system resolves it (`/bin` -> `/usr/bin`).
+    let mut lexical = PathBuf::from("/");
+    for c in absolute.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                lexical.pop();
+            }
+            std::path::Component::Normal(n) => lexical.push(n),
+            _ => {}
+        }
+    }
+    let resolved = fs::canonicalize(&lexical).ok();
+    for candidate in std::iter::once(&lexical).chain(resolved.as_ref()) {
+        if SYSTEM_DIRS.iter().any(|d| candidate == Path::new(d)) {
+            return Err(Error::SystemDirectory(dest.to_owned()));
+        }
+    }
+    Ok(())
 }
 
 /// The paths not yet in the destination; the others are checked against the

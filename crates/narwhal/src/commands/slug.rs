@@ -22,10 +22,14 @@ use crate::output::{stdout, write_atomic};
 /// The `result` links made, in root order.
 pub fn run(args: &SlugArgs) -> anyhow::Result<Vec<PathBuf>> {
     let runtime_root = args.runtime_root.trim_end_matches('/');
-    if !runtime_root.starts_with('/') {
-        bail!("--runtime-root {:?} must be an absolute path such as /app", args.runtime_root);
+    if !narwhal_relocate::is_plain_dir(runtime_root) {
+        bail!(
+            "--runtime-root {:?} must be an absolute, normalised path of letters, digits and / . _ - + @ , = only (such as /app): the scripts narwhal writes hold it unquoted",
+            args.runtime_root
+        );
     }
     let prefix = args.prefix.clone().unwrap_or_else(|| format!("{runtime_root}/store"));
+    refuse_symlinks(&args.app_dir)?;
     let _lock = lock_app_dir(&args.app_dir)?;
     let store = args.app_dir.join("store");
     let fetched = fetch_into(&args.roots, &args.source, &store, Some(&prefix), args.pad)?;
@@ -42,6 +46,38 @@ pub fn run(args: &SlugArgs) -> anyhow::Result<Vec<PathBuf>> {
     }
     out.flush()?;
     Ok(links)
+}
+
+/// The names narwhal writes in an app directory. Any of them as a symlink
+/// would have narwhal write through it, outside the app: refused.
+fn refuse_symlinks(app_dir: &Path) -> anyhow::Result<()> {
+    let entries =
+        std::fs::read_dir(app_dir).with_context(|| format!("cannot read the app directory {}", app_dir.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot read the app directory {}", app_dir.display()))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let ours = matches!(&*name, "store" | ".profile.d" | ".narwhal") || name.starts_with("result");
+        if ours && entry.file_type().is_ok_and(|t| t.is_symlink()) && !is_result_link(&name, &entry.path()) {
+            bail!(
+                "{} is a symlink; narwhal writes {name} itself and never through a symlink (it could point outside the app): remove it from the app",
+                entry.path().display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` is a `result` link narwhal made (`result[-N]` -> `store/…`), which it replaces.
+fn is_result_link(name: &str, path: &Path) -> bool {
+    let numbered = name.strip_prefix("result-").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    (name == "result" || numbered)
+        && std::fs::read_link(path).is_ok_and(|t| {
+            let mut parts = t.components();
+            parts.next() == Some(std::path::Component::Normal("store".as_ref()))
+                && matches!(parts.next(), Some(std::path::Component::Normal(_)))
+                && parts.next().is_none()
+        })
 }
 
 /// Locks the app directory for this slug alone (`.narwhal/lock`), removing

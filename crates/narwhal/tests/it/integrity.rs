@@ -278,3 +278,85 @@ fn concurrent_pushes_into_one_directory_cache_all_succeed() {
     }
     assert_eq!(temp_names(&cache), Vec::<PathBuf>::new());
 }
+
+/// Every entry under `dir` (recursively), for "nothing was written" checks.
+fn everything_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().map(Result::unwrap) {
+            if e.file_type().unwrap().is_dir() {
+                todo.push(e.path());
+            }
+            found.push(e.path());
+        }
+    }
+    found.sort();
+    found
+}
+
+/// A symlink in the app directory where narwhal writes (`store`, `.profile.d`,
+/// `.narwhal`, a `result` link it did not make) is refused before anything is
+/// written, so nothing lands where it points.
+#[test]
+fn slug_refuses_symlinks_it_would_write_through() {
+    let cache = Cache::new(&["app"], "zstd");
+    let tmp = tempdir();
+    let from = file_url(&cache.dir, "");
+    for name in ["store", ".profile.d", ".narwhal", "result", "result-2"] {
+        let app = tmp.path().join(format!("app-{name}"));
+        let outside = tmp.path().join(format!("outside-{name}"));
+        std::fs::create_dir_all(&app).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, app.join(name)).unwrap();
+        let err = fails(
+            narwhal()
+                .arg("slug")
+                .arg(&cache.root)
+                .args(["--from", &from, "--trusted-public-key", &cache.public_key, "--app-dir"])
+                .arg(&app),
+        );
+        assert!(err.contains(&format!("{} is a symlink", app.join(name).display())), "{err}");
+        assert_eq!(everything_under(&outside), Vec::<PathBuf>::new(), "{name}: written through the symlink");
+        assert_eq!(everything_under(&app), vec![app.join(name)], "{name}: the app directory was written");
+    }
+}
+
+/// `fetch --to` a system directory is refused, however it is spelt, before anything is written.
+#[test]
+fn fetch_refuses_system_directories() {
+    let cache = Cache::new(&["app"], "zstd");
+    let from = file_url(&cache.dir, "");
+    for dest in ["/", "/usr", "/etc", "/bin", "/home", "/usr/../etc/", "/tmp/../usr/local"] {
+        let err = fails(&mut fetch_cmd(&from, &cache.public_key, &cache.root, Path::new(dest)));
+        assert!(err.contains(&format!("{dest} is a system directory")), "{err}");
+        assert!(!Path::new(dest).join(".narwhal").exists(), "{dest}");
+    }
+}
+
+/// A prefix must be absolute, normalised and free of what a shebang line or
+/// a shell would split: refused before the destination is created.
+#[test]
+fn prefixes_a_shebang_or_shell_would_split_are_refused() {
+    let cache = Cache::new(&["app"], "zstd");
+    let tmp = tempdir();
+    let from = file_url(&cache.dir, "");
+    let dest = tmp.path().join("store");
+    for prefix in
+        ["/a b c d e", "/app//tore", "/app/./sto", "/app/../st", "/app:store", "/app$(id)", "app/store1", "/a\tb"]
+    {
+        let err = fails(fetch_cmd(&from, &cache.public_key, &cache.root, &dest).args(["--prefix", prefix, "--pad"]));
+        assert!(err.contains(&format!("{prefix:?} must be an absolute, normalised path")), "{err}");
+        assert!(!dest.exists(), "{prefix}: the destination was created");
+    }
+    let err = fails(
+        narwhal()
+            .arg("slug")
+            .arg(&cache.root)
+            .args(["--from", &from, "--trusted-public-key", &cache.public_key, "--runtime-root", "/my app"])
+            .arg("--app-dir")
+            .arg(tmp.path()),
+    );
+    assert!(err.contains("--runtime-root \"/my app\" must be an absolute, normalised path"), "{err}");
+    assert_eq!(everything_under(tmp.path()), Vec::<PathBuf>::new());
+}
