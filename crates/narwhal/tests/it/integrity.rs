@@ -360,3 +360,110 @@ fn prefixes_a_shebang_or_shell_would_split_are_refused() {
     assert!(err.contains("--runtime-root \"/my app\" must be an absolute, normalised path"), "{err}");
     assert_eq!(everything_under(tmp.path()), Vec::<PathBuf>::new());
 }
+
+/// `narwhal serve` writes content-addressed: a NAR goes in only under its
+/// FileHash and is never replaced, a committed narinfo only takes more
+/// (well-formed) signatures, files are served only from inside the cache
+/// directory, and a private cache's metrics need a token.
+#[test]
+fn the_server_never_replaces_what_is_committed_nor_serves_outside_the_cache() {
+    use crate::serve::{get, raw, Server};
+    let tmp = tempdir();
+    let data = deploy_fixture("data");
+    let cache = tmp.path().join("cache");
+    narwhal_testkit::run(
+        narwhal_testkit::nix("nix").args(["copy", "--to", &file_url(&cache, "compression=xz")]).arg(&data),
+    );
+    let (push, read) = (tmp.path().join("push-tokens"), tmp.path().join("read-tokens"));
+    let token = "push-0123456789abcdef-token";
+    std::fs::write(&push, format!("{token}\n")).unwrap();
+    std::fs::write(&read, "read-0123456789abcdef-token\n").unwrap();
+    let server = Server::start(
+        &["--store", cache.to_str().unwrap(), "--push-token-file", push.to_str().unwrap(), "--read-token-file"]
+            .into_iter()
+            .chain([read.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    let auth = format!("Authorization: Bearer {token}");
+    let send = |method: &str, path: &str, body: &[u8]| {
+        let head = format!("{method} {path} HTTP/1.1\nHost: cache\nContent-Length: {}\n{auth}", body.len());
+        raw(server.addr, &head, body)
+    };
+    let hash = &data.file_name().unwrap().to_str().unwrap()[..32];
+    let narinfo = std::fs::read_to_string(cache.join(format!("{hash}.narinfo"))).unwrap();
+    let url = narinfo.lines().find_map(|l| l.strip_prefix("URL: ")).unwrap().to_owned();
+    let nar = std::fs::read(cache.join(&url)).unwrap();
+    let stored = || std::fs::read(cache.join(&url)).unwrap();
+    let modified = || std::fs::metadata(cache.join(&url)).unwrap().modified().unwrap();
+    let before = modified();
+
+    // Junk over the committed NAR, and a NAR under another hash's name: refused, nothing written.
+    let a = send("PUT", &format!("/{url}"), b"junk, not the NAR");
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert!(a.text().contains("FileHash"), "{}", a.text());
+    assert_eq!(stored(), nar);
+    let other = format!("nar/{}.nar.xz", "1".repeat(52));
+    let a = send("PUT", &format!("/{other}"), &nar);
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert!(!cache.join(&other).exists());
+    assert_eq!(send("PUT", "/nar/abc.nar.xz", &nar).status, 400, "a name that is not a FileHash");
+    // The same bytes again: a no-op.
+    assert_eq!(send("PUT", &format!("/{url}"), &nar).status, 204);
+    assert_eq!((stored(), modified()), (nar.clone(), before));
+
+    // Narinfos: the same one is a no-op, another one is refused, a malformed Sig is refused,
+    // one that only adds a well-formed signature is stored.
+    let path = format!("/{hash}.narinfo");
+    assert_eq!(send("PUT", &path, narinfo.as_bytes()).status, 204);
+    let other_fields = narinfo.replace(
+        "Compression: xz",
+        "Compression: xz\nCA: fixed:r:sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s",
+    );
+    let a = send("PUT", &path, other_fields.as_bytes());
+    assert_eq!(a.status, 409, "{}", a.text());
+    let bad_sig = format!("{narinfo}Sig: cache-1:not-base64!\n");
+    let a = send("PUT", &path, bad_sig.as_bytes());
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert!(a.text().contains("invalid Sig"), "{}", a.text());
+    let (sec, _) = (tmp.path().join("k.sec"), tmp.path().join("k.pub"));
+    ok(narwhal()
+        .args(["key", "generate", "extra-1", "--secret"])
+        .arg(&sec)
+        .arg("--public")
+        .arg(tmp.path().join("k.pub")));
+    let signed = tmp.path().join("signed.narinfo");
+    std::fs::write(&signed, &narinfo).unwrap();
+    ok(narwhal().args(["narinfo", "sign", "--key-file"]).arg(&sec).arg(&signed));
+    let signed = std::fs::read_to_string(&signed).unwrap();
+    assert!(signed.contains("Sig: extra-1:"), "{signed}");
+    assert_eq!(send("PUT", &path, signed.as_bytes()).status, 204);
+    assert_eq!(std::fs::read_to_string(cache.join(format!("{hash}.narinfo"))).unwrap(), signed);
+    let a = send("PUT", &path, narinfo.as_bytes());
+    assert_eq!(a.status, 409, "dropping a signature: {}", a.text());
+
+    // A symlink in the cache directory pointing outside it is not followed.
+    let outside = tmp.path().join("outside");
+    std::fs::write(&outside, "a secret outside the cache\n").unwrap();
+    std::os::unix::fs::symlink(&outside, cache.join(format!("nar/{}.nar.xz", "2".repeat(52)))).unwrap();
+    std::os::unix::fs::symlink(&outside, cache.join(format!("{}.narinfo", "3".repeat(32)))).unwrap();
+    for p in [format!("/nar/{}.nar.xz", "2".repeat(52)), format!("/{}.narinfo", "3".repeat(32))] {
+        let a = raw(server.addr, &format!("GET {p} HTTP/1.1\nHost: cache\n{auth}"), b"");
+        assert_eq!(a.status, 404, "{p}: {}", a.text());
+        assert!(!a.text().contains("secret"), "{p}");
+    }
+    // A symlink that stays inside is served.
+    std::os::unix::fs::symlink(
+        Path::new(&url).file_name().unwrap(),
+        cache.join(format!("nar/{}.nar.xz", "4".repeat(52))),
+    )
+    .unwrap();
+    let a = raw(server.addr, &format!("GET /nar/{}.nar.xz HTTP/1.1\nHost: cache\n{auth}", "4".repeat(52)), b"");
+    assert_eq!((a.status, a.body), (200, nar));
+
+    // Metrics of a private cache need a token; health does not.
+    assert_eq!(get(server.addr, "/metrics").status, 401);
+    assert_eq!(get(server.addr, "/health").status, 200);
+    let a = raw(server.addr, &format!("GET /metrics HTTP/1.1\nHost: cache\n{auth}"), b"");
+    assert_eq!(a.status, 200, "{}", a.text());
+}
