@@ -467,3 +467,63 @@ fn the_server_never_replaces_what_is_committed_nor_serves_outside_the_cache() {
     let a = raw(server.addr, &format!("GET /metrics HTTP/1.1\nHost: cache\n{auth}"), b"");
     assert_eq!(a.status, 200, "{}", a.text());
 }
+
+/// `nar dump` of a FIFO or a device (or of a small tree holding one) fails
+/// with nothing on standard output, not the start of an archive.
+#[test]
+fn nar_dump_of_a_fifo_or_device_writes_nothing() {
+    let tmp = tempdir();
+    let fifo = tmp.path().join("fifo");
+    narwhal_testkit::run(Command::new("mkfifo").arg(&fifo));
+    let tree = tmp.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("a"), "a file first").unwrap();
+    narwhal_testkit::run(Command::new("mkfifo").arg(tree.join("b-fifo")));
+    for (path, kind) in
+        [(fifo.clone(), "named pipe"), (PathBuf::from("/dev/null"), "device"), (tree.join("b-fifo"), "named pipe")]
+    {
+        let out = narwhal_testkit::output(narwhal().args(["nar", "dump"]).arg(&path));
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(out.stdout, b"", "{}", path.display());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("{} is a {kind}, which a NAR cannot hold", path.display())), "{err}");
+    }
+    let out = narwhal_testkit::output(narwhal().args(["nar", "dump"]).arg(&tree));
+    assert_eq!((out.status.code(), out.stdout.len()), (Some(1), 0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `key generate` with one file for both halves, or a directory that does not
+/// exist for either, is refused before anything is written.
+#[test]
+fn key_generate_refuses_one_file_for_both_halves_and_missing_directories() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let key = |secret: &Path, public: &Path| {
+        let mut c = narwhal();
+        c.args(["key", "generate", "k-1", "--secret"]).arg(secret).arg("--public").arg(public);
+        c
+    };
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    for (secret, public) in [("k", "k"), ("k", "./k"), ("sub/../k", "k")] {
+        let err = fails(key(&dir.join(secret), &dir.join(public)).current_dir(dir));
+        assert!(err.contains("--secret and --public both name"), "{err}");
+    }
+    let err = fails(&mut key(&dir.join("k.sec"), &dir.join("missing/k.pub")));
+    assert!(err.contains(&format!("its directory {} does not exist", dir.join("missing").display())), "{err}");
+    assert_eq!(everything_under(dir), vec![dir.join("sub")], "a half was written");
+}
+
+/// `nar unpack` into a directory whose parent does not exist blames the
+/// destination, not the archive, and names no temporary file.
+#[test]
+fn a_missing_destination_parent_is_blamed() {
+    let tmp = tempdir();
+    let nar = tmp.path().join("x.nar");
+    std::fs::write(&nar, ok(narwhal().args(["nar", "dump", "Cargo.toml"]).current_dir(env!("CARGO_MANIFEST_DIR"))))
+        .unwrap();
+    let dest = tmp.path().join("missing/dir");
+    let err = fails(narwhal().args(["nar", "unpack"]).arg(&nar).arg(&dest));
+    assert!(err.contains(&format!("its directory {} does not exist", tmp.path().join("missing").display())), "{err}");
+    assert!(!err.contains("invalid NAR") && !err.contains(".tmp-"), "{err}");
+    assert_eq!(everything_under(tmp.path()), vec![nar]);
+}
