@@ -218,10 +218,11 @@ pub(crate) fn commit_trees(
 }
 
 /// Settles the paths whose final name is already taken by a tree the
-/// manifest does not list (a fetch killed before recording it, or narwhal
-/// before 0.x): such a tree is kept, and recorded, when its NAR hash is the
-/// one just computed for the path (the relocated hash); otherwise that path
-/// fails as [`Error::Unmanaged`] and is not recorded.
+/// manifest does not list (left by a version of narwhal that renamed trees
+/// before recording them, or put there by hand): such a tree is kept, and
+/// recorded, when its NAR hash is the one just computed for the path (the
+/// relocated hash); otherwise that path fails as [`Error::Unmanaged`] and is
+/// not recorded.
 pub(crate) fn reconcile(done: Vec<Done>, dest: &Path) -> (Vec<Done>, Result<(), Error>) {
     let mut kept = Vec::with_capacity(done.len());
     let mut first_error = None;

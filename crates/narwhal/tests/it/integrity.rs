@@ -527,3 +527,15 @@ fn a_missing_destination_parent_is_blamed() {
     assert!(!err.contains("invalid NAR") && !err.contains(".tmp-"), "{err}");
     assert_eq!(everything_under(tmp.path()), vec![nar]);
 }
+
+/// Listing pins only reads: a cache directory is neither created nor locked.
+#[test]
+fn listing_pins_writes_nothing() {
+    let tmp = tempdir();
+    let cache = tmp.path().join("no-cache-here");
+    assert_eq!(ok(narwhal().args(["pins", "--from"]).arg(&cache)), b"");
+    assert!(!cache.exists(), "pins created the cache directory");
+    std::fs::create_dir(&cache).unwrap();
+    assert_eq!(ok(narwhal().args(["pins", "--from"]).arg(&cache)), b"");
+    assert_eq!(everything_under(&cache), Vec::<PathBuf>::new());
+}
