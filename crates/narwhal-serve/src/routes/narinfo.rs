@@ -23,6 +23,9 @@ use crate::AppState;
 
 const CONTENT_TYPE: &str = "text/x-nix-narinfo";
 
+/// Held from comparing a narinfo with the committed one until it is written.
+static COMMIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 pub async fn get(State(state): State<AppState>, hash: &str) -> Result<Response, ApiError> {
     let hash = hash_part(hash)?.to_owned();
     let found = match &state.backend {
@@ -103,7 +106,9 @@ pub async fn put(State(state): State<AppState>, hash: &str, body: Bytes) -> Resu
         }
         check_nar(w.as_ref(), &ni, compression)?;
         // A narinfo that lies about its NAR was refused above, as such; one that is true but
-        // not the committed one is refused here.
+        // not the committed one is refused here. Two uploads for one path at once on this
+        // server cannot both pass the comparison and then both write.
+        let _commit = COMMIT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(committed) = w.get(&key)? {
             match compare_to_committed(&committed, &ni, &state_store_dir) {
                 Committed::Same => return Ok(()),
