@@ -1,13 +1,10 @@
 //! Walking a closure through narinfos, breadth first, in parallel.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
-
 use narwhal_formats::narinfo::NarInfo;
 use narwhal_formats::signature::PublicKey;
-use narwhal_formats::store_path::{references_first, StorePath};
+use narwhal_formats::store_path::StorePath;
 
-use crate::error::{Error, Failure};
+use crate::error::{Error, Failure, Why};
 use crate::substituters::Substituters;
 
 /// A path of the closure and where to get it.
@@ -24,9 +21,9 @@ fn lookup(subs: &Substituters, path: &StorePath, trusted: Option<&[PublicKey]>) 
     let mut tried = Vec::new();
     let full = subs.store_dir.display(path).to_string();
     for (i, s) in subs.list.iter().enumerate() {
-        let key = format!("{}.narinfo", path.hash_part());
+        let key = narwhal_store::keys::narinfo(path);
         let Some(bytes) = s.cache.get(&key)? else {
-            tried.push(Failure { cache: s.url.to_string(), why: "not there".into() });
+            tried.push(Failure { cache: s.url.to_string(), why: Why::NotThere });
             continue;
         };
         let text = String::from_utf8_lossy(&bytes);
@@ -36,16 +33,15 @@ fn lookup(subs: &Substituters, path: &StorePath, trusted: Option<&[PublicKey]>) 
             source,
         })?;
         if info.path != *path {
-            tried.push(Failure { cache: s.url.to_string(), why: format!("its narinfo describes {}", info.path) });
+            tried.push(Failure { cache: s.url.to_string(), why: Why::OtherPath(info.path.to_string()) });
             continue;
         }
         if let Some(keys) = trusted {
             if info.valid_signers(keys).is_empty() {
                 let why = if info.sigs.is_empty() {
-                    "no signature".to_owned()
+                    Why::Unsigned
                 } else {
-                    let names: Vec<&str> = info.sigs.iter().map(|s| s.split(':').next().unwrap_or("")).collect();
-                    format!("no valid signature by a trusted key (signed by {})", names.join(", "))
+                    Why::Untrusted(info.sigs.iter().map(|s| s.split(':').next().unwrap_or("").to_owned()).collect())
                 };
                 tried.push(Failure { cache: s.url.to_string(), why });
                 continue;
@@ -64,36 +60,5 @@ pub fn walk_closure(
     trusted: Option<&[PublicKey]>,
     jobs: usize,
 ) -> Result<Vec<ClosurePath>, Error> {
-    let mut found: BTreeMap<StorePath, ClosurePath> = BTreeMap::new();
-    let mut frontier: BTreeSet<StorePath> = roots.iter().cloned().collect();
-    while !frontier.is_empty() {
-        let level: Vec<StorePath> = std::mem::take(&mut frontier).into_iter().collect();
-        let results = Mutex::new(Vec::with_capacity(level.len()));
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        std::thread::scope(|scope| {
-            for _ in 0..jobs.clamp(1, level.len()) {
-                scope.spawn(|| loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(p) = level.get(i) else { break };
-                    let r = lookup(subs, p, trusted);
-                    let failed = r.is_err();
-                    results.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(r);
-                    if failed {
-                        break;
-                    }
-                });
-            }
-        });
-        for r in results.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
-            let cp = r?;
-            for reference in cp.info.references() {
-                if !found.contains_key(reference) && *reference != cp.info.path {
-                    frontier.insert(reference.clone());
-                }
-            }
-            found.insert(cp.info.path.clone(), cp);
-        }
-        frontier.retain(|p| !found.contains_key(p));
-    }
-    Ok(references_first(found, |cp| cp.info.references()))
+    narwhal_store::closure::walk(roots, jobs, |p| lookup(subs, p, trusted), |cp| cp.info.references())
 }

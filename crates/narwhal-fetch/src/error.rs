@@ -11,6 +11,8 @@ use thiserror::Error;
 pub enum Error {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the caches' narinfos")]
+    Cycle(#[from] narwhal_formats::store_path::Cycle),
     #[error("{path} is in none of the caches:{}", failures(.tried))]
     NotFound { path: String, tried: Vec<Failure> },
     #[error("invalid narinfo for {path} in {cache}")]
@@ -113,7 +115,38 @@ pub enum Error {
 #[derive(Debug, Clone)]
 pub struct Failure {
     pub cache: String,
-    pub why: String,
+    pub why: Why,
+}
+
+/// What one cache's narinfo for a path lacked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Why {
+    /// The cache has no narinfo for the path.
+    NotThere,
+    /// Its narinfo names another store path.
+    OtherPath(String),
+    /// Its narinfo has no signature.
+    Unsigned,
+    /// Its narinfo's signatures are by these key names, none trusted and valid.
+    Untrusted(Vec<String>),
+}
+
+impl Why {
+    /// Whether the cache has the path but its signature did not pass.
+    pub fn is_signature(&self) -> bool {
+        matches!(self, Self::Unsigned | Self::Untrusted(_))
+    }
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotThere => f.write_str("not there"),
+            Self::OtherPath(path) => write!(f, "its narinfo describes {path}"),
+            Self::Unsigned => f.write_str("no signature"),
+            Self::Untrusted(names) => write!(f, "no valid signature by a trusted key (signed by {})", names.join(", ")),
+        }
+    }
 }
 
 fn failures(tried: &[Failure]) -> String {
@@ -125,11 +158,12 @@ impl Error {
     pub fn hint(&self) -> Option<&'static str> {
         match self {
             Error::Store(e) => e.hint(),
-            Error::NotFound { tried, .. } if tried.iter().any(|f| f.why.contains("signature")) => Some(
+            Error::NotFound { tried, .. } if tried.iter().any(|f| f.why.is_signature()) => Some(
                 "add the cache's public key with --trusted-public-key (as in nix.conf's trusted-public-keys), or sign the paths",
             ),
             Error::NotFound { .. } => Some("push the closure to the cache first (narwhal push or nix copy --to)"),
             Error::HashMismatch { .. } => Some("fetch again; if it persists the cache holds a corrupt NAR: push the path again"),
+            Error::Cycle(_) => Some("a cache that holds a cycle is corrupt or hostile: remove it from --from, or push the closure again"),
             Error::ExportIncomplete { .. } | Error::EmptyExport { .. } => Some(
                 "export the whole closure: narwhal export ROOT (or nix-store --export $(nix-store -qR ROOT))",
             ),

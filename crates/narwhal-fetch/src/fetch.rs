@@ -14,13 +14,14 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use narwhal_formats::hash::{Algorithm, Encoding, Hash, Hasher};
 use narwhal_formats::nar::{self, UnpackHook};
+use narwhal_formats::narinfo::Digests;
 use narwhal_relocate::Relocation;
+use narwhal_store::retry::Retry;
 use narwhal_store::Compression;
 
 use crate::closure::ClosurePath;
@@ -117,38 +118,21 @@ pub fn fetch(subs: &Substituters, closure: &[ClosurePath], opts: &FetchOptions<'
         cache_lock = Some(DirLock::shared(root, lock::LOCK_FILE, &[d], opts.lock_wait, "narwhal fetch", &warn)?);
     }
 
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let results: Mutex<Vec<Result<Done, Error>>> = Mutex::new(Vec::new());
-    let used_cache_keys: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let unpacked = AtomicU64::new(0);
-    std::thread::scope(|scope| {
-        for _ in 0..opts.jobs.clamp(1, todo.len().max(1)) {
-            scope.spawn(|| {
-                let mut yielding = false;
-                while !stop.load(Ordering::Relaxed) {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(cp) = todo.get(i) else { break };
-                    if i > 0 && !yielding {
-                        // Best effort: if refused, the priority stays as it was.
-                        let _ = rustix::process::setpriority_process(None, YIELDING_NICE);
-                        yielding = true;
-                    }
-                    let key = download_key(cp);
-                    used_cache_keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(key.clone());
-                    let r = fetch_path(subs, cp, opts, cache_dir.as_deref(), &key, &unpacked);
-                    if r.is_err() {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                    results.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(r);
-                }
-            });
+    let ran = narwhal_store::parallel::run(&todo, opts.jobs, &AtomicBool::new(false), |i, cp| {
+        if i > 0 {
+            // Every worker but the one on the largest path yields (the threads it starts inherit
+            // this). Best effort: if refused, the priority stays as it was.
+            let _ = rustix::process::setpriority_process(None, YIELDING_NICE);
         }
+        fetch_path(subs, cp, opts, cache_dir.as_deref(), &download_key(cp), &unpacked)
     });
+    // The download-cache entries of every path that was started, fetched or not.
+    let used_cache_keys: Vec<String> = ran.iter().map(|(i, _)| download_key(todo[*i])).collect();
 
     let mut first_error = None;
     let mut done_paths: Vec<Done> = Vec::new();
-    for r in results.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+    for (_, r) in ran {
         match r {
             Ok(done) => done_paths.push(done),
             Err(e) => {
@@ -184,7 +168,7 @@ pub fn fetch(subs: &Substituters, closure: &[ClosurePath], opts: &FetchOptions<'
     if let (Some(dir), true, Some(lock)) = (&cache_dir, opts.prune_cache, cache_lock) {
         // Only when no other fetch is using the download cache.
         if lock.exclusive_now("narwhal fetch")?.is_some() {
-            let keep = used_cache_keys.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let keep = used_cache_keys;
             let present_keys: Vec<String> = closure.iter().map(download_key).collect();
             prune_download_cache(dir, &keep, &present_keys);
         } else {
@@ -430,36 +414,35 @@ fn fetch_path(
     }
     let compression: Compression =
         cp.info.compression().parse().map_err(|source| Error::Compression { path: path_str.clone(), source })?;
-    let cached = cache_dir.map(|d| d.join(key)).filter(|p| p.is_file());
-    let mut use_cache = cached.is_some();
-    let mut attempt = 0;
-    let mut delay = Duration::from_millis(500);
-    loop {
-        let source = if use_cache { Source::LocalCache } else { Source::Download };
+    let once = |source| {
         opts.reporter.started(&cp.info.path, source);
-        let r = fetch_once(subs, cp, opts, cache_dir, key, compression, source, unpacked);
-        match r {
-            Ok(done) => {
-                opts.reporter.finished(&cp.info.path, source);
-                return Ok(done);
-            }
-            Err(e) if use_cache => {
-                // A damaged download-cache entry: forget it and download.
-                if let Some(p) = &cached {
-                    let _ = fs::remove_file(p);
+        let done = fetch_once(subs, cp, opts, cache_dir, key, compression, source, unpacked)?;
+        opts.reporter.finished(&cp.info.path, source);
+        Ok(done)
+    };
+    let mut cached = cache_dir.map(|d| d.join(key)).filter(|p| p.is_file());
+    let retry = Retry { attempts: opts.attempts, initial_backoff: Duration::from_millis(500) };
+    retry.run(
+        Error::is_transient,
+        |next, e, delay| {
+            let why = format!("{e} ({}); next try in {:.1} s", sub.url, delay.as_secs_f64());
+            opts.reporter.retrying(&cp.info.path, next, &why);
+        },
+        |_| {
+            if let Some(entry) = cached.take() {
+                match once(Source::LocalCache) {
+                    Ok(done) => return Ok(done),
+                    Err(e) => {
+                        // A damaged download-cache entry: forget it and download.
+                        let _ = fs::remove_file(&entry);
+                        let why = format!("local cache entry unusable ({e}); downloading");
+                        opts.reporter.retrying(&cp.info.path, 1, &why);
+                    }
                 }
-                opts.reporter.retrying(&cp.info.path, 1, &format!("local cache entry unusable ({e}); downloading"));
-                use_cache = false;
             }
-            Err(e) if e.is_transient() && attempt + 1 < opts.attempts => {
-                attempt += 1;
-                opts.reporter.retrying(&cp.info.path, attempt + 1, &format!("{e} ({})", sub.url));
-                std::thread::sleep(delay);
-                delay = delay.saturating_mul(2);
-            }
-            Err(e) => return Err(e),
-        }
-    }
+            once(Source::Download)
+        },
+    )
 }
 
 // One linear pipeline, read top to bottom; splitting it would scatter its cleanup.
@@ -532,6 +515,7 @@ fn fetch_once(
     let pending = match result {
         Ok(r) => r,
         Err(e) => {
+            let e = file_hash_mismatch(&mut tee, info, &path_str, &cache_name).unwrap_or(e);
             drop(tee);
             if let Some((tmp, _)) = copy {
                 let _ = fs::remove_file(tmp);
@@ -901,27 +885,16 @@ fn fill(from: &mut dyn Read, buf: &mut [u8]) -> io::Result<(usize, bool)> {
 pub(crate) fn scan_all(done: &mut [Done], opts: &FetchOptions<'_>) {
     let files: Vec<(usize, usize)> =
         done.iter().enumerate().flat_map(|(d, p)| (0..p.compressed.len()).map(move |f| (d, f))).collect();
-    let next = AtomicUsize::new(0);
-    let found: Mutex<Vec<(usize, ScanNote)>> = Mutex::new(Vec::new());
     let done_ref = &*done;
-    std::thread::scope(|scope| {
-        for _ in 0..opts.jobs.clamp(1, files.len().max(1)) {
-            scope.spawn(|| {
-                while let Some(&(d, f)) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let p = &done_ref[d];
-                    let (seq, rel) = &p.compressed[f];
-                    let root = p.tree.as_ref().map_or_else(|| opts.dest.join(&p.base), |t| t.path().to_owned());
-                    let file = root.join(OsStr::from_bytes(rel));
-                    let scanned = narwhal_relocate::scan_compressed(&file, opts.relocation.from().as_bytes());
-                    if !matches!(scanned, Ok(None)) {
-                        let note = (*seq, rel.clone(), scanned);
-                        found.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((d, note));
-                    }
-                }
-            });
-        }
+    let scanned = narwhal_store::parallel::try_map(&files, opts.jobs, |&(d, f)| {
+        let p = &done_ref[d];
+        let (seq, rel) = &p.compressed[f];
+        let root = p.tree.as_ref().map_or_else(|| opts.dest.join(&p.base), |t| t.path().to_owned());
+        let file = root.join(OsStr::from_bytes(rel));
+        let scanned = narwhal_relocate::scan_compressed(&file, opts.relocation.from().as_bytes());
+        Ok::<_, std::convert::Infallible>((!matches!(scanned, Ok(None))).then(|| (d, (*seq, rel.clone(), scanned))))
     });
-    for (d, note) in found.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+    for (d, note) in scanned.into_iter().flatten().flatten() {
         done[d].warnings.push(note);
     }
     for p in done {
@@ -955,6 +928,32 @@ fn warning(
     }
 }
 
+/// After a NAR failed to decompress or parse: when the whole compressed file arrived (FileSize
+/// bytes) but is not the one its narinfo's FileHash names, that is the error to report (the bytes
+/// are not the ones signed: a verification failure, not worth retrying), rather than the decoder's
+/// complaint about them. A file that ends short (a truncated download) or cannot be read further
+/// keeps the original error, which is retried.
+fn file_hash_mismatch(
+    tee: &mut FileTee<'_, '_>,
+    info: &narwhal_formats::narinfo::NarInfo,
+    path: &str,
+    cache: &str,
+) -> Option<Error> {
+    let (expected, size) = (info.file_hash?, info.file_size?);
+    tee.copy = None;
+    let rest = size.checked_sub(tee.size)?;
+    // One byte more than promised, to tell a longer file from a complete one.
+    io::copy(&mut (&mut *tee).take(rest.saturating_add(1)), &mut io::sink()).ok()?;
+    let actual = tee.hasher.clone().finish();
+    (tee.size == size && actual != expected).then(|| Error::HashMismatch {
+        path: path.to_owned(),
+        cache: cache.to_owned(),
+        what: "FileHash",
+        expected: expected.to_string(),
+        actual: actual.to_string(),
+    })
+}
+
 /// Compares what was read with what the (signed) narinfo promised.
 fn check_hashes(
     info: &narwhal_formats::narinfo::NarInfo,
@@ -965,20 +964,12 @@ fn check_hashes(
     nar_hash: narwhal_formats::hash::Hash,
     nar_size: u64,
 ) -> Result<(), Error> {
-    let mismatch = |what: &'static str, expected: String, actual: String| {
-        Err(Error::HashMismatch { path: path.to_owned(), cache: cache.to_owned(), what, expected, actual })
-    };
-    if let Some(h) = info.file_hash.filter(|h| *h != file_hash) {
-        return mismatch("FileHash", h.to_string(), file_hash.to_string());
-    }
-    if let Some(s) = info.file_size.filter(|s| *s != file_size) {
-        return mismatch("FileSize", s.to_string(), file_size.to_string());
-    }
-    if nar_size != info.nar_size {
-        return mismatch("NarSize", info.nar_size.to_string(), nar_size.to_string());
-    }
-    if nar_hash != info.nar_hash {
-        return mismatch("NarHash", info.nar_hash.to_string(), nar_hash.to_string());
-    }
-    Ok(())
+    let read = Digests { nar_hash, nar_size, file_hash: Some(file_hash), file_size: Some(file_size) };
+    read.check(info).map_err(|m| Error::HashMismatch {
+        path: path.to_owned(),
+        cache: cache.to_owned(),
+        what: m.field,
+        expected: m.expected,
+        actual: m.actual,
+    })
 }

@@ -22,7 +22,7 @@ mod roots;
 mod substituters;
 
 pub use closure::{walk_closure, ClosurePath};
-pub use error::{Error, Failure};
+pub use error::{Error, Failure, Why};
 pub use export::{fetch_export, ExportFetched};
 pub use fetch::{fetch, FetchOptions, Summary};
 pub use manifest::{Manifest, ManifestEntry, MANIFEST_PATH};

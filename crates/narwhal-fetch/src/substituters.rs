@@ -30,7 +30,7 @@ impl Substituters {
         let mut list = Vec::new();
         for url in urls {
             let cache = open_cache(url, options)?;
-            let info = match cache.get("nix-cache-info")? {
+            let info = match cache.get(narwhal_store::keys::CACHE_INFO)? {
                 Some(bytes) => CacheInfo::parse(&String::from_utf8_lossy(&bytes))
                     .map_err(|source| Error::CacheInfo { cache: url.to_string(), source })?,
                 None => CacheInfo::default(),

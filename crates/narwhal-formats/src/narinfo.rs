@@ -103,6 +103,53 @@ pub struct Layout {
     pub unknown_deriver: bool,
 }
 
+/// What was measured of a NAR as it went by: its hash and size, and those of the compressed file
+/// it came in (when it was compressed). The one check of a NAR against its narinfo,
+/// [`Digests::check`], used wherever a NAR is read (fetch, `push --from`, the server's PUT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Digests {
+    pub nar_hash: Hash,
+    pub nar_size: u64,
+    pub file_hash: Option<Hash>,
+    pub file_size: Option<u64>,
+}
+
+/// One field of a narinfo that the bytes did not match.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{field} is {actual}, the narinfo says {expected}")]
+pub struct Mismatch {
+    /// `FileHash`, `FileSize`, `NarSize` or `NarHash`, in the order they are checked.
+    pub field: &'static str,
+    pub expected: String,
+    pub actual: String,
+}
+
+impl Digests {
+    /// The first field of `info` these digests contradict, the compressed file's first (it is
+    /// what was signed over the wire). Fields the narinfo leaves out are not checked; a NarHash in
+    /// another algorithm than the one measured is a mismatch.
+    pub fn check(&self, info: &NarInfo) -> Result<(), Mismatch> {
+        let mismatch = |field, expected: String, actual: String| Err(Mismatch { field, expected, actual });
+        if let (Some(expected), Some(actual)) = (info.file_hash, self.file_hash) {
+            if expected != actual {
+                return mismatch("FileHash", expected.to_string(), actual.to_string());
+            }
+        }
+        if let (Some(expected), Some(actual)) = (info.file_size, self.file_size) {
+            if expected != actual {
+                return mismatch("FileSize", expected.to_string(), actual.to_string());
+            }
+        }
+        if info.nar_size != self.nar_size {
+            return mismatch("NarSize", info.nar_size.to_string(), self.nar_size.to_string());
+        }
+        if info.nar_hash != self.nar_hash {
+            return mismatch("NarHash", info.nar_hash.to_string(), self.nar_hash.to_string());
+        }
+        Ok(())
+    }
+}
+
 /// A parsed narinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NarInfo {

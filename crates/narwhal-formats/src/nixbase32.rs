@@ -27,8 +27,8 @@ const REVERSE: [u8; 256] = reverse_alphabet();
 #[derive(Debug, Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("invalid nix32 character {0:?} at position {1}")]
-    InvalidChar(char, usize),
+    #[error("invalid nix32 character {} at position {pos}", show_byte(*.0), pos = .1)]
+    InvalidChar(u8, usize),
     #[error("nix32 string of {0} characters does not encode a whole number of bytes")]
     InvalidLength(usize),
     #[error("nix32 string has non-zero padding bits")]
@@ -70,15 +70,24 @@ pub fn encode(input: &[u8]) -> String {
     out.into_iter().map(char::from).collect()
 }
 
-/// Decodes a nix32 string.
-pub fn decode(input: &str) -> Result<Vec<u8>, Error> {
-    let input = input.as_bytes();
+/// A byte of untrusted input as a message shows it: `'x'` when printable ASCII, `0xNN` otherwise.
+fn show_byte(b: u8) -> String {
+    if b.is_ascii_graphic() {
+        format!("{:?}", char::from(b))
+    } else {
+        format!("{b:#04x}")
+    }
+}
+
+/// Decodes a nix32 string (bytes, so that a slice of untrusted text need not end on a character boundary).
+pub fn decode(input: impl AsRef<[u8]>) -> Result<Vec<u8>, Error> {
+    let input = input.as_ref();
     let len = decoded_len(input.len()).ok_or(Error::InvalidLength(input.len()))?;
     let mut out = vec![0u8; len];
     for (n, &c) in input.iter().rev().enumerate() {
         let digit = REVERSE[usize::from(c)];
         if digit == INVALID {
-            return Err(Error::InvalidChar(char::from(c), input.len() - 1 - n));
+            return Err(Error::InvalidChar(c, input.len() - 1 - n));
         }
         let b = n * 5;
         let i = b / 8;
@@ -121,7 +130,7 @@ mod tests {
     #[test]
     fn rejects_bad_input() {
         assert_eq!(decode("e").unwrap_err(), Error::InvalidLength(1));
-        assert_eq!(decode("0e").unwrap_err(), Error::InvalidChar('e', 1));
+        assert_eq!(decode("0e").unwrap_err(), Error::InvalidChar(b'e', 1));
         // one byte is two characters; the top character may only use 3 bits.
         assert_eq!(decode("z0").unwrap_err(), Error::NonZeroPadding);
         assert_eq!(decode("70").unwrap(), vec![0xe0]);
@@ -130,7 +139,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn round_trip(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..80)) {
-            proptest::prop_assert_eq!(decode(&encode(&bytes)).unwrap(), bytes);
+            proptest::prop_assert_eq!(decode(encode(&bytes)).unwrap(), bytes);
         }
     }
 }

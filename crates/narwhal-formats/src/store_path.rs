@@ -129,8 +129,11 @@ impl StorePath {
         if base.len() < HASH_PART_LEN + 2 {
             return Err(Error::TooShort(base.to_owned()));
         }
-        let (hash, rest) = base.split_at(HASH_PART_LEN);
+        // Bytes, not `str`: in untrusted input the 32nd byte may fall inside a multi-byte character.
+        let hash = &base.as_bytes()[..HASH_PART_LEN];
         nixbase32::decode(hash).map_err(|source| Error::InvalidHash { base: base.to_owned(), source })?;
+        // The hash part decoded, so it is 32 ASCII bytes and the rest starts on a character boundary.
+        let rest = base.get(HASH_PART_LEN..).unwrap_or_default();
         let name = rest.strip_prefix('-').ok_or_else(|| Error::MissingDash(base.to_owned()))?;
         validate_name(name)?;
         Ok(Self { base: base.to_owned() })
@@ -175,31 +178,53 @@ impl fmt::Debug for StorePath {
 }
 
 /// Orders `items` so that each comes after the items its `references` name
-/// (self-references aside), ties broken by path: the order in which a closure
-/// can be registered or committed. A cycle, impossible in a valid store,
-/// does not loop: the rest follow in path order.
+/// (self-references and references outside `items` aside), ties broken by path:
+/// the order in which a closure can be registered or committed. References that
+/// form a cycle, impossible in a valid store and so the mark of a hostile or
+/// corrupt cache, are an error naming the cycle: committing "after the
+/// references" would otherwise wait forever.
 pub fn references_first<T>(
     mut items: std::collections::BTreeMap<StorePath, T>,
     references: impl Fn(&T) -> &[StorePath],
-) -> Vec<T> {
+) -> Result<Vec<T>, Cycle> {
     let mut out = Vec::with_capacity(items.len());
-    let mut placed = std::collections::BTreeSet::new();
     while !items.is_empty() {
-        let ready: Vec<StorePath> = items
-            .iter()
-            .filter(|(p, item)| references(item).iter().all(|r| r == *p || placed.contains(r)))
-            .map(|(p, _)| p.clone())
-            .collect();
-        let batch = if ready.is_empty() { items.keys().cloned().collect() } else { ready };
-        for p in batch {
+        let waits_for = |p: &StorePath, item: &T| references(item).iter().any(|r| r != p && items.contains_key(r));
+        let ready: Vec<StorePath> =
+            items.iter().filter(|(p, item)| !waits_for(p, item)).map(|(p, _)| p.clone()).collect();
+        if ready.is_empty() {
+            return Err(find_cycle(&items, &references));
+        }
+        for p in ready {
             if let Some(item) = items.remove(&p) {
-                placed.insert(p);
                 out.push(item);
             }
         }
     }
-    out
+    Ok(out)
 }
+
+/// A cycle among `items`, each of which references another of them (none is ready): following
+/// those references from the first must come back to a path already seen.
+fn find_cycle<T>(items: &std::collections::BTreeMap<StorePath, T>, references: &impl Fn(&T) -> &[StorePath]) -> Cycle {
+    let mut seen: Vec<&StorePath> = Vec::new();
+    let mut here = items.keys().next();
+    while let Some(p) = here {
+        if let Some(start) = seen.iter().position(|s| *s == p) {
+            let mut paths: Vec<StorePath> = seen[start..].iter().map(|p| (*p).clone()).collect();
+            paths.push(p.clone());
+            return Cycle(paths);
+        }
+        seen.push(p);
+        here = items.get(p).and_then(|item| references(item).iter().find(|r| *r != p && items.contains_key(*r)));
+    }
+    Cycle(seen.into_iter().cloned().collect())
+}
+
+/// Store paths whose references lead back to the first: `a -> b -> a`.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("the references form a cycle, which no valid store holds: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join(" -> "))]
+pub struct Cycle(pub Vec<StorePath>);
 
 /// Checks a store path name against Nix's rules.
 pub fn validate_name(name: &str) -> Result<(), Error> {
@@ -253,5 +278,35 @@ mod tests {
         for bad in ["nix/store", "/nix/store/", "/", "/nix//store", "/nix/../store"] {
             assert!(StoreDir::new(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn references_first_orders_closures_and_names_cycles() {
+        let p =
+            |c: char, name: &str| StorePath::from_base_name(&format!("{}-{name}", c.to_string().repeat(32))).unwrap();
+        let (a, b, c, outside) = (p('a', "a"), p('b', "b"), p('c', "c"), p('d', "outside"));
+        // c -> b -> a, a refers to itself and to a path outside the set.
+        let items: std::collections::BTreeMap<_, _> = [
+            (a.clone(), vec![a.clone(), outside.clone()]),
+            (b.clone(), vec![a.clone()]),
+            (c.clone(), vec![b.clone(), a.clone()]),
+        ]
+        .into_iter()
+        .collect();
+        let order = references_first(items.clone(), |r| r.as_slice()).unwrap();
+        assert_eq!(order, vec![vec![a.clone(), outside.clone()], vec![a.clone()], vec![b.clone(), a.clone()]]);
+
+        let mut cyclic = items;
+        cyclic.insert(a.clone(), vec![c.clone()]);
+        let cycle = references_first(cyclic, |r| r.as_slice()).unwrap_err();
+        assert_eq!(cycle.0, vec![a.clone(), c.clone(), b.clone(), a.clone()]);
+        assert!(cycle.to_string().contains(&format!("{a} -> {c} -> {b} -> {a}")), "{cycle}");
+    }
+
+    #[test]
+    fn a_hash_part_ending_inside_a_character_is_an_error() {
+        let base = format!("{}é-foo", "a".repeat(31));
+        let err = StorePath::from_base_name(&base).unwrap_err();
+        assert!(err.to_string().contains("0xc3 at position 31"), "{err}");
     }
 }

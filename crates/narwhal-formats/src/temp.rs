@@ -6,7 +6,7 @@
 //! behind; whoever next holds the directory's lock removes them
 //! (`narwhal_store::lock`), and nothing counts or ships them. [`is_temp`]
 //! also knows the names earlier versions used (`.tmp-<pid>-<key>` in the
-//! download cache, `.narwhal-push-<pid>-<hash>`, `.narwhal-export-<pid>…`,
+//! download cache, `.narwhal-push-<pid>-<hash>` (and `-copy-`, `-import-`), `.narwhal-export-<pid>…`,
 //! `.<name>.tmp-<pid>`), so their leftovers go too.
 
 use std::ffi::{OsStr, OsString};
@@ -41,7 +41,7 @@ pub fn is_temp(name: &OsStr) -> bool {
     let Some(rest) = name.strip_prefix(b".") else { return false };
     let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
     // `.tmp-<pid>-<key>` (the download cache), `.narwhal-push-<pid>-…`, `.narwhal-export-<pid>…`.
-    for old in [&b"tmp-"[..], b"narwhal-push-", b"narwhal-export-"] {
+    for old in [&b"tmp-"[..], b"narwhal-push-", b"narwhal-export-", b"narwhal-copy-", b"narwhal-import-"] {
         if let Some(tail) = rest.strip_prefix(old) {
             let mut parts = tail.splitn(2, |&b| b == b'-');
             if parts.next().is_some_and(digits) && parts.next().is_some() {
@@ -77,6 +77,8 @@ mod tests {
             ".tmp-12-0abc-zstd",
             ".narwhal-push-12-0abc",
             ".narwhal-export-12-3",
+            ".narwhal-copy-12-0abc",
+            ".narwhal-import-12-3",
             "..narwhal-export-12-3.tmp-12-4",
         ] {
             assert!(is_temp(OsStr::new(name)), "{name}");

@@ -4,18 +4,18 @@
 //! destination asks for another compression, and narinfos are committed references first, keeping
 //! the source's signatures and adding the push key's.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::str::FromStr as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
 
-use narwhal_formats::hash::{Algorithm, Encoding, HashingWriter};
-use narwhal_formats::narinfo::NarInfo;
-use narwhal_formats::store_path::{references_first, StoreDir, StorePath};
+use narwhal_formats::hash::{Algorithm, HashingWriter};
+use narwhal_formats::narinfo::{Digests, Mismatch, NarInfo};
+use narwhal_formats::store_path::{StoreDir, StorePath};
+use narwhal_store::keys;
 use narwhal_store::{BinaryCache, CacheWriter, Compression};
 
+use crate::commit;
 use crate::error::Error;
 use crate::push::{compress_with, missing_paths, run_workers, summarize, Commits, PushOptions, PushSummary, TempFile};
 
@@ -26,34 +26,11 @@ pub fn closure_in_cache(
     roots: &[StorePath],
     jobs: usize,
 ) -> Result<Vec<NarInfo>, Error> {
-    let mut found: BTreeMap<StorePath, NarInfo> = BTreeMap::new();
-    let mut layer: Vec<StorePath> = roots.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
-    while !layer.is_empty() {
-        let next = AtomicUsize::new(0);
-        let results: Mutex<Vec<Result<NarInfo, Error>>> = Mutex::new(Vec::new());
-        std::thread::scope(|scope| {
-            for _ in 0..jobs.clamp(1, layer.len()) {
-                scope.spawn(|| {
-                    while let Some(path) = layer.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        let r = read_narinfo(source, store_dir, path);
-                        results.lock().unwrap_or_else(PoisonError::into_inner).push(r);
-                    }
-                });
-            }
-        });
-        let mut refs = BTreeSet::new();
-        for r in results.into_inner().unwrap_or_else(PoisonError::into_inner) {
-            let info = r?;
-            refs.extend(info.references().iter().cloned());
-            found.insert(info.path.clone(), info);
-        }
-        layer = refs.into_iter().filter(|r| !found.contains_key(r)).collect();
-    }
-    Ok(references_first(found, |i: &NarInfo| i.references()))
+    narwhal_store::closure::walk(roots, jobs, |p| read_narinfo(source, store_dir, p), NarInfo::references)
 }
 
 fn read_narinfo(source: &dyn BinaryCache, store_dir: &StoreDir, path: &StorePath) -> Result<NarInfo, Error> {
-    let key = format!("{}.narinfo", path.hash_part());
+    let key = keys::narinfo(path);
     let full = store_dir.display(path).to_string();
     let Some(bytes) = source.get(&key)? else {
         return Err(Error::NotInSource { path: full, cache: source.url().to_owned() });
@@ -79,9 +56,7 @@ pub fn push_from_cache(
     let Some(store_dir) = closure.first().map(|i| i.store_dir.clone()) else {
         return Ok(PushSummary::default());
     };
-    if !dest.exists("nix-cache-info")? {
-        dest.put("nix-cache-info", format!("StoreDir: {store_dir}\n").as_bytes(), "text/x-nix-cache-info")?;
-    }
+    commit::ensure_cache_info(dest, &store_dir)?;
     let paths: Vec<StorePath> = closure.iter().map(|i| i.path.clone()).collect();
     let todo: BTreeSet<StorePath> = missing_paths(&paths, dest, opts.jobs.max(8))?.into_iter().collect();
     opts.reporter.planned(closure.len(), todo.len());
@@ -105,15 +80,15 @@ fn copy_one(
     let full = info.store_dir.display(&info.path).to_string();
     let from = Compression::from_str(info.compression())
         .map_err(|e| Error::SourceCompression { path: full.clone(), source: e })?;
-    let tmp = opts.temp_dir.join(format!(".narwhal-copy-{}-{}", std::process::id(), info.path.hash_part()));
+    let tmp = narwhal_formats::temp::beside(&opts.temp_dir, format!("narwhal-copy-{}", info.path.hash_part()));
     let guard = TempFile(tmp.clone());
     let read_err = |source| Error::SourceRead { path: full.clone(), source };
-    let mismatch = |what: &'static str, expected: String, actual: String| Error::SourceHash {
+    let mismatch = |m: Mismatch| Error::SourceHash {
         path: full.clone(),
         cache: source.url().to_owned(),
-        what,
-        expected,
-        actual,
+        what: m.field,
+        expected: m.expected,
+        actual: m.actual,
     };
     let as_is = keep_compression || from.to_string() == opts.compression.name();
     let mut reader = source.open(&info.url)?;
@@ -133,16 +108,14 @@ fn copy_one(
         let (nar_hash, nar_size, _) = nar.finish();
         let (file_hash, file_size, mut buffered) = file_out.finish();
         buffered.flush().map_err(temp_err)?;
-        if let Some(expected) = info.file_hash {
-            if expected != file_hash {
-                return Err(mismatch("FileHash", expected.to_string(), file_hash.to_string()));
-            }
-        }
-        if let Some(expected) = info.file_size {
-            if expected != file_size {
-                return Err(mismatch("FileSize", expected.to_string(), file_size.to_string()));
-            }
-        }
+        // The file first: a file that does not decode is most likely not the one signed.
+        let file_only = Digests {
+            nar_hash: info.nar_hash,
+            nar_size: info.nar_size,
+            file_hash: Some(file_hash),
+            file_size: Some(file_size),
+        };
+        file_only.check(info).map_err(&mismatch)?;
         decoded.map_err(read_err)?;
         (nar_hash, nar_size, file_hash, file_size, info.url.clone(), info.compression().to_owned())
     } else {
@@ -151,18 +124,11 @@ fn copy_one(
             compress_with(&tmp, opts, &full, Some(info.nar_size), &mut |w| {
                 io::copy(&mut decoder, w).map(drop).map_err(|source| Error::SourceRead { path: full.clone(), source })
             })?;
-        let url = format!("nar/{}.nar{}", file_hash.encode(Encoding::Nix32), opts.compression.extension());
+        let url = keys::nar(&file_hash, opts.compression.extension());
         (nar_hash, nar_size, file_hash, file_size, url, opts.compression.name().to_owned())
     };
-    if nar_hash != info.nar_hash {
-        return Err(mismatch("NarHash", info.nar_hash.to_string(), nar_hash.to_string()));
-    }
-    if nar_size != info.nar_size {
-        return Err(mismatch("NarSize", info.nar_size.to_string(), nar_size.to_string()));
-    }
-    if !dest.exists(&url)? {
-        dest.put_file(&url, &tmp, "application/x-nix-nar")?;
-    }
+    Digests { nar_hash, nar_size, file_hash: None, file_size: None }.check(info).map_err(&mismatch)?;
+    commit::store_nar(dest, &url, &tmp)?;
     drop(guard);
 
     let mut narinfo = NarInfo::new(info.store_dir.clone(), info.path.clone(), url, nar_hash, nar_size);
@@ -173,15 +139,12 @@ fn copy_one(
     narinfo.deriver.clone_from(&info.deriver);
     narinfo.system.clone_from(&info.system);
     narinfo.sigs.clone_from(&info.sigs);
-    narinfo.sigs.sort();
     narinfo.ca.clone_from(&info.ca);
-    if let Some(key) = &opts.key {
-        narinfo.sign(key).map_err(|source| Error::Sign { path: full.clone(), source })?;
-    }
+    commit::sign(&mut narinfo, opts.key.as_ref())?;
     if !commits.wait_for(info.references(), pending, &info.path) {
         return Ok((0, 0));
     }
-    dest.put(&format!("{}.narinfo", info.path.hash_part()), narinfo.to_string().as_bytes(), "text/x-nix-narinfo")?;
+    commit::commit(dest, &narinfo)?;
     commits.mark(&info.path);
     opts.reporter.uploaded(&info.path, nar_size, file_size);
     Ok((nar_size, file_size))

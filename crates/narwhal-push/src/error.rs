@@ -9,7 +9,7 @@ use thiserror::Error;
 #[non_exhaustive]
 pub enum Error {
     #[error(transparent)]
-    Local(#[from] narwhal_store::local::LocalError),
+    Local(#[from] narwhal_localstore::LocalError),
     #[error("{path} changed on disk: its NAR hash is {actual}, the Nix database says {expected} (run `nix-store --verify --check-contents`)")]
     Modified { path: String, expected: String, actual: String },
     #[error("cannot read {path} from the store")]
@@ -26,6 +26,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the source cache's narinfos")]
+    Cycle(#[from] narwhal_formats::store_path::Cycle),
     #[error("cannot sign {path}")]
     Sign {
         path: String,
@@ -70,6 +72,8 @@ pub enum Error {
         "the NAR of {path} in {cache} does not match its narinfo: {what} is {actual}, the narinfo says {expected}"
     )]
     SourceHash { path: String, cache: String, what: &'static str, expected: String, actual: String },
+    #[error("{compression} does not take level {level}{}", levels.as_ref().map_or_else(|| ": it has no levels".to_owned(), |r| format!(": use {} to {}", r.start(), r.end())))]
+    Level { compression: &'static str, level: u32, levels: Option<std::ops::RangeInclusive<u32>> },
     #[error("temporary file {path}")]
     Temp {
         path: PathBuf,
@@ -84,7 +88,7 @@ impl Error {
             Error::Local(e) => e.hint(),
             Error::Store(e) => e.hint(),
             Error::NotInSource { .. } => Some("push the closure into the source cache first, or check --from"),
-            Error::SourceHash { .. } | Error::SourceNarInfo { .. } | Error::SourceMismatch { .. } => {
+            Error::SourceHash { .. } | Error::SourceNarInfo { .. } | Error::SourceMismatch { .. } | Error::Cycle(_) => {
                 Some("the source cache is corrupt or was tampered with; nothing of this path was committed")
             }
             _ => None,

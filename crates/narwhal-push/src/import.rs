@@ -4,12 +4,13 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 
 use narwhal_formats::export::{CheckOnly, ExportReader, ExportWriter};
-use narwhal_formats::hash::Encoding;
 use narwhal_formats::nar;
 use narwhal_formats::narinfo::NarInfo;
 use narwhal_formats::store_path::{StoreDir, StorePath};
+use narwhal_store::keys;
 use narwhal_store::CacheWriter;
 
+use crate::commit;
 use crate::error::Error;
 use crate::local::{LocalStore, PathInfo};
 use crate::push::{compress_with, PushOptions, PushSummary, TempFile};
@@ -38,16 +39,14 @@ pub fn import(
     dest: &dyn CacheWriter,
     opts: &PushOptions<'_>,
 ) -> Result<PushSummary, Error> {
-    if !dest.exists("nix-cache-info")? {
-        dest.put("nix-cache-info", format!("StoreDir: {store_dir}\n").as_bytes(), "text/x-nix-cache-info")?;
-    }
+    commit::ensure_cache_info(dest, store_dir)?;
     let mut reader = ExportReader::new(input, store_dir.clone());
     let mut summary = PushSummary::default();
     let mut committed: BTreeSet<StorePath> = BTreeSet::new();
     let mut waiting: Vec<NarInfo> = Vec::new();
     let mut index = 0usize;
     loop {
-        let tmp = opts.temp_dir.join(format!(".narwhal-import-{}-{index}", std::process::id()));
+        let tmp = narwhal_formats::temp::beside(&opts.temp_dir, format!("narwhal-import-{index}"));
         index += 1;
         let guard = TempFile(tmp.clone());
         let mut exported = None;
@@ -58,16 +57,14 @@ pub fn import(
         let Some(path) = exported else { break };
         summary.paths += 1;
         let (nar_hash, nar_size, file_hash, file_size) = compressed;
-        let key = format!("{}.narinfo", path.path.hash_part());
+        let key = keys::narinfo(&path.path);
         if dest.exists(&key)? {
             summary.already_there += 1;
             committed.insert(path.path.clone());
             continue;
         }
-        let url = format!("nar/{}.nar{}", file_hash.encode(Encoding::Nix32), opts.compression.extension());
-        if !dest.exists(&url)? {
-            dest.put_file(&url, &tmp, "application/x-nix-nar")?;
-        }
+        let url = keys::nar(&file_hash, opts.compression.extension());
+        commit::store_nar(dest, &url, &tmp)?;
         drop(guard);
         let mut info = NarInfo::new(store_dir.clone(), path.path.clone(), url, nar_hash, nar_size);
         info.compression = Some(opts.compression.name().to_owned());
@@ -78,10 +75,7 @@ pub fn import(
         refs.dedup();
         info.references = Some(refs);
         info.deriver.clone_from(&path.deriver);
-        if let Some(k) = &opts.key {
-            let full = store_dir.display(&path.path).to_string();
-            info.sign(k).map_err(|source| Error::Sign { path: full, source })?;
-        }
+        commit::sign(&mut info, opts.key.as_ref())?;
         summary.uploaded += 1;
         summary.nar_bytes += nar_size;
         summary.file_bytes += file_size;
@@ -117,7 +111,7 @@ fn commit_ready(
                 if *r == info.path || committed.contains(r) {
                     continue;
                 }
-                if dest.exists(&format!("{}.narinfo", r.hash_part()))? {
+                if dest.exists(&keys::narinfo(r))? {
                     committed.insert(r.clone());
                 } else {
                     ready = false;
@@ -126,11 +120,7 @@ fn commit_ready(
             }
             if ready {
                 let info = waiting.remove(i);
-                dest.put(
-                    &format!("{}.narinfo", info.path.hash_part()),
-                    info.to_string().as_bytes(),
-                    "text/x-nix-narinfo",
-                )?;
+                commit::commit(dest, &info)?;
                 committed.insert(info.path);
                 progressed = true;
             } else {

@@ -4,16 +4,18 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
-use narwhal_formats::hash::{Algorithm, Encoding, HashingWriter};
+use narwhal_formats::hash::{Algorithm, HashingWriter};
 use narwhal_formats::nar;
 use narwhal_formats::narinfo::NarInfo;
 use narwhal_formats::signature::SecretKey;
 use narwhal_formats::store_path::{StoreDir, StorePath};
+use narwhal_store::keys;
 use narwhal_store::{BinaryCache, CacheWriter};
 
+use crate::commit;
 use crate::error::Error;
 use crate::local::{LocalStore, PathInfo};
 
@@ -32,6 +34,25 @@ impl PushCompression {
             Self::None => "none",
             Self::Xz => "xz",
             Self::Zstd => "zstd",
+        }
+    }
+
+    /// The levels this compression takes: zstd 1 to 22 (above 19 needs much more memory), xz presets 0
+    /// to 9, and none for `none`.
+    pub fn levels(self) -> Option<std::ops::RangeInclusive<u32>> {
+        match self {
+            Self::None => None,
+            Self::Xz => Some(0..=9),
+            Self::Zstd => Some(1..=22),
+        }
+    }
+
+    /// Refuses a level this compression does not take (liblzma panics on a preset over 9).
+    pub fn check_level(self, level: Option<u32>) -> Result<(), Error> {
+        match (level, self.levels()) {
+            (None, _) => Ok(()),
+            (Some(level), Some(range)) if range.contains(&level) => Ok(()),
+            (Some(level), levels) => Err(Error::Level { compression: self.name(), level, levels }),
         }
     }
 
@@ -86,28 +107,10 @@ pub(crate) fn missing_paths(
     cache: &dyn BinaryCache,
     jobs: usize,
 ) -> Result<Vec<StorePath>, Error> {
-    let next = AtomicUsize::new(0);
-    let found: Mutex<Vec<(usize, Result<bool, Error>)>> = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.clamp(1, paths.len().max(1)) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(path) = paths.get(i) else { break };
-                let key = format!("{}.narinfo", path.hash_part());
-                let present = cache.get(&key).map(|b| b.is_some()).map_err(Error::from);
-                found.lock().unwrap_or_else(PoisonError::into_inner).push((i, present));
-            });
-        }
-    });
-    let mut found = found.into_inner().unwrap_or_else(PoisonError::into_inner);
-    found.sort_by_key(|(i, _)| *i);
-    let mut out = Vec::new();
-    for (i, present) in found {
-        if !present? {
-            out.push(paths[i].clone());
-        }
-    }
-    Ok(out)
+    let present = narwhal_store::parallel::try_map(paths, jobs, |path| {
+        cache.get(&keys::narinfo(path)).map(|b| b.is_some()).map_err(Error::from)
+    })?;
+    Ok(paths.iter().zip(present).filter(|(_, present)| !present).map(|(p, _)| p.clone()).collect())
 }
 
 /// Runs `one` on every item of `work` on `jobs` threads, stopping early after the first failure.
@@ -117,23 +120,15 @@ pub(crate) fn run_workers<T: Sync, R: Send>(
     commits: &Commits,
     one: impl Fn(&T) -> Result<R, Error> + Sync,
 ) -> Vec<Result<R, Error>> {
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Result<R, Error>>> = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.clamp(1, work.len().max(1)) {
-            scope.spawn(|| {
-                while !commits.failed.load(Ordering::Relaxed) {
-                    let Some(item) = work.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
-                    let r = one(item);
-                    if r.is_err() {
-                        commits.fail();
-                    }
-                    results.lock().unwrap_or_else(PoisonError::into_inner).push(r);
-                }
-            });
+    let ran = narwhal_store::parallel::run(work, jobs, &commits.failed, |_, item| {
+        let r = one(item);
+        if r.is_err() {
+            // Also wakes the paths waiting for a commit that will now never come.
+            commits.fail();
         }
+        r
     });
-    results.into_inner().unwrap_or_else(PoisonError::into_inner)
+    ran.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Pushes `closure` (references first, as [`LocalStore::closure`] returns it) into `dest`.
@@ -143,10 +138,7 @@ pub fn push(
     dest: &dyn CacheWriter,
     opts: &PushOptions<'_>,
 ) -> Result<PushSummary, Error> {
-    if !dest.exists("nix-cache-info")? {
-        let info = format!("StoreDir: {}\n", local.store_dir());
-        dest.put("nix-cache-info", info.as_bytes(), "text/x-nix-cache-info")?;
-    }
+    commit::ensure_cache_info(dest, local.store_dir())?;
     let todo = missing(closure, dest, opts.jobs.max(8))?;
     opts.reporter.planned(closure.len(), todo.len());
     let todo_set: BTreeSet<StorePath> = todo.iter().cloned().collect();
@@ -243,10 +235,8 @@ fn push_one(
     if nar_hash != info.nar_hash || nar_size != info.nar_size {
         return Err(Error::Modified { path: full, expected: info.nar_hash.to_string(), actual: nar_hash.to_string() });
     }
-    let url = format!("nar/{}.nar{}", file_hash.encode(Encoding::Nix32), opts.compression.extension());
-    if !dest.exists(&url)? {
-        dest.put_file(&url, &tmp, "application/x-nix-nar")?;
-    }
+    let url = keys::nar(&file_hash, opts.compression.extension());
+    commit::store_nar(dest, &url, &tmp)?;
     drop(guard);
 
     let mut narinfo = NarInfo::new(store_dir.clone(), info.path.clone(), url, nar_hash, nar_size);
@@ -256,16 +246,13 @@ fn push_one(
     narinfo.references = Some(info.references.clone());
     narinfo.deriver.clone_from(&info.deriver);
     narinfo.sigs.clone_from(&info.sigs);
-    narinfo.sigs.sort();
     narinfo.ca.clone_from(&info.ca);
-    if let Some(key) = &opts.key {
-        narinfo.sign(key).map_err(|source| Error::Sign { path: full.clone(), source })?;
-    }
+    commit::sign(&mut narinfo, opts.key.as_ref())?;
     // The commit point: only once every reference's narinfo is in the cache.
     if !commits.wait_for(&info.references, pending, &info.path) {
         return Ok((0, 0));
     }
-    dest.put(&format!("{}.narinfo", info.path.hash_part()), narinfo.to_string().as_bytes(), "text/x-nix-narinfo")?;
+    commit::commit(dest, &narinfo)?;
     commits.mark(&info.path);
     opts.reporter.uploaded(&info.path, nar_size, file_size);
     Ok((nar_size, file_size))
@@ -333,6 +320,9 @@ const XZ_MT_MIN_SIZE: u64 = 48 << 20;
 
 impl<W: Write> Compressor<W> {
     fn new(compression: PushCompression, level: Option<u32>, nar_size: Option<u64>, inner: W) -> std::io::Result<Self> {
+        compression
+            .check_level(level)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         Ok(match compression {
             PushCompression::None => Self::None(inner),

@@ -124,9 +124,7 @@ impl Backend {
             }
             Self::Remote(w) => {
                 let (w, key) = (Arc::clone(w), key.to_owned());
-                let got = tokio::task::spawn_blocking(move || w.get(&key))
-                    .await
-                    .map_err(|_| ApiError::internal("a storage task panicked"))??;
+                let got = blocking(move || w.get(&key)).await??;
                 Ok(got.map(Bytes::from))
             }
             Self::Local(_) => Ok(None),
@@ -178,21 +176,18 @@ impl Backend {
             }
             Self::Remote(w) if head => {
                 let (w, key) = (Arc::clone(w), key.to_owned());
-                let found = tokio::task::spawn_blocking(move || w.exists(&key))
-                    .await
-                    .map_err(|_| ApiError::internal("a storage task panicked"))??;
+                let found = blocking(move || w.exists(&key)).await??;
                 Ok(found.then(|| Ok(Object { len: None, range: None, body: Body::empty() })))
             }
             Self::Remote(w) => {
                 let (w, key) = (Arc::clone(w), key.to_owned());
                 // Ranges are ignored here (a server may send the whole object).
-                let opened = tokio::task::spawn_blocking(move || match w.open(&key) {
+                let opened = blocking(move || match w.open(&key) {
                     Ok(r) => Ok(Some(r)),
                     Err(e) if matches!(e.kind, narwhal_store::StoreErrorKind::NotFound) => Ok(None),
                     Err(e) => Err(e),
                 })
-                .await
-                .map_err(|_| ApiError::internal("a storage task panicked"))??;
+                .await??;
                 Ok(opened.map(|r| Ok(Object { len: None, range: None, body: blocking_body(r) })))
             }
             Self::Local(_) => Ok(None),
@@ -229,6 +224,16 @@ fn is_absent(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
         || e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error())
         || e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+}
+
+/// Runs a blocking storage call on tokio's blocking pool. A panic there (a bug) is resumed in the
+/// request's task, where the router's `catch_panic` answers 500 and counts it like any other.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(value) => Ok(value),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(ApiError::internal("a storage task was cancelled")),
+    }
 }
 
 fn file_body(r: impl tokio::io::AsyncRead + Send + 'static) -> Body {

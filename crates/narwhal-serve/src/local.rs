@@ -14,7 +14,7 @@ use narwhal_formats::hash::Encoding;
 use narwhal_formats::nar;
 use narwhal_formats::narinfo::NarInfo;
 use narwhal_formats::store_path::{StoreDir, StorePath};
-use narwhal_store::local::{LocalError, LocalStore, PathInfo};
+use narwhal_localstore::{LocalError, LocalStore, PathInfo};
 
 use crate::backend::CHUNK;
 

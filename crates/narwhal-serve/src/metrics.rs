@@ -36,6 +36,8 @@ pub struct Metrics {
     pub narinfo_misses: AtomicU64,
     pub narinfos_committed: AtomicU64,
     pub writes_refused: AtomicU64,
+    /// Requests whose handler panicked (a bug), answered with a 500.
+    pub panics: AtomicU64,
 }
 
 impl Metrics {
@@ -62,13 +64,14 @@ impl Metrics {
                 }
             }
         }
-        let counters: [(&str, &str, &AtomicU64); 6] = [
+        let counters: [(&str, &str, &AtomicU64); 7] = [
             ("narwhal_nar_bytes_sent_total", "NAR bytes sent in response bodies.", &self.nar_bytes_sent),
             ("narwhal_bytes_received_total", "Bytes received in PUT bodies.", &self.bytes_received),
             ("narwhal_narinfo_hits_total", "narinfo lookups that found the path.", &self.narinfo_hits),
             ("narwhal_narinfo_misses_total", "narinfo lookups that did not.", &self.narinfo_misses),
             ("narwhal_narinfos_committed_total", "narinfos accepted by PUT.", &self.narinfos_committed),
             ("narwhal_writes_refused_total", "PUTs refused (token, checks).", &self.writes_refused),
+            ("narwhal_panics_total", "Requests whose handler panicked (a bug), answered with 500.", &self.panics),
         ];
         for (name, help, value) in counters {
             let _ =

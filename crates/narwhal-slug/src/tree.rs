@@ -6,9 +6,8 @@ use std::io;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
-/// Deeper than any store path (Linux's PATH_MAX of 4096 allows 2048 levels
-/// of one-letter names; nothing real comes near this).
-pub const MAX_DEPTH: usize = 1024;
+/// The depth a NAR may hold (see there for why), so a slug walks what was deployed into it.
+pub const MAX_DEPTH: usize = narwhal_formats::nar::MAX_DEPTH;
 
 #[derive(Debug)]
 pub(crate) enum WalkError {

@@ -44,10 +44,46 @@ pub enum StoreErrorKind {
     Unsupported(&'static str),
     #[error("invalid cache URL: {0}")]
     InvalidUrl(String),
+    /// The bucket a `s3://` URL names is not on the server.
+    #[error("bucket '{bucket}' does not exist on {server}")]
+    NoSuchBucket { bucket: String, server: String },
+    /// The server wants requests signed for another region.
+    #[error("{server} expects another region than '{region}'")]
+    WrongRegion { server: String, region: String },
+    /// The AWS credentials configured are incomplete or name a profile that has none.
+    #[error("{0}")]
+    Credentials(String),
+    /// A push token that cannot go into an `Authorization` header.
+    #[error("the push token from {from} is empty or has spaces or control characters")]
+    BadToken { from: String },
+    /// The answer to a Hydra job URL is not a finished, successful build with outputs.
+    #[error("{0}")]
+    Hydra(HydraProblem),
     #[error(transparent)]
     Io(io::Error),
     #[error(transparent)]
     Lock(crate::lock::LockError),
+}
+
+/// What is wrong with the latest build a Hydra job URL answered with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HydraProblem {
+    /// The answer does not parse as a Hydra build.
+    NotABuild(String),
+    /// The build has not finished or failed.
+    Failed,
+    /// The build lists no outputs.
+    NoOutputs,
+}
+
+impl std::fmt::Display for HydraProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotABuild(why) => write!(f, "the answer is not a Hydra build: {why}"),
+            Self::Failed => f.write_str("the latest build of this job did not succeed"),
+            Self::NoOutputs => f.write_str("the build lists no outputs"),
+        }
+    }
 }
 
 impl StoreError {
@@ -98,6 +134,22 @@ impl StoreError {
             StoreErrorKind::Status { .. } | StoreErrorKind::Transport { .. } => {
                 Some("check that the cache URL is right and the server is up; transient errors were retried")
             }
+            StoreErrorKind::NoSuchBucket { .. } => {
+                Some("check the bucket name and ?endpoint=, or create the bucket (aws s3 mb, garage bucket create)")
+            }
+            StoreErrorKind::WrongRegion { .. } => Some("set ?region=… in the cache URL (or AWS_REGION) to the bucket's region"),
+            StoreErrorKind::Credentials(_) => Some(
+                "set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a ?profile= that ~/.aws/credentials \
+                 ($AWS_SHARED_CREDENTIALS_FILE) holds",
+            ),
+            StoreErrorKind::BadToken { .. } => Some("the token file must hold the token alone on its first line"),
+            StoreErrorKind::Hydra(HydraProblem::Failed) => {
+                Some("fix the job's build on Hydra, or name a store path or pin instead of the job")
+            }
+            StoreErrorKind::Hydra(_) => Some("name the job's URL as https://HOST/job/PROJECT/JOBSET/JOB"),
+            StoreErrorKind::InvalidUrl(_) => Some(
+                "caches are file:///DIR, /DIR, http(s)://HOST[/PATH] or s3://BUCKET[/PREFIX], with Nix's ?key=value parameters",
+            ),
             _ => None,
         }
     }

@@ -6,6 +6,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use crate::error::{StoreError, StoreErrorKind};
+use crate::retry::Retry;
 use crate::{check_key, BinaryCache};
 
 /// How the HTTP client behaves.
@@ -75,22 +76,14 @@ impl HttpCache {
 }
 
 impl HttpOptions {
-    /// Runs `attempt` (given its number, from 1) until it succeeds, fails
-    /// with an error that is not transient, or `self.attempts` are used up,
-    /// doubling the delay between tries.
-    pub fn retry<T>(&self, mut attempt: impl FnMut(u32) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let mut delay = self.initial_backoff;
-        let mut n = 0;
-        loop {
-            n += 1;
-            match attempt(n) {
-                Err(e) if e.is_transient() && n < self.attempts => {
-                    std::thread::sleep(delay);
-                    delay = delay.saturating_mul(2);
-                }
-                other => return other,
-            }
-        }
+    /// Runs `attempt` (given its number, from 1) through [`Retry`], retrying transient errors
+    /// ([`StoreError::is_transient`]).
+    pub fn retry<T>(&self, attempt: impl FnMut(u32) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        Retry { attempts: self.attempts, initial_backoff: self.initial_backoff }.run(
+            StoreError::is_transient,
+            |_, _, _| {},
+            attempt,
+        )
     }
 }
 

@@ -99,12 +99,7 @@ impl HttpAuth {
 
     fn bearer(base: &str, token: &str, from: String) -> Result<Self, StoreError> {
         if token.is_empty() || token.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-            return Err(StoreError::new(
-                base,
-                StoreErrorKind::InvalidUrl(format!(
-                    "the push token from {from} is empty or has spaces or control characters"
-                )),
-            ));
+            return Err(StoreError::new(base, StoreErrorKind::BadToken { from }));
         }
         Ok(Self::Bearer { token: token.to_owned(), from })
     }

@@ -6,7 +6,7 @@
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-use crate::error::{StoreError, StoreErrorKind};
+use crate::error::{HydraProblem, StoreError, StoreErrorKind};
 use crate::http::{body, get_once, HttpOptions};
 
 #[derive(Debug, Deserialize)]
@@ -41,15 +41,14 @@ pub fn latest_outputs(job_url: &str, options: &HttpOptions) -> Result<Vec<String
         Some(resp) => body(resp, &url, attempt),
         None => Err(StoreError::new(&url, StoreErrorKind::Status { status: 404, attempts: attempt })),
     })?;
-    let invalid = |why: String| StoreError::new(&url, StoreErrorKind::InvalidUrl(why));
-    let build: Build =
-        serde_json::from_slice(&body).map_err(|e| invalid(format!("the answer is not a Hydra build: {e}")))?;
+    let invalid = |why: HydraProblem| StoreError::new(&url, StoreErrorKind::Hydra(why));
+    let build: Build = serde_json::from_slice(&body).map_err(|e| invalid(HydraProblem::NotABuild(e.to_string())))?;
     if build.finished == Some(0) || build.buildstatus.is_some_and(|s| s != 0) {
-        return Err(invalid("the latest build of this job did not succeed".to_owned()));
+        return Err(invalid(HydraProblem::Failed));
     }
     let mut outs: Vec<(String, String)> = build.buildoutputs.into_iter().map(|(k, v)| (k, v.path)).collect();
     if outs.is_empty() {
-        return Err(invalid("the build lists no outputs".to_owned()));
+        return Err(invalid(HydraProblem::NoOutputs));
     }
     outs.sort_by_key(|(k, _)| k != "out");
     Ok(outs.into_iter().map(|(_, p)| p).collect())

@@ -8,22 +8,25 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod closure;
 pub mod compression;
 pub mod error;
 pub mod file;
 pub mod http;
 pub mod http_writer;
 pub mod hydra;
-pub mod local;
+pub mod keys;
 pub mod lock;
+pub mod parallel;
 pub mod pin;
+pub mod retry;
 pub mod s3;
 pub mod url;
 
 use std::io::Read;
 
 pub use compression::Compression;
-pub use error::{StoreError, StoreErrorKind};
+pub use error::{HydraProblem, StoreError, StoreErrorKind};
 pub use url::{CacheUrl, Location};
 
 /// A binary cache, read side.

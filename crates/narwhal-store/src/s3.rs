@@ -22,8 +22,11 @@
 //! `object_store` with exponential backoff, as [`HttpOptions`] says; the connect timeout and the
 //! timeout of each read are `HttpOptions::timeout`, and a whole transfer has no time limit.
 //!
-//! Errors: a missing key is `Ok(None)` / `NotFound`; a missing bucket, and a region the server
-//! refuses, are `InvalidUrl` errors naming the bucket or region and the server; 401/403 are `Status`
+//! Errors: a missing key is `Ok(None)` / `NotFound`; a missing bucket is `NoSuchBucket`, a region the
+//! server refuses `WrongRegion`, both naming the server; incomplete AWS credentials are `Credentials`.
+//! object_store types what it can (not found, permission denied, precondition), but its retry
+//! error, which alone carries the status and S3's `<Code>`, is private, so [`S3Cache::error`] reads
+//! those two from its message, in that one place; 401/403 are `Status`
 //! errors (the hint says to check the credentials); a server that cannot be reached is `Transport`
 //! (transient), naming the server and the innermost cause (`Connection refused`).
 
@@ -169,7 +172,7 @@ fn credentials(
     profile: Option<&str>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<Credentials>, StoreError> {
-    let invalid = |why: String| StoreError::new(url.to_string(), StoreErrorKind::InvalidUrl(why));
+    let invalid = |why: String| StoreError::new(url.to_string(), StoreErrorKind::Credentials(why));
     let file = env("AWS_SHARED_CREDENTIALS_FILE")
         .map(PathBuf::from)
         .or_else(|| env("HOME").map(|home| PathBuf::from(home).join(".aws/credentials")));
@@ -366,7 +369,7 @@ impl S3Cache {
     fn no_bucket(&self) -> StoreError {
         StoreError::new(
             &self.url,
-            StoreErrorKind::InvalidUrl(format!("bucket '{}' does not exist on {}", self.bucket, self.server)),
+            StoreErrorKind::NoSuchBucket { bucket: self.bucket.clone(), server: self.server.clone() },
         )
     }
 
@@ -416,10 +419,7 @@ impl S3Cache {
         if [AUTHORIZATION_HEADER_MALFORMED, PERMANENT_REDIRECT, BARE_REDIRECT].iter().any(|m| text.contains(m)) {
             return StoreError::new(
                 &self.url,
-                StoreErrorKind::InvalidUrl(format!(
-                    "{} expects another region than '{}'; set ?region=… (or AWS_REGION)",
-                    self.server, self.region
-                )),
+                StoreErrorKind::WrongRegion { server: self.server.clone(), region: self.region.clone() },
             );
         }
         match &e {

@@ -3,7 +3,9 @@
 //! `?key=value&…` parameters (`priority`, `compression`, `secret-key`, and for
 //! S3 `region`, `endpoint`, `profile`, `scheme`, …).
 
+use std::ffi::OsString;
 use std::fmt;
+use std::os::unix::ffi::OsStringExt as _;
 use std::path::PathBuf;
 
 use crate::error::{StoreError, StoreErrorKind};
@@ -46,7 +48,7 @@ impl CacheUrl {
             if !path.starts_with('/') {
                 return Err(bad("file:// URLs need an absolute path, as in file:///var/cache/nix"));
             }
-            Location::File(PathBuf::from(percent_decode(path)))
+            Location::File(PathBuf::from(OsString::from_vec(percent_encoding::percent_decode_str(path).collect())))
         } else if base.starts_with('/') {
             Location::File(PathBuf::from(base))
         } else if base.starts_with("http://") || base.starts_with("https://") {
@@ -116,21 +118,7 @@ impl fmt::Display for CacheUrl {
 }
 
 fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ pub const FORMAT_FIXTURES: &[&str] = &[
     "symlink-root",
     "symlinks",
     "deep",
+    "very-deep",
     "sorting",
     "non-utf8",
     "big",

@@ -4,9 +4,25 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The most paths (or server threads) worked on at once: each costs a few threads and MiB.
+const MAX_JOBS: u64 = 256;
+
+/// A count between `min` and `max`, checked by clap (which names the range in its error).
+fn counted(min: u64, max: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(min..=max)
+}
+
 /// Ship Nix closures to machines that cannot run Nix.
 #[derive(Debug, Parser)]
-#[command(name = "narwhal", version, about, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "narwhal",
+    version,
+    propagate_version = true,
+    max_term_width = 100,
+    after_help = "Exit status: 0 success; 1 the command failed (its input or environment: the error line says \
+                  why); 2 the command line is wrong; 3 verification failed (a signature or a hash did not \
+                  match: nothing unverified was used); 70 internal error (a bug: please report it)."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -61,7 +77,7 @@ pub enum Command {
         #[arg(long)]
         rev: Option<String>,
         /// Keep only the N most recent revision pins of NAME (older ones are deleted; their paths are not).
-        #[arg(long)]
+        #[arg(long, value_parser = counted(1, 100_000))]
         keep: Option<usize>,
     },
     /// Write the closures of store paths to standard output in `nix-store --export` format.
@@ -111,7 +127,7 @@ pub struct PushArgs {
     #[arg(long)]
     pub from: Option<String>,
     /// Paths compressed and uploaded at once.
-    #[arg(long, short = 'j')]
+    #[arg(long, short = 'j', value_parser = counted(1, MAX_JOBS))]
     pub jobs: Option<usize>,
     /// The Nix database to read (read-only).
     #[arg(long, default_value = narwhal_push::DEFAULT_DB)]
@@ -136,8 +152,8 @@ pub struct DestArgs {
     /// NAR compression.
     #[arg(long, value_parser = ["zstd", "xz", "none"])]
     pub compression: Option<String>,
-    /// Compression level (zstd 1-19, default 3; xz 0-9, default 6).
-    #[arg(long)]
+    /// Compression level (zstd 1-22, default 3; xz 0-9, default 6).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=22))]
     pub level: Option<u32>,
 }
 
@@ -162,7 +178,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Worker threads [default: the number of cores].
-    #[arg(long, short = 'j')]
+    #[arg(long, short = 'j', value_parser = counted(1, MAX_JOBS))]
     pub jobs: Option<usize>,
 }
 
@@ -242,7 +258,7 @@ pub struct SourceArgs {
     #[arg(long, requires = "cache_dir")]
     pub prune_cache: bool,
     /// Paths downloaded and unpacked at once.
-    #[arg(long, short = 'j', env = "NARWHAL_JOBS")]
+    #[arg(long, short = 'j', env = "NARWHAL_JOBS", value_parser = counted(1, MAX_JOBS))]
     pub jobs: Option<usize>,
     /// Seconds to wait for a revision's pin that is not in the cache yet.
     #[arg(long, env = "NARWHAL_WAIT", default_value_t = 0)]

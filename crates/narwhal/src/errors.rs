@@ -1,8 +1,10 @@
-//! Turning an error into one line of cause, a hint, and an exit code.
+//! Turning an error into one line of cause, a hint, and an exit code; and a
+//! panic (a bug) into one line and its own exit code.
 //!
 //! Exit codes: 0 success (a closed output pipe counts as success), 1 the
 //! command failed on its input or environment, 2 the command line was wrong
-//! (clap reports those itself).
+//! (clap reports those itself), 3 verification failed (a signature or a hash
+//! did not match), 70 an internal error (`EX_SOFTWARE` of sysexits.h).
 
 use std::io::{self, Write as _};
 use std::process::ExitCode;
@@ -35,7 +37,7 @@ pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
                 return Some(h);
             }
         }
-        if let Some(e) = cause.downcast_ref::<narwhal_store::local::LocalError>() {
+        if let Some(e) = cause.downcast_ref::<narwhal_localstore::LocalError>() {
             if let Some(h) = e.hint() {
                 return Some(h);
             }
@@ -89,6 +91,42 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|c| c.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe))
 }
 
+/// The command failed on its input or environment.
+pub const EXIT_FAILED: u8 = 1;
+/// A signature or a hash did not match.
+pub const EXIT_VERIFICATION: u8 = 3;
+/// A bug: a panic.
+pub const EXIT_INTERNAL: u8 = 70;
+
+/// A check that found content it cannot trust, for commands whose whole job is checking
+/// (`narinfo verify`): exits with [`EXIT_VERIFICATION`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct VerificationFailed(pub String);
+
+/// Whether `err` says that something did not verify (as opposed to not being reachable or readable).
+fn is_verification(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        if let Some(e) = cause.downcast_ref::<narwhal_fetch::Error>() {
+            return match e {
+                narwhal_fetch::Error::HashMismatch { .. } => true,
+                narwhal_fetch::Error::NotFound { tried, .. } => tried.iter().any(|f| f.why.is_signature()),
+                // A NAR whose narinfo committed to its hashes but that does not even decompress or
+                // parse cannot match them: its bytes are not the ones signed.
+                narwhal_fetch::Error::Download { source, .. } => source.kind() == io::ErrorKind::InvalidData,
+                narwhal_fetch::Error::Unpack { source: nar::UnpackError::Nar(e), .. } => {
+                    !matches!(e.kind, nar::ErrorKind::Visitor(_) | nar::ErrorKind::Io(_))
+                }
+                _ => false,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<narwhal_push::Error>() {
+            return matches!(e, narwhal_push::Error::SourceHash { .. } | narwhal_push::Error::Modified { .. });
+        }
+        cause.is::<VerificationFailed>()
+    })
+}
+
 pub fn report(err: &anyhow::Error) -> ExitCode {
     if is_broken_pipe(err) {
         return ExitCode::SUCCESS;
@@ -98,5 +136,32 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
     if let Some(h) = hint(err) {
         let _ = writeln!(stderr, "hint: {h}");
     }
-    ExitCode::from(1)
+    ExitCode::from(if is_verification(err) { EXIT_VERIFICATION } else { EXIT_FAILED })
+}
+
+/// Makes a panic print one line instead of a backtrace (unless `RUST_BACKTRACE` asks for one).
+/// `main` catches the unwind and exits with [`EXIT_INTERNAL`]; the server answers 500 and goes on.
+pub fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+            default(info);
+        }
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("a panic");
+        // std re-raises a scoped thread's panic in the thread that waits for it: the first line said it.
+        if message == "a scoped thread panicked" {
+            return;
+        }
+        let location = info.location().map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
+        let _ = writeln!(
+            io::stderr().lock(),
+            "internal error: {message}{location}; please report it with the command that caused it \
+             (RUST_BACKTRACE=1 shows where it happened)"
+        );
+    }));
 }

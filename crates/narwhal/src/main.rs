@@ -12,9 +12,24 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
+    errors::install_panic_hook();
+    raise_open_files_limit();
     let cli = cli::Cli::parse();
-    match commands::run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => errors::report(&err),
+    // A panic is a bug: the hook printed its line; exit with a code of its own.
+    match std::panic::catch_unwind(|| commands::run(cli)) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(err)) => errors::report(&err),
+        Err(_) => ExitCode::from(errors::EXIT_INTERNAL),
+    }
+}
+
+/// Unpacking keeps one directory open per level (up to `nar::MAX_DEPTH`) for each path unpacked at
+/// once, more than the usual soft limit of 1024 descriptors; the hard limit is the real bound.
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
     }
 }

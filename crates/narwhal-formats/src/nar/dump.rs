@@ -1,5 +1,6 @@
 //! Serialising a file system tree as a NAR, byte-identical to `nix-store --dump`.
 
+use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt as _;
@@ -9,8 +10,10 @@ use std::sync::mpsc;
 
 use thiserror::Error;
 
-use super::write::{Finished, NodeWriter, Writer};
+use super::write::{close, directory_open, entry_open, regular_node, symlink_node};
+use super::MAGIC;
 use crate::hash::{Algorithm, Hash, Hasher};
+use crate::wire::write_bytes;
 
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -25,13 +28,20 @@ pub enum DumpError {
     UnsupportedType { path: PathBuf, kind: &'static str },
     #[error("cannot write the NAR")]
     Write(#[source] io::Error),
+    #[error("{path} is nested deeper than {} directories, more than a NAR may hold", super::MAX_DEPTH)]
+    TooDeep { path: PathBuf },
 }
 
 /// Writes the NAR of `path` to `out` and returns the number of bytes written.
+///
+/// The tree is walked on an explicit stack of open directories, so its depth is bounded by
+/// [`MAX_DEPTH`](super::MAX_DEPTH) (what the reader accepts), not by the thread's stack. A root
+/// that a NAR cannot hold (a device, a socket) is refused before anything is written.
 pub fn dump(path: &Path, out: impl Write) -> Result<u64, DumpError> {
+    let root = Node::stat(path)?;
     let mut counter = Counting { inner: out, count: 0 };
-    let root = Writer::new(&mut counter as &mut dyn Write).map_err(DumpError::Write)?;
-    let _ = dump_node(path, root)?;
+    write_bytes(&mut counter, MAGIC).map_err(DumpError::Write)?;
+    dump_tree(root, path.to_path_buf(), &mut counter)?;
     counter.flush().map_err(DumpError::Write)?;
     Ok(counter.count)
 }
@@ -102,58 +112,106 @@ impl Write for Pipeline {
     }
 }
 
-fn dump_node<'w>(path: &Path, node: NodeWriter<&'w mut dyn Write>) -> Result<Finished<&'w mut dyn Write>, DumpError> {
-    let read_err = |source| DumpError::Read { path: path.to_owned(), source };
-    let meta = fs::symlink_metadata(path).map_err(read_err)?;
-    let ft = meta.file_type();
-    if ft.is_file() {
-        let mut file = Tracked { inner: File::open(path).map_err(read_err)?, failed: false };
-        let executable = meta.permissions().mode() & 0o100 != 0;
-        let written = node.regular(executable, meta.len(), &mut file);
-        match written {
-            Err(e) if file.failed || e.kind() == io::ErrorKind::UnexpectedEof => Err(read_err(e)),
-            other => other.map_err(DumpError::Write),
-        }
-    } else if ft.is_symlink() {
-        let target = fs::read_link(path).map_err(read_err)?;
-        node.symlink(target.as_os_str().as_bytes()).map_err(DumpError::Write)
-    } else if ft.is_dir() {
-        let mut names: Vec<_> = fs::read_dir(path)
-            .map_err(read_err)?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<Result<_, _>>()
-            .map_err(read_err)?;
-        names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        let mut dir = node.directory().map_err(DumpError::Write)?;
-        let mut child = path.to_path_buf();
-        for name in names {
-            child.push(&name);
-            let mut failure = None;
-            let written = dir.entry(name.as_bytes(), |n| {
-                dump_node(&child, n).map_err(|e| {
-                    failure = Some(e);
-                    io::Error::other("entry failed")
-                })
-            });
-            if let Some(e) = failure {
-                return Err(e);
-            }
-            written.map_err(DumpError::Write)?;
-            child.pop();
-        }
-        dir.close().map_err(DumpError::Write)
-    } else {
-        use std::os::unix::fs::FileTypeExt as _;
-        let kind = if ft.is_socket() {
-            "socket"
-        } else if ft.is_fifo() {
-            "named pipe"
-        } else if ft.is_block_device() || ft.is_char_device() {
-            "device"
+/// A file system object as a NAR sees it.
+#[derive(Clone, Copy)]
+enum Node {
+    Regular { executable: bool, size: u64 },
+    Symlink,
+    Directory,
+}
+
+impl Node {
+    fn stat(path: &Path) -> Result<Self, DumpError> {
+        let meta = fs::symlink_metadata(path).map_err(|source| DumpError::Read { path: path.to_owned(), source })?;
+        let ft = meta.file_type();
+        if ft.is_file() {
+            Ok(Self::Regular { executable: meta.permissions().mode() & 0o100 != 0, size: meta.len() })
+        } else if ft.is_symlink() {
+            Ok(Self::Symlink)
+        } else if ft.is_dir() {
+            Ok(Self::Directory)
         } else {
-            "special file"
-        };
-        Err(DumpError::UnsupportedType { path: path.to_owned(), kind })
+            use std::os::unix::fs::FileTypeExt as _;
+            let kind = if ft.is_socket() {
+                "socket"
+            } else if ft.is_fifo() {
+                "named pipe"
+            } else if ft.is_block_device() || ft.is_char_device() {
+                "device"
+            } else {
+                "special file"
+            };
+            Err(DumpError::UnsupportedType { path: path.to_owned(), kind })
+        }
+    }
+}
+
+/// Writes `root` (already stat'ed) at `path`; `path` is the walk's cursor, one component per open directory.
+fn dump_tree(root: Node, mut path: PathBuf, out: &mut impl Write) -> Result<(), DumpError> {
+    // The entries still to write of each open directory, sorted by bytes as a NAR requires.
+    let mut open: Vec<std::vec::IntoIter<OsString>> = Vec::new();
+    if let Some(names) = write_node(root, &path, out)? {
+        open.push(names);
+    }
+    while let Some(names) = open.last_mut() {
+        if let Some(name) = names.next() {
+            if open.len() > super::MAX_DEPTH {
+                path.push(&name);
+                return Err(DumpError::TooDeep { path });
+            }
+            entry_open(out, name.as_bytes()).map_err(DumpError::Write)?;
+            path.push(&name);
+            let node = Node::stat(&path)?;
+            if let Some(children) = write_node(node, &path, out)? {
+                open.push(children);
+            } else {
+                close(out).map_err(DumpError::Write)?;
+                path.pop();
+            }
+        } else {
+            close(out).map_err(DumpError::Write)?;
+            open.pop();
+            if !open.is_empty() {
+                // The entry that held the directory just closed.
+                close(out).map_err(DumpError::Write)?;
+                path.pop();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes a file or symlink whole, or opens a directory and returns its sorted entry names.
+fn write_node(
+    node: Node,
+    path: &Path,
+    out: &mut impl Write,
+) -> Result<Option<std::vec::IntoIter<OsString>>, DumpError> {
+    let read_err = |source| DumpError::Read { path: path.to_owned(), source };
+    match node {
+        Node::Regular { executable, size } => {
+            let mut file = Tracked { inner: File::open(path).map_err(read_err)?, failed: false };
+            match regular_node(out, executable, size, &mut file) {
+                Ok(()) => Ok(None),
+                Err(e) if file.failed || e.kind() == io::ErrorKind::UnexpectedEof => Err(read_err(e)),
+                Err(e) => Err(DumpError::Write(e)),
+            }
+        }
+        Node::Symlink => {
+            let target = fs::read_link(path).map_err(read_err)?;
+            symlink_node(out, target.as_os_str().as_bytes()).map_err(DumpError::Write)?;
+            Ok(None)
+        }
+        Node::Directory => {
+            let mut names: Vec<OsString> = fs::read_dir(path)
+                .map_err(read_err)?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<Result<_, _>>()
+                .map_err(read_err)?;
+            names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+            directory_open(out).map_err(DumpError::Write)?;
+            Ok(Some(names.into_iter()))
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! An index of a NAR's entries, and the `.ls` JSON document Nix writes
 //! beside a NAR in a binary cache (`write-nar-listing`).
 
-use std::collections::BTreeMap;
+use std::collections::{btree_map, BTreeMap};
 use std::io::{self, Read};
 
 use super::read::{parse_to_end, Error, Visitor};
@@ -50,8 +50,34 @@ impl Listing {
     }
 }
 
-/// A node as Nix's `listNar` prints it: keys in Nix's order, compact.
+/// A node as Nix's `listNar` prints it: keys in Nix's order, compact. Walks an explicit stack of
+/// open directories, so a tree as deep as a NAR may be costs no thread stack.
 pub fn node_json(node: &ListingNode, out: &mut Vec<u8>) {
+    // Each open directory's remaining entries, and whether none was printed yet.
+    let mut open: Vec<(btree_map::Iter<'_, Vec<u8>, ListingNode>, bool)> = Vec::new();
+    node_json_start(node, out, &mut open);
+    while let Some((entries, first)) = open.last_mut() {
+        if let Some((name, child)) = entries.next() {
+            if !*first {
+                out.push(b',');
+            }
+            *first = false;
+            json_string(name, out);
+            out.push(b':');
+            node_json_start(child, out, &mut open);
+        } else {
+            out.extend_from_slice(b"}}");
+            open.pop();
+        }
+    }
+}
+
+/// Prints a file or symlink whole, or the start of a directory (pushed on `open` for its entries).
+fn node_json_start<'a>(
+    node: &'a ListingNode,
+    out: &mut Vec<u8>,
+    open: &mut Vec<(btree_map::Iter<'a, Vec<u8>, ListingNode>, bool)>,
+) {
     match node {
         ListingNode::Regular { executable, size, nar_offset } => {
             out.extend_from_slice(b"{\"type\":\"regular\",\"size\":");
@@ -72,15 +98,7 @@ pub fn node_json(node: &ListingNode, out: &mut Vec<u8>) {
         }
         ListingNode::Directory { entries } => {
             out.extend_from_slice(b"{\"type\":\"directory\",\"entries\":{");
-            for (i, (name, child)) in entries.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                json_string(name, out);
-                out.push(b':');
-                node_json(child, out);
-            }
-            out.extend_from_slice(b"}}");
+            open.push((entries.iter(), true));
         }
     }
 }

@@ -39,8 +39,12 @@ pub const MAGIC: &[u8] = b"nix-archive-1";
 pub const MAX_NAME_LEN: u64 = 255;
 /// Longest symlink target (Linux's `PATH_MAX` less the NUL).
 pub const MAX_TARGET_LEN: u64 = 4095;
-/// Deepest nesting of directories accepted.
-pub const MAX_DEPTH: usize = 256;
+/// Deepest nesting of directories accepted, written and walked. Nix itself has no limit but its
+/// paths: Linux's PATH_MAX of 4096 bytes allows 2048 levels of one-letter names below `/`. Half
+/// of that is far beyond any real store path (Nix's own tests go to 300) and keeps the open
+/// directories of an unpack (one descriptor per level) within reach of the descriptor limit.
+/// Every walk over a tree is iterative, so this is a limit on the input, not on a thread's stack.
+pub const MAX_DEPTH: usize = 1024;
 /// Longest keyword token; anything longer is rejected before it is read.
 pub const MAX_TOKEN_LEN: u64 = 16;
 

@@ -106,7 +106,7 @@ pub enum ErrorKind {
 pub fn parse<R: Read, V: Visitor + ?Sized>(r: &mut R, v: &mut V) -> Result<u64, Error> {
     let mut p = Parser { r, v, pos: 0, path: Vec::new() };
     p.expect_magic()?;
-    p.node(0)?;
+    p.archive()?;
     Ok(p.pos)
 }
 
@@ -211,15 +211,90 @@ impl<R: Read + ?Sized, V: Visitor + ?Sized> Parser<'_, R, V> {
         self.padding(len)
     }
 
-    fn node(&mut self, depth: usize) -> Result<(), Error> {
+    /// The whole archive after its magic, on an explicit stack of open directories (no recursion:
+    /// the depth is bounded by [`MAX_DEPTH`], a limit on the input, not by the thread's stack).
+    fn archive(&mut self) -> Result<(), Error> {
+        let mut open: Vec<OpenDir> = Vec::new();
+        self.node(&mut open, 0)?;
+        loop {
+            let depth = open.len();
+            let Some(dir) = open.last_mut() else { break };
+            let (start, tok) = self.keyword("'entry' or ')'")?;
+            match tok.as_slice() {
+                CLOSE => {
+                    let here = self.pos;
+                    self.v.leave_directory(&self.path).map_err(|e| self.err(here, ErrorKind::Visitor(e)))?;
+                    let parent_len = dir.parent_len;
+                    open.pop();
+                    self.path.truncate(parent_len);
+                    if !open.is_empty() {
+                        // The `)` of the entry that held this directory.
+                        self.expect(CLOSE, "')'")?;
+                    }
+                    continue;
+                }
+                ENTRY => {}
+                other => {
+                    return Err(self.err(
+                        start,
+                        ErrorKind::UnexpectedToken { expected: "'entry' or ')'", found: format!("{:?}", lossy(other)) },
+                    ))
+                }
+            }
+            self.expect(OPEN, "'('")?;
+            self.expect(NAME, "'name'")?;
+            let (name_at, name) = self.string(super::MAX_NAME_LEN, |len| ErrorKind::InvalidName {
+                name: format!("<{len} bytes>"),
+                reason: "is longer than 255 bytes",
+            })?;
+            if let Err(reason) = check_name(&name) {
+                return Err(self.err(name_at, ErrorKind::InvalidName { name: lossy(&name), reason }));
+            }
+            if let Some(prev) = &dir.previous {
+                if *prev == name {
+                    return Err(self.err(name_at, ErrorKind::Duplicate(lossy(&name))));
+                }
+                if *prev > name {
+                    return Err(self.err(name_at, ErrorKind::NotSorted { previous: lossy(prev), name: lossy(&name) }));
+                }
+            }
+            // The entry's node is `depth` directories below the root.
+            if depth > MAX_DEPTH {
+                return Err(self.err(name_at, ErrorKind::TooDeep));
+            }
+            self.expect(NODE, "'node'")?;
+            let parent_len = self.path.len();
+            if parent_len > 0 {
+                self.path.push(b'/');
+            }
+            self.path.extend_from_slice(&name);
+            dir.previous = Some(name);
+            if !self.node(&mut open, parent_len)? {
+                // A file or symlink is complete: close its entry here; a directory's entry closes
+                // when the directory does.
+                self.path.truncate(parent_len);
+                self.expect(CLOSE, "')'")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a node's header; a file or symlink whole (returns false), a directory only opened,
+    /// pushed on `open` for [`Self::archive`] to read its entries (returns true).
+    fn node(&mut self, open: &mut Vec<OpenDir>, parent_len: usize) -> Result<bool, Error> {
         self.expect(OPEN, "'('")?;
         self.expect(TYPE, "'type'")?;
         let (start, kind) = self.keyword("a node type ('regular', 'symlink' or 'directory')")?;
         match kind.as_slice() {
             REGULAR => self.regular()?,
             SYMLINK => self.symlink()?,
-            // A directory ends at its own ')', which its entry loop reads.
-            DIRECTORY => return self.directory(depth),
+            DIRECTORY => {
+                let here = self.pos;
+                self.v.enter_directory(&self.path).map_err(|e| self.err(here, ErrorKind::Visitor(e)))?;
+                // A directory ends at its own ')', which the entry loop reads.
+                open.push(OpenDir { previous: None, parent_len });
+                return Ok(true);
+            }
             other => {
                 return Err(self.err(
                     start,
@@ -230,7 +305,8 @@ impl<R: Read + ?Sized, V: Visitor + ?Sized> Parser<'_, R, V> {
                 ))
             }
         }
-        self.expect(CLOSE, "')'")
+        self.expect(CLOSE, "')'")?;
+        Ok(false)
     }
 
     fn regular(&mut self) -> Result<(), Error> {
@@ -298,58 +374,14 @@ impl<R: Read + ?Sized, V: Visitor + ?Sized> Parser<'_, R, V> {
         }
         self.v.symlink(&self.path, &target).map_err(|e| self.err(start, ErrorKind::Visitor(e)))
     }
+}
 
-    fn directory(&mut self, depth: usize) -> Result<(), Error> {
-        let here = self.pos;
-        self.v.enter_directory(&self.path).map_err(|e| self.err(here, ErrorKind::Visitor(e)))?;
-        let mut previous: Option<Vec<u8>> = None;
-        loop {
-            let (start, tok) = self.keyword("'entry' or ')'")?;
-            match tok.as_slice() {
-                CLOSE => {
-                    let here = self.pos;
-                    return self.v.leave_directory(&self.path).map_err(|e| self.err(here, ErrorKind::Visitor(e)));
-                }
-                ENTRY => {}
-                other => {
-                    return Err(self.err(
-                        start,
-                        ErrorKind::UnexpectedToken { expected: "'entry' or ')'", found: format!("{:?}", lossy(other)) },
-                    ))
-                }
-            }
-            self.expect(OPEN, "'('")?;
-            self.expect(NAME, "'name'")?;
-            let (name_at, name) = self.string(super::MAX_NAME_LEN, |len| ErrorKind::InvalidName {
-                name: format!("<{len} bytes>"),
-                reason: "is longer than 255 bytes",
-            })?;
-            if let Err(reason) = check_name(&name) {
-                return Err(self.err(name_at, ErrorKind::InvalidName { name: lossy(&name), reason }));
-            }
-            if let Some(prev) = &previous {
-                if *prev == name {
-                    return Err(self.err(name_at, ErrorKind::Duplicate(lossy(&name))));
-                }
-                if *prev > name {
-                    return Err(self.err(name_at, ErrorKind::NotSorted { previous: lossy(prev), name: lossy(&name) }));
-                }
-            }
-            if depth + 1 > MAX_DEPTH {
-                return Err(self.err(name_at, ErrorKind::TooDeep));
-            }
-            self.expect(NODE, "'node'")?;
-            let parent_len = self.path.len();
-            if parent_len > 0 {
-                self.path.push(b'/');
-            }
-            self.path.extend_from_slice(&name);
-            self.node(depth + 1)?;
-            self.path.truncate(parent_len);
-            self.expect(CLOSE, "')'")?;
-            previous = Some(name);
-        }
-    }
+/// A directory whose entries are being read.
+struct OpenDir {
+    /// The name of its last entry so far, which the next must sort after.
+    previous: Option<Vec<u8>>,
+    /// The length of the parser's path before this directory's name was added.
+    parent_len: usize,
 }
 
 /// Exactly `remaining` bytes of a file's contents.

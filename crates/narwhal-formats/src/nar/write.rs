@@ -42,30 +42,9 @@ impl<W> Finished<W> {
 }
 
 impl<W: Write> NodeWriter<W> {
-    fn header(&mut self, kind: &[u8]) -> io::Result<()> {
-        write_bytes(&mut self.out, OPEN)?;
-        write_bytes(&mut self.out, TYPE)?;
-        write_bytes(&mut self.out, kind)
-    }
-
     /// A regular file of `size` bytes read from `contents`, which must hold at least that many.
     pub fn regular(mut self, executable: bool, size: u64, contents: impl Read) -> io::Result<Finished<W>> {
-        self.header(REGULAR)?;
-        if executable {
-            write_bytes(&mut self.out, EXECUTABLE)?;
-            write_bytes(&mut self.out, b"")?;
-        }
-        write_bytes(&mut self.out, CONTENTS)?;
-        write_u64(&mut self.out, size)?;
-        let copied = copy_exact(contents, &mut self.out, size)?;
-        if copied != size {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("file ended after {copied} of {size} bytes (did it change while being read?)"),
-            ));
-        }
-        self.out.write_all(&[0; 8][..padding(size)])?;
-        write_bytes(&mut self.out, CLOSE)?;
+        regular_node(&mut self.out, executable, size, contents)?;
         Ok(Finished(self.out))
     }
 
@@ -75,18 +54,12 @@ impl<W: Write> NodeWriter<W> {
     }
 
     pub fn symlink(mut self, target: &[u8]) -> io::Result<Finished<W>> {
-        if target.is_empty() || target.contains(&0) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "symlink target is empty or contains NUL"));
-        }
-        self.header(SYMLINK)?;
-        write_bytes(&mut self.out, TARGET)?;
-        write_bytes(&mut self.out, target)?;
-        write_bytes(&mut self.out, CLOSE)?;
+        symlink_node(&mut self.out, target)?;
         Ok(Finished(self.out))
     }
 
     pub fn directory(mut self) -> io::Result<DirectoryWriter<W>> {
-        self.header(DIRECTORY)?;
+        directory_open(&mut self.out)?;
         Ok(DirectoryWriter { out: self.out, previous: None })
     }
 }
@@ -104,12 +77,6 @@ impl<W: Write> DirectoryWriter<W> {
     where
         F: for<'n> FnOnce(NodeWriter<&'n mut dyn Write>) -> io::Result<Finished<&'n mut dyn Write>>,
     {
-        if let Err(reason) = check_name(name) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("entry name {:?} {reason}", String::from_utf8_lossy(name)),
-            ));
-        }
         if let Some(prev) = &self.previous {
             if prev.as_slice() >= name {
                 return Err(io::Error::new(
@@ -122,13 +89,9 @@ impl<W: Write> DirectoryWriter<W> {
                 ));
             }
         }
-        write_bytes(&mut self.out, ENTRY)?;
-        write_bytes(&mut self.out, OPEN)?;
-        write_bytes(&mut self.out, NAME)?;
-        write_bytes(&mut self.out, name)?;
-        write_bytes(&mut self.out, NODE)?;
+        entry_open(&mut self.out, name)?;
         let _ = node(NodeWriter { out: &mut self.out as &mut dyn Write })?;
-        write_bytes(&mut self.out, CLOSE)?;
+        close(&mut self.out)?;
         match &mut self.previous {
             Some(prev) => {
                 prev.clear();
@@ -140,9 +103,74 @@ impl<W: Write> DirectoryWriter<W> {
     }
 
     pub fn close(mut self) -> io::Result<Finished<W>> {
-        write_bytes(&mut self.out, CLOSE)?;
+        close(&mut self.out)?;
         Ok(Finished(self.out))
     }
+}
+
+// The tokens of each node, shared by the typed writer above and the iterative dumper (which walks
+// trees too deep for recursion and so cannot nest closures).
+
+fn header(out: &mut impl Write, kind: &[u8]) -> io::Result<()> {
+    write_bytes(out, OPEN)?;
+    write_bytes(out, TYPE)?;
+    write_bytes(out, kind)
+}
+
+/// A whole regular-file node.
+pub(crate) fn regular_node(out: &mut impl Write, executable: bool, size: u64, contents: impl Read) -> io::Result<()> {
+    header(out, REGULAR)?;
+    if executable {
+        write_bytes(out, EXECUTABLE)?;
+        write_bytes(out, b"")?;
+    }
+    write_bytes(out, CONTENTS)?;
+    write_u64(out, size)?;
+    let copied = copy_exact(contents, out, size)?;
+    if copied != size {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("file ended after {copied} of {size} bytes (did it change while being read?)"),
+        ));
+    }
+    out.write_all(&[0; 8][..padding(size)])?;
+    write_bytes(out, CLOSE)
+}
+
+/// A whole symlink node.
+pub(crate) fn symlink_node(out: &mut impl Write, target: &[u8]) -> io::Result<()> {
+    if target.is_empty() || target.contains(&0) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "symlink target is empty or contains NUL"));
+    }
+    header(out, SYMLINK)?;
+    write_bytes(out, TARGET)?;
+    write_bytes(out, target)?;
+    write_bytes(out, CLOSE)
+}
+
+/// The start of a directory node; its entries follow, then [`close`].
+pub(crate) fn directory_open(out: &mut impl Write) -> io::Result<()> {
+    header(out, DIRECTORY)
+}
+
+/// The start of an entry, up to its node; the node follows, then [`close`]. Order is the caller's to keep.
+pub(crate) fn entry_open(out: &mut impl Write, name: &[u8]) -> io::Result<()> {
+    if let Err(reason) = check_name(name) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("entry name {:?} {reason}", String::from_utf8_lossy(name)),
+        ));
+    }
+    write_bytes(out, ENTRY)?;
+    write_bytes(out, OPEN)?;
+    write_bytes(out, NAME)?;
+    write_bytes(out, name)?;
+    write_bytes(out, NODE)
+}
+
+/// The end of a directory or an entry.
+pub(crate) fn close(out: &mut impl Write) -> io::Result<()> {
+    write_bytes(out, CLOSE)
 }
 
 /// Copies up to `size` bytes through a 64 KiB buffer (std's `io::copy` uses

@@ -38,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/pins/{file}", get(pin::get).put(pin::put).delete(pin::delete))
         .fallback(|| async { ApiError::not_found() })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_SMALL_PUT))
+        .layer(middleware::from_fn_with_state(state.clone(), catch_panic))
         .layer(middleware::from_fn_with_state(state.clone(), access_and_log))
         .with_state(state)
 }
@@ -80,6 +81,16 @@ fn route_of(path: &str) -> Route {
     } else {
         Route::Other
     }
+}
+
+/// A panicking handler (a bug) answers 500 with a generic body and is counted, instead of
+/// dropping the connection; the process's panic hook has logged where it happened.
+async fn catch_panic(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    use futures_util::FutureExt as _;
+    std::panic::AssertUnwindSafe(next.run(request)).catch_unwind().await.unwrap_or_else(|_| {
+        state.metrics.panics.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ApiError::internal("internal error").into_response()
+    })
 }
 
 async fn access_and_log(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -141,7 +152,7 @@ fn writer(state: &AppState) -> Result<std::sync::Arc<dyn narwhal_store::CacheWri
 
 /// Runs a blocking storage call on tokio's blocking pool.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|_| ApiError::internal("a storage task panicked"))?
+    crate::backend::blocking(f).await?
 }
 
 /// A checked hash part (32 nix32 characters), before any lookup.
@@ -150,5 +161,78 @@ fn hash_part(hash: &str) -> Result<&str, ApiError> {
         Ok(hash)
     } else {
         Err(ApiError::bad_request("invalid store path hash: expected 32 characters of Nix's base-32"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use narwhal_store::{BinaryCache, CacheWriter, StoreError};
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::{auth::Tokens, backend::Backend, State};
+
+    /// A storage backend with a bug: every call panics.
+    struct Panicking;
+
+    impl BinaryCache for Panicking {
+        fn url(&self) -> &'static str {
+            "panicking://"
+        }
+        fn get(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            panic!("a bug in the storage backend")
+        }
+        fn open(&self, _: &str) -> Result<Box<dyn std::io::Read + Send>, StoreError> {
+            panic!("a bug in the storage backend")
+        }
+    }
+
+    impl CacheWriter for Panicking {
+        fn exists(&self, _: &str) -> Result<bool, StoreError> {
+            panic!("a bug in the storage backend")
+        }
+        fn put(&self, _: &str, _: &[u8], _: &str) -> Result<(), StoreError> {
+            panic!("a bug in the storage backend")
+        }
+        fn put_file(&self, _: &str, _: &std::path::Path, _: &str) -> Result<(), StoreError> {
+            panic!("a bug in the storage backend")
+        }
+        fn delete(&self, _: &str) -> Result<(), StoreError> {
+            panic!("a bug in the storage backend")
+        }
+        fn list(&self, _: &str) -> Result<Vec<String>, StoreError> {
+            panic!("a bug in the storage backend")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_is_counted_and_the_router_goes_on() {
+        let state = Arc::new(State {
+            backend: Backend::Remote(Arc::new(Panicking)),
+            store_dir: narwhal_formats::store_path::StoreDir::default(),
+            keys: Vec::new(),
+            tokens: Tokens::new(&[], &[]),
+            metrics: crate::metrics::Metrics::default(),
+            priority: 40,
+            temp_dir: std::env::temp_dir(),
+            max_upload_bytes: 1 << 20,
+        });
+        let app = router(Arc::clone(&state));
+        let hash = "0pqyvyw21p553pf74czgvqks0vjaqp0l";
+        for _ in 0..2 {
+            let request = Request::get(format!("/{hash}.narinfo")).body(Body::empty()).unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+            assert!(!body.windows(5).any(|w| w == b"a bug"), "the panic's text stays in the log");
+        }
+        assert_eq!(state.metrics.panics.load(Ordering::Relaxed), 2);
+        let metrics = app.oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+        let text = axum::body::to_bytes(metrics.into_body(), 1 << 16).await.unwrap();
+        assert!(String::from_utf8_lossy(&text).contains("narwhal_panics_total 2"));
     }
 }

@@ -204,8 +204,7 @@ fn missing_bucket_is_a_clear_error() {
     let mut config = config(&garage, &bucket, "");
     config.bucket = "absent".to_owned();
     let c = S3Cache::new(config, &fast()).unwrap();
-    let expected =
-        format!("s3://absent: invalid cache URL: bucket 'absent' does not exist on {}", garage.s3_endpoint());
+    let expected = format!("s3://absent: bucket 'absent' does not exist on {}", garage.s3_endpoint());
     for e in [
         c.get("nix-cache-info").unwrap_err(),
         c.open("nix-cache-info").err().unwrap(),
@@ -214,6 +213,7 @@ fn missing_bucket_is_a_clear_error() {
         c.delete("nix-cache-info").unwrap_err(),
     ] {
         assert_eq!(chain(&e), expected);
+        assert!(matches!(e.kind, StoreErrorKind::NoSuchBucket { .. }), "{e:?}");
         assert!(!e.is_transient());
     }
 }
@@ -308,13 +308,8 @@ fn wrong_region_names_the_setting() {
     let mut config = config(&garage, &bucket, "");
     config.region = "us-east-1".to_owned();
     let e = S3Cache::new(config, &fast()).unwrap().get("nix-cache-info").unwrap_err();
-    assert_eq!(
-        chain(&e),
-        format!(
-            "s3://regional: invalid cache URL: {} expects another region than 'us-east-1'; set ?region=… (or AWS_REGION)",
-            garage.s3_endpoint()
-        )
-    );
+    assert_eq!(chain(&e), format!("s3://regional: {} expects another region than 'us-east-1'", garage.s3_endpoint()));
+    assert!(e.hint().is_some_and(|h| h.contains("?region=")), "{:?}", e.hint());
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use std::io::Write as _;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use narwhal_formats::narinfo::NarInfo;
 use narwhal_formats::signature::{PublicKey, SecretKey};
 use narwhal_formats::store_path::StoreDir;
@@ -51,7 +51,11 @@ pub fn run(cmd: NarinfoCommand) -> anyhow::Result<()> {
             }
             out.flush()?;
             if bad > 0 {
-                bail!("{bad} of {} narinfo files lack a valid signature by a trusted key", files.len());
+                return Err(crate::errors::VerificationFailed(format!(
+                    "{bad} of {} narinfo files lack a valid signature by a trusted key",
+                    files.len()
+                ))
+                .into());
             }
         }
     }

@@ -154,6 +154,7 @@ fn destination(dest: &DestArgs) -> anyhow::Result<(CacheUrl, Option<SecretKey>, 
         "none" => PushCompression::None,
         other => bail!("unsupported compression {other:?}: use zstd, xz or none"),
     };
+    compression.check_level(dest.level)?;
     Ok((url, key, compression))
 }
 
@@ -271,7 +272,7 @@ pub fn pin(name: &str, store_path: &str, to: &str, rev: Option<&str>, keep: Opti
     let store_dir = StoreDir::default();
     let (path, _) = store_dir.split_path(store_path)?;
     // A pin must point at something a deploy can fetch.
-    if !dest.exists(&format!("{}.narinfo", path.hash_part()))? {
+    if !dest.exists(&narwhal_store::keys::narinfo(&path))? {
         bail!("{store_path} is not in {url}; push it first (narwhal push {store_path} --to {to})");
     }
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());

@@ -62,7 +62,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// Opens the cache to serve and finds its store directory.
 fn open_backend(store: &str, cfg: &Config) -> anyhow::Result<(Backend, narwhal_formats::store_path::StoreDir)> {
     if store == "local" {
-        let db = cfg.local_db.clone().unwrap_or_else(|| PathBuf::from(narwhal_store::local::DEFAULT_DB));
+        let db = cfg.local_db.clone().unwrap_or_else(|| PathBuf::from(narwhal_localstore::DEFAULT_DB));
         let store_dir = narwhal_formats::store_path::StoreDir::default();
         let real = PathBuf::from(store_dir.as_str());
         let local = Local::open(&db, store_dir.clone(), real, PathBuf::from(DEFAULT_LOG_DIR))?;
@@ -84,7 +84,7 @@ fn open_backend(store: &str, cfg: &Config) -> anyhow::Result<(Backend, narwhal_f
         Location::S3 { .. } => Arc::from(narwhal_store::open_writer(&url)?),
         Location::Http(_) => anyhow::bail!("narwhal serve serves a directory, an S3 bucket or `local`, not {store}"),
     };
-    let info = writer.get("nix-cache-info").with_context(|| format!("cannot read the cache {store}"))?;
+    let info = writer.get(narwhal_store::keys::CACHE_INFO).with_context(|| format!("cannot read the cache {store}"))?;
     let store_dir = store_dir_of(info.as_deref()).map_err(|e| anyhow::anyhow!("{store}: {e}"))?;
     let backend = match &url.location {
         Location::File(dir) => Backend::Dir { root: dir.clone(), writer },

@@ -9,6 +9,7 @@ mod buildpack;
 mod export;
 mod fetch;
 mod fetch_export;
+mod hardening;
 mod hash;
 mod integrity;
 mod keys;
@@ -36,10 +37,21 @@ pub fn ok(cmd: &mut Command) -> Vec<u8> {
 
 /// Runs narwhal, asserting failure with exit code 1; returns stderr.
 pub fn fails(cmd: &mut Command) -> String {
+    fails_with(cmd, 1)
+}
+
+/// Runs narwhal, asserting that verification failed (exit code 3); returns stderr.
+pub fn fails_verification(cmd: &mut Command) -> String {
+    fails_with(cmd, 3)
+}
+
+/// Runs narwhal, asserting failure with exit code `code` and one `error:` line; returns stderr.
+pub fn fails_with(cmd: &mut Command, code: i32) -> String {
     let out: Output = narwhal_testkit::output(cmd);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "{cmd:?} should fail with 1; stderr:\n{stderr}");
+    assert_eq!(out.status.code(), Some(code), "{cmd:?} should fail with {code}; stderr:\n{stderr}");
     assert_eq!(stderr.lines().filter(|l| l.starts_with("error: ")).count(), 1, "stderr: {stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("internal error"), "stderr: {stderr}");
     stderr
 }
 

@@ -173,10 +173,10 @@ fn unsorted_and_duplicate_entries_are_rejected() {
 #[test]
 fn excessive_depth_is_rejected() {
     let mut node = file_node(b"bottom");
-    for _ in 0..300 {
+    for _ in 0..1030 {
         node = dir_node(&[(b"d", node)]);
     }
-    rejected(&nar(&node), "deeper than 256");
+    rejected(&nar(&node), "deeper than 1024");
 }
 
 #[test]

@@ -11,7 +11,7 @@ use narwhal_testkit::{
     closure, file_url, files_with_suffix, fixture, format_fixtures, nix, nix_copy_from, output, run, run_text, tempdir,
 };
 
-use crate::{fails, narwhal, ok};
+use crate::{fails_verification, narwhal, ok};
 
 fn copy_to(cache: &Path, query: &str, paths: &[std::path::PathBuf]) {
     run(nix("nix").args(["copy", "--to", &file_url(cache, query)]).args(paths));
@@ -119,6 +119,6 @@ fn narwhal_verifies_signatures_made_by_nix() {
     let text = std::fs::read_to_string(&infos[0]).unwrap();
     let tampered = text.replace("NarSize: ", "NarSize: 1");
     std::fs::write(&infos[0], tampered).unwrap();
-    let err = fails(narwhal().args(["narinfo", "verify", "--trusted-public-key", &public]).args(&infos));
+    let err = fails_verification(narwhal().args(["narinfo", "verify", "--trusted-public-key", &public]).args(&infos));
     assert!(err.contains("lack a valid signature"), "{err}");
 }

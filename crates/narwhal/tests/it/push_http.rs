@@ -7,7 +7,7 @@ use narwhal_testkit::isolate::deploy_fixture;
 use narwhal_testkit::nginx::Nginx;
 use narwhal_testkit::{closure, nix_copy_from, nix_dump, run, tempdir};
 
-use crate::{fails, narwhal, ok};
+use crate::{fails, fails_verification, narwhal, ok};
 
 const TOKEN: &str = "push-token-5f1c9a0e";
 
@@ -247,7 +247,8 @@ fn push_from_a_cache_nix_wrote_to_a_directory_and_to_nginx() {
     bytes[mid] ^= 0xff;
     std::fs::write(&bad_nar, bytes).unwrap();
     let dest2 = tmp.path().join("dest2");
-    let err = fails(narwhal().arg("push").arg(&app).args(["--from", &from, "--to", &file_url(&dest2, "")]));
+    let err =
+        fails_verification(narwhal().arg("push").arg(&app).args(["--from", &from, "--to", &file_url(&dest2, "")]));
     assert!(err.contains("does not match its narinfo") && err.contains("FileHash"), "{err}");
     for p in closure(&app) {
         let refers = p == data || narinfo(&source, &p).references().iter().any(|r| data.ends_with(r.to_string()));

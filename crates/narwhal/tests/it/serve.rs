@@ -151,14 +151,14 @@ fn hash_of(p: &Path) -> String {
     p.file_name().unwrap().to_str().unwrap()[..32].to_owned()
 }
 
-fn keys(dir: &Path) -> (PathBuf, String) {
+pub(crate) fn keys(dir: &Path) -> (PathBuf, String) {
     let (sec, public) = (dir.join("serve.sec"), dir.join("serve.pub"));
     ok(narwhal().args(["key", "generate", "serve-test-1", "--secret"]).arg(&sec).arg("--public").arg(&public));
     (sec, std::fs::read_to_string(public).unwrap().trim().to_owned())
 }
 
 /// Real Nix copies `app` from `url` into a fresh root (signatures required, `key` trusted); byte-identical.
-fn nix_copies(url: &str, key: &str, app: &Path, root: &Path) {
+pub(crate) fn nix_copies(url: &str, key: &str, app: &Path, root: &Path) {
     let out = output(&mut nix_copy_from(url, root, key, app));
     assert!(out.status.success(), "nix copy --from {url}: {}", String::from_utf8_lossy(&out.stderr));
     for p in closure(app) {

@@ -1,4 +1,5 @@
-//! The machine's Nix store, read-only and without the daemon.
+//! The machine's Nix store, read-only and without the daemon: its own crate, so the deploy path
+//! (fetch) never compiles SQLite.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,8 @@ pub enum LocalError {
     },
     #[error("{0} is not a valid path in the local Nix store")]
     NotValid(String),
+    #[error("the Nix database's references")]
+    Cycle(#[from] narwhal_formats::store_path::Cycle),
     #[error("the Nix database has an invalid {what} for {path}: {value:?}")]
     Corrupt { path: String, what: &'static str, value: String },
 }
@@ -178,6 +181,6 @@ impl LocalStore {
             todo.extend(info.references.iter().filter(|r| !infos.contains_key(*r)).cloned());
             infos.insert(p, info);
         }
-        Ok(references_first(infos, |i| &i.references))
+        Ok(references_first(infos, |i| &i.references)?)
     }
 }
