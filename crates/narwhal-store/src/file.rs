@@ -5,7 +5,7 @@ use std::io::{self, Read};
 use std::path::PathBuf;
 
 use crate::error::{StoreError, StoreErrorKind};
-use crate::lock::{DirLock, DEFAULT_WAIT, LOCK_FILE};
+use crate::lock::{DirLock, LOCK_FILE};
 use crate::{check_key, BinaryCache, CacheWriter};
 
 pub struct FileCache {
@@ -26,6 +26,8 @@ impl FileCache {
     /// none, first removes what killed writers left (temporary names in the
     /// cache and in its directories, `nar/`, `pins/`, …).
     pub fn writer(root: PathBuf, url: String, what: &str) -> Result<Self, StoreError> {
+        let lock_err = |e| StoreError::new(url.clone(), StoreErrorKind::Lock(e));
+        let wait = crate::lock::wait_from_env().map_err(lock_err)?;
         let err = |e: io::Error| StoreError::new(url.clone(), StoreErrorKind::Io(e));
         std::fs::create_dir_all(&root).map_err(err)?;
         let mut dirs = vec![root.clone()];
@@ -35,8 +37,7 @@ impl FileCache {
             }
         }
         let dirs: Vec<&std::path::Path> = dirs.iter().map(PathBuf::as_path).collect();
-        let lock = DirLock::shared(&root, LOCK_FILE, &dirs, DEFAULT_WAIT, what, &|_| {})
-            .map_err(|e| StoreError::new(url.clone(), StoreErrorKind::Lock(e)))?;
+        let lock = DirLock::shared(&root, LOCK_FILE, &dirs, wait, what, &|_| {}).map_err(lock_err)?;
         Ok(Self { root, url, _lock: Some(lock) })
     }
 

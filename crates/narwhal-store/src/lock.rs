@@ -29,8 +29,19 @@ use thiserror::Error;
 /// The lock file in a cache directory or a download cache.
 pub const LOCK_FILE: &str = ".narwhal-lock";
 
-/// How long a writer waits for a lock unless told otherwise.
+/// How long a writer waits for a lock unless `NARWHAL_LOCK_WAIT` says otherwise.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(600);
+
+/// The variable that sets how long a writer waits, in seconds.
+pub const WAIT_VAR: &str = "NARWHAL_LOCK_WAIT";
+
+/// How long a writer waits for a lock: [`WAIT_VAR`] seconds, else [`DEFAULT_WAIT`].
+pub fn wait_from_env() -> Result<Duration, LockError> {
+    match std::env::var(WAIT_VAR) {
+        Err(_) => Ok(DEFAULT_WAIT),
+        Ok(v) => v.trim().parse::<u32>().map(|s| Duration::from_secs(s.into())).map_err(|_| LockError::BadWait(v)),
+    }
+}
 
 /// How often a waiting writer tries again.
 const POLL: Duration = Duration::from_millis(100);
@@ -42,6 +53,8 @@ pub enum LockError {
         "{dir} is in use by {holder} (waited {waited} s); run again once it has finished, or set NARWHAL_LOCK_WAIT=SECONDS to wait longer"
     )]
     Busy { dir: PathBuf, holder: String, waited: u64 },
+    #[error("NARWHAL_LOCK_WAIT={0:?} is not a number of seconds; set it to one, such as 600")]
+    BadWait(String),
     #[error("cannot lock {path}")]
     Io {
         path: PathBuf,

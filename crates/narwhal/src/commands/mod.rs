@@ -81,12 +81,7 @@ pub fn check_parent(file: &Path) -> anyhow::Result<()> {
 /// How long a writer waits for another one holding its destination or cache:
 /// `NARWHAL_LOCK_WAIT` seconds, else ten minutes.
 pub fn lock_wait() -> anyhow::Result<std::time::Duration> {
-    match std::env::var("NARWHAL_LOCK_WAIT") {
-        Err(_) => Ok(narwhal_store::lock::DEFAULT_WAIT),
-        Ok(v) => v.trim().parse::<u32>().map(|s| std::time::Duration::from_secs(s.into())).map_err(|_| {
-            anyhow::anyhow!("NARWHAL_LOCK_WAIT={v:?} is not a number of seconds; set it to one, such as 600")
-        }),
-    }
+    Ok(narwhal_store::lock::wait_from_env()?)
 }
 
 /// `s3://bucket/dir/name?params` as the bucket (the cache `s3://bucket/dir?params`) and the

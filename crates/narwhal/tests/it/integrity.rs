@@ -245,6 +245,10 @@ fn concurrent_pushes_into_one_directory_cache_all_succeed() {
     let public = std::fs::read_to_string(public).unwrap();
     let (app, v2) = (deploy_fixture("app"), deploy_fixture("app-v2"));
     let cache = tmp.path().join("cache");
+    let err =
+        fails(narwhal().arg("push").arg(&app).args(["--to", &file_url(&cache, "")]).env("NARWHAL_LOCK_WAIT", "soon"));
+    assert!(err.contains("NARWHAL_LOCK_WAIT=\"soon\" is not a number of seconds"), "{err}");
+    assert!(!cache.exists(), "a refused push created the cache");
     let roots: [&[&Path]; 4] = [&[&app], &[&v2], &[&app, &v2], &[&v2, &app]];
     let children: Vec<(Child, PathBuf)> = roots
         .iter()
