@@ -46,8 +46,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0} already exists but narwhal did not write it (it is not in the manifest); remove it or fetch into an empty directory")]
+    #[error("{0} already exists, is not in the manifest and is not the tree the cache's NAR gives; remove it or fetch into an empty directory")]
     Unmanaged(PathBuf),
+    #[error("{0} is a system directory; fetch into a directory of its own (such as ./store)")]
+    SystemDirectory(PathBuf),
+    #[error("{0} is not a directory (a symlink or a file); narwhal writes its manifest there and never through a symlink: remove it")]
+    NotADirectory(PathBuf),
+    #[error(transparent)]
+    Lock(#[from] narwhal_store::lock::LockError),
     #[error("{path} exists with a different {what}: {existing} (now {wanted}); fetch into a new directory")]
     Conflict { path: PathBuf, what: &'static str, existing: String, wanted: String },
     #[error("{what} {path}")]

@@ -12,14 +12,15 @@
 
 use std::collections::BTreeSet;
 use std::io::{self, Read};
-use std::path::PathBuf;
 
 use narwhal_formats::export::{CheckOnly, ExportReader, ExportedPath};
-use narwhal_formats::nar::{self, ErrorKind, UnpackError};
+use narwhal_formats::nar::{ErrorKind, UnpackError};
 use narwhal_formats::store_path::{StoreDir, StorePath};
 
 use crate::error::Error;
-use crate::fetch::{is_present, open_destination, scan_all, unpack_relocated, Done, FetchOptions, Summary};
+use crate::fetch::{
+    commit_trees, is_present, open_destination, reconcile, scan_all, unpack_relocated, Done, FetchOptions, Summary,
+};
 use crate::manifest::ManifestEntry;
 use crate::report::{Reporter, Source};
 
@@ -45,27 +46,15 @@ pub fn fetch_export(
     roots: &[StorePath],
     opts: &FetchOptions<'_>,
 ) -> Result<ExportFetched, Error> {
-    let mut manifest = open_destination(opts, store_dir.as_str())?;
+    let (mut manifest, _lock) = open_destination(opts, store_dir.as_str())?;
     opts.reporter.reading_export(what, len);
     let mut counted = Counted { inner: input, n: 0, reporter: opts.reporter };
     let read = read_stream(&mut counted, what, store_dir, &manifest, opts)?;
     let roots = check_closure(&read.paths, &manifest, roots, what, store_dir)?;
 
-    // Every tree goes to its final name; after a failure, dropping the rest removes them.
-    let mut done = Vec::new();
-    let mut failed = None;
-    for (tree, target, d) in read.staged {
-        if failed.is_none() {
-            match tree.commit_to(&target) {
-                Ok(()) => done.push(d),
-                Err(source) => {
-                    let path = target.display().to_string();
-                    failed = Some(Error::Unpack { path, cache: what.to_owned(), source });
-                }
-            }
-        }
-    }
+    let mut done = read.staged;
     scan_all(&mut done, opts);
+    let (done, reconciled) = reconcile(done, &opts.dest);
     let mut summary = Summary {
         paths: read.paths.len(),
         downloaded: done.len(),
@@ -74,20 +63,20 @@ pub fn fetch_export(
         unpacked_bytes: read.unpacked_bytes,
         ..Summary::default()
     };
-    for d in done {
+    let mut trees = Vec::new();
+    for mut d in done {
+        trees.extend(d.tree.take().map(|t| (t, opts.dest.join(&d.base))));
         summary.warnings.extend(d.entry.warnings.iter().cloned());
         manifest.paths.insert(d.base, d.entry);
     }
-    manifest.save(&opts.dest)?;
-    if let Some(e) = failed {
-        return Err(e);
-    }
+    commit_trees(&manifest, trees, opts)?;
+    reconciled?;
     Ok(ExportFetched { summary, paths: read.paths.into_iter().map(|p| p.path).collect(), roots })
 }
 
-/// The stream read to its end: trees under temporary names with where they go.
+/// The stream read to its end: trees under temporary names.
 struct Stream {
-    staged: Vec<(nar::Pending, PathBuf, Done)>,
+    staged: Vec<Done>,
     paths: Vec<ExportedPath>,
     present: usize,
     unpacked_bytes: u64,
@@ -122,11 +111,10 @@ fn read_stream(
             (Err(source), Ok(Some(_))) => return Err(Error::ExportUnpack { what: what.to_owned(), index, source }),
         };
         let base = exported.path.base_name().to_owned();
-        let target = opts.dest.join(&base);
         if let Some(earlier) = read.paths.iter().find(|p| p.path == exported.path) {
             if earlier.nar_hash != exported.nar_hash {
                 return Err(Error::Conflict {
-                    path: target,
+                    path: opts.dest.join(&base),
                     what: "NarHash (it appears twice in the export)",
                     existing: earlier.nar_hash.to_string(),
                     wanted: exported.nar_hash.to_string(),
@@ -142,6 +130,7 @@ fn read_stream(
             opts.reporter.finished(&exported.path, Source::Download);
             let done = Done {
                 base,
+                tree: Some(tree),
                 entry: ManifestEntry {
                     nar_hash: run.nar_hash.to_string(),
                     nar_size: run.nar_size,
@@ -154,7 +143,7 @@ fn read_stream(
                 compressed: run.compressed,
                 warnings: run.warnings,
             };
-            read.staged.push((tree, target, done));
+            read.staged.push(done);
         }
         read.paths.push(exported);
     }

@@ -30,6 +30,7 @@ use crate::manifest::{Manifest, ManifestEntry};
 use crate::pipe;
 use crate::report::{Reporter, Source};
 use crate::substituters::Substituters;
+use narwhal_store::lock::{self, DirLock};
 
 /// The niceness of every worker but the one fetching the largest path (on
 /// Linux a thread's own, inherited by the threads it starts). The largest
@@ -58,6 +59,8 @@ pub struct FetchOptions<'a> {
     pub attempts: u32,
     /// Remove download-cache entries this run did not use.
     pub prune_cache: bool,
+    /// How long to wait for another writer of the destination or the download cache.
+    pub lock_wait: Duration,
     pub reporter: &'a dyn Reporter,
 }
 
@@ -76,6 +79,9 @@ pub struct Summary {
 
 pub(crate) struct Done {
     pub base: String,
+    /// The tree under its temporary name, until it is renamed into place
+    /// (after the manifest lists it); `None` once it is there.
+    pub tree: Option<nar::Pending>,
     pub entry: ManifestEntry,
     pub source: Source,
     pub read_bytes: u64,
@@ -94,7 +100,7 @@ pub(crate) type ScanNote = (usize, Vec<u8>, Scanned);
 
 /// Fetches every path of `closure` into `opts.dest`.
 pub fn fetch(subs: &Substituters, closure: &[ClosurePath], opts: &FetchOptions<'_>) -> Result<Summary, Error> {
-    let mut manifest = open_destination(opts, &subs.store_dir.to_string())?;
+    let (mut manifest, _lock) = open_destination(opts, &subs.store_dir.to_string())?;
 
     let mut summary = Summary { paths: closure.len(), ..Summary::default() };
     let mut todo = still_missing(closure, &manifest, opts, &mut summary)?;
@@ -104,8 +110,12 @@ pub fn fetch(subs: &Substituters, closure: &[ClosurePath], opts: &FetchOptions<'
     opts.reporter.planned(closure.len(), planned);
 
     let cache_dir = opts.cache_dir.as_ref().map(|d| d.join(DOWNLOAD_CACHE_DIR));
-    if let Some(d) = &cache_dir {
+    let mut cache_lock = None;
+    if let (Some(root), Some(d)) = (&opts.cache_dir, &cache_dir) {
         fs::create_dir_all(d).map_err(|source| Error::Io { what: "cannot create", path: d.clone(), source })?;
+        // Other fetches may share the download cache: entries appear by rename, keyed by their hash.
+        let warn = |m: &str| opts.reporter.waiting(m);
+        cache_lock = Some(DirLock::shared(root, lock::LOCK_FILE, &[d], opts.lock_wait, "narwhal fetch", &warn)?);
     }
 
     let unpacked = AtomicU64::new(0);
@@ -133,7 +143,13 @@ pub fn fetch(subs: &Substituters, closure: &[ClosurePath], opts: &FetchOptions<'
     // What the scanning threads found goes into the manifest entries (and any
     // file they did not take is scanned now).
     scan_all(&mut done_paths, opts);
-    for done in done_paths {
+    let (done_paths, reconciled) = reconcile(done_paths, &opts.dest);
+    if let Err(e) = reconciled {
+        first_error.get_or_insert(e);
+    }
+    let mut trees = Vec::new();
+    for mut done in done_paths {
+        trees.extend(done.tree.take().map(|t| (t, opts.dest.join(&done.base))));
         match done.source {
             Source::Download => summary.downloaded += 1,
             Source::LocalCache => summary.from_cache += 1,
@@ -145,26 +161,99 @@ pub fn fetch(subs: &Substituters, closure: &[ClosurePath], opts: &FetchOptions<'
     }
     summary.unpacked_bytes = unpacked.into_inner();
     // Record what did arrive even when something failed, so a rerun skips it.
-    manifest.save(&opts.dest)?;
+    commit_trees(&manifest, trees, opts)?;
     if let Some(e) = first_error {
         return Err(e);
     }
-    if let (Some(dir), true) = (&cache_dir, opts.prune_cache) {
-        let keep = used_cache_keys;
-        let present_keys: Vec<String> = closure.iter().map(download_key).collect();
-        prune_download_cache(dir, &keep, &present_keys);
+    if let (Some(dir), true, Some(lock)) = (&cache_dir, opts.prune_cache, cache_lock) {
+        // Only when no other fetch is using the download cache.
+        if lock.exclusive_now("narwhal fetch")?.is_some() {
+            let keep = used_cache_keys;
+            let present_keys: Vec<String> = closure.iter().map(download_key).collect();
+            prune_download_cache(dir, &keep, &present_keys);
+        } else {
+            opts.reporter.warning(&format!("{} is in use by another fetch; not pruned this time", dir.display()));
+        }
     }
     Ok(summary)
 }
 
-/// Creates the destination and reads its manifest, which must be for the
+/// Saves the manifest (which lists `trees` already), then renames the trees
+/// into place: a tree is never under its final name without its entry, so a
+/// fetch killed at any point leaves nothing a rerun could not trust. A listed
+/// path whose tree is missing is fetched again.
+pub(crate) fn commit_trees(
+    manifest: &Manifest,
+    trees: Vec<(nar::Pending, PathBuf)>,
+    opts: &FetchOptions<'_>,
+) -> Result<(), Error> {
+    manifest.save(&opts.dest)?;
+    let mut first_error = None;
+    for (tree, dest) in trees {
+        if let Err(source) = tree.commit_to(&dest) {
+            first_error.get_or_insert(Error::Unpack {
+                path: dest.display().to_string(),
+                cache: "the destination".to_owned(),
+                source,
+            });
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Settles the paths whose final name is already taken by a tree the
+/// manifest does not list (left by a version of narwhal that renamed trees
+/// before recording them, or put there by hand): such a tree is kept, and
+/// recorded, when its NAR hash is the one just computed for the path (the
+/// relocated hash); otherwise that path fails as [`Error::Unmanaged`] and is
+/// not recorded.
+pub(crate) fn reconcile(done: Vec<Done>, dest: &Path) -> (Vec<Done>, Result<(), Error>) {
+    let mut kept = Vec::with_capacity(done.len());
+    let mut first_error = None;
+    for mut d in done {
+        let target = dest.join(&d.base);
+        if fs::symlink_metadata(&target).is_err() {
+            kept.push(d);
+            continue;
+        }
+        match nar::dump_to_hash(&target, Algorithm::Sha256) {
+            Ok((hash, _)) if hash.to_string() == d.entry.relocated_nar_hash => {
+                // The same tree: keep the one in place.
+                d.tree = None;
+                kept.push(d);
+            }
+            _ => {
+                first_error.get_or_insert(Error::Unmanaged(target));
+            }
+        }
+    }
+    (kept, first_error.map_or(Ok(()), Err))
+}
+
+/// Creates the destination, locks it for this fetch alone (removing what
+/// killed fetches left there) and reads its manifest, which must be for the
 /// same store directory and prefix.
-pub(crate) fn open_destination(opts: &FetchOptions<'_>, store_dir: &str) -> Result<Manifest, Error> {
+pub(crate) fn open_destination(opts: &FetchOptions<'_>, store_dir: &str) -> Result<(Manifest, DirLock), Error> {
+    check_destination(&opts.dest)?;
     fs::create_dir_all(&opts.dest).map_err(|source| Error::Io {
         what: "cannot create",
         path: opts.dest.clone(),
         source,
     })?;
+    let meta = opts.dest.join(crate::manifest::META_DIR);
+    match fs::create_dir(&meta) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+            return Err(Error::Io { what: "cannot create", path: meta, source: e });
+        }
+        _ => {}
+    }
+    if !fs::symlink_metadata(&meta).is_ok_and(|m| m.is_dir()) {
+        return Err(Error::NotADirectory(meta));
+    }
+    let warn = |m: &str| opts.reporter.waiting(m);
+    let lock_file = format!("{}/lock", crate::manifest::META_DIR);
+    let lock =
+        DirLock::exclusive(&opts.dest, &lock_file, &[&opts.dest, &meta], opts.lock_wait, "narwhal fetch", &warn)?;
     let prefix = String::from_utf8_lossy(opts.relocation.to()).into_owned();
     let manifest = Manifest::load(&opts.dest)?.unwrap_or_else(|| Manifest {
         version: 1,
@@ -180,11 +269,79 @@ pub(crate) fn open_destination(opts: &FetchOptions<'_>, store_dir: &str) -> Resu
             wanted: format!("{store_dir} -> {prefix}"),
         });
     }
-    Ok(manifest)
+    Ok((manifest, lock))
+}
+
+/// Directories a fetch must never write into: the system's own. A
+/// destination is a directory of its own (`./store`, `APP_DIR/store`).
+const SYSTEM_DIRS: &[&str] = &[
+    "/",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/home",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/media",
+    "/mnt",
+    "/nix",
+    "/nix/store",
+    "/opt",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/srv",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/usr/bin",
+    "/usr/lib",
+    "/usr/lib64",
+    "/usr/libexec",
+    "/usr/local",
+    "/usr/local/bin",
+    "/usr/local/lib",
+    "/usr/sbin",
+    "/usr/share",
+    "/var",
+    "/var/lib",
+    "/var/tmp",
+];
+
+/// Refuses a destination that is (or resolves to) a system directory.
+fn check_destination(dest: &Path) -> Result<(), Error> {
+    let absolute = std::path::absolute(dest).map_err(|source| Error::Io {
+        what: "cannot resolve",
+        path: dest.to_owned(),
+        source,
+    })?;
+    // Lexically first (`/usr/../etc`), then as the file system resolves it (`/bin` -> `/usr/bin`).
+    let mut lexical = PathBuf::from("/");
+    for c in absolute.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                lexical.pop();
+            }
+            std::path::Component::Normal(n) => lexical.push(n),
+            _ => {}
+        }
+    }
+    let resolved = fs::canonicalize(&lexical).ok();
+    for candidate in std::iter::once(&lexical).chain(resolved.as_ref()) {
+        if SYSTEM_DIRS.iter().any(|d| candidate == Path::new(d)) {
+            return Err(Error::SystemDirectory(dest.to_owned()));
+        }
+    }
+    Ok(())
 }
 
 /// The paths not yet in the destination; the others are checked against the
-/// manifest (a path narwhal did not write, or wrote from another NAR, is an error).
+/// manifest (a path written from another NAR is an error). A tree the
+/// manifest does not list is fetched again and compared (see [`reconcile`]).
 fn still_missing<'c>(
     closure: &'c [ClosurePath],
     manifest: &Manifest,
@@ -203,8 +360,10 @@ fn still_missing<'c>(
     Ok(todo)
 }
 
-/// Whether `<dest>/<base>` is already there as narwhal wrote it from a NAR with `nar_hash`;
-/// an error if something else is there (another NAR's tree, or one narwhal did not write).
+/// Whether `<dest>/<base>` is already there as narwhal wrote it from a NAR
+/// with `nar_hash` (per the manifest); an error if the manifest lists it from
+/// another NAR. `false` for a tree the manifest does not list: it is checked
+/// once the path's NAR hash is known ([`reconcile`]).
 pub(crate) fn is_present(dest: &Path, manifest: &Manifest, base: &str, nar_hash: Hash) -> Result<bool, Error> {
     let target = dest.join(base);
     if fs::symlink_metadata(&target).is_err() {
@@ -218,7 +377,7 @@ pub(crate) fn is_present(dest: &Path, manifest: &Manifest, base: &str, nar_hash:
             existing: e.nar_hash.clone(),
             wanted: nar_hash.to_string(),
         }),
-        None => Err(Error::Unmanaged(target)),
+        None => Ok(false),
     }
 }
 
@@ -316,7 +475,7 @@ fn fetch_once(
     // Copy into the download cache while reading, under a temporary name.
     let mut copy = None;
     if let (Some(dir), Source::Download) = (cache_dir, source) {
-        let tmp = dir.join(format!(".tmp-{}-{key}", std::process::id()));
+        let tmp = narwhal_formats::temp::beside(dir, key);
         match File::create(&tmp) {
             Ok(f) => copy = Some((tmp, f)),
             Err(e) => opts.reporter.warning(&format!("cannot write to the download cache {}: {e}", dir.display())),
@@ -329,7 +488,13 @@ fn fetch_once(
         copy: copy.as_mut().map(|(_, f)| io::BufWriter::with_capacity(256 * 1024, f)),
         reporter: opts.reporter,
     };
-    let dest = opts.dest.join(info.path.base_name());
+    let base = info.path.base_name();
+    // A tree already there that the manifest does not list is unpacked beside
+    // it only to be compared ([`reconcile`]), never renamed over it.
+    let mut dest = opts.dest.join(base);
+    if fs::symlink_metadata(&dest).is_ok() {
+        dest = opts.dest.join(format!(".{base}.recheck"));
+    }
     let reading = &mut tee;
     let run = unpack_relocated(&dest, &opts.relocation, move |feed| -> io::Result<()> {
         let mut decoder = compression.decoder(&mut *reading)?;
@@ -373,7 +538,6 @@ fn fetch_once(
         return Err(e);
     }
     let relocated_hash = relocated;
-    pending.commit().map_err(|source| Error::Unpack { path: path_str.clone(), cache: cache_name.clone(), source })?;
     unpacked.fetch_add(nar_size, Ordering::Relaxed);
     if let Some((tmp, file)) = copy {
         drop(file);
@@ -386,6 +550,7 @@ fn fetch_once(
 
     Ok(Done {
         base: info.path.base_name().to_owned(),
+        tree: Some(pending),
         entry: ManifestEntry {
             nar_hash: nar_hash.to_string(),
             nar_size,
@@ -724,7 +889,8 @@ pub(crate) fn scan_all(done: &mut [Done], opts: &FetchOptions<'_>) {
     let scanned = narwhal_store::parallel::try_map(&files, opts.jobs, |&(d, f)| {
         let p = &done_ref[d];
         let (seq, rel) = &p.compressed[f];
-        let file = opts.dest.join(&p.base).join(OsStr::from_bytes(rel));
+        let root = p.tree.as_ref().map_or_else(|| opts.dest.join(&p.base), |t| t.path().to_owned());
+        let file = root.join(OsStr::from_bytes(rel));
         let scanned = narwhal_relocate::scan_compressed(&file, opts.relocation.from().as_bytes());
         Ok::<_, std::convert::Infallible>((!matches!(scanned, Ok(None))).then(|| (d, (*seq, rel.clone(), scanned))))
     });

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 
 pub const MANIFEST_PATH: &str = ".narwhal/manifest.json";
+/// narwhal's own directory in a destination: the manifest and the lock.
+pub const META_DIR: &str = ".narwhal";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -51,9 +53,9 @@ impl Manifest {
     /// Writes the manifest through a temporary file and a rename.
     pub fn save(&self, dest: &Path) -> Result<(), Error> {
         let path = dest.join(MANIFEST_PATH);
-        let dir = dest.join(".narwhal");
+        let dir = dest.join(META_DIR);
         fs::create_dir_all(&dir).map_err(|source| Error::Io { what: "cannot create", path: dir.clone(), source })?;
-        let tmp = dir.join(format!(".manifest.json.tmp-{}", std::process::id()));
+        let tmp = narwhal_formats::temp::beside(&dir, "manifest.json");
         let mut json =
             serde_json::to_vec_pretty(self).map_err(|source| Error::Manifest { path: path.clone(), source })?;
         json.push(b'\n');

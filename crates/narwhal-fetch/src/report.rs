@@ -39,6 +39,10 @@ pub trait Reporter: Send + Sync {
     fn warning(&self, message: &str) {
         let _ = message;
     }
+    /// Another process holds the destination or the download cache; this one waits for it.
+    fn waiting(&self, message: &str) {
+        let _ = message;
+    }
 }
 
 /// Reports nothing.

@@ -15,6 +15,7 @@
 //! | [`signature`] | ed25519 keys and signatures, fingerprints |
 //! | [`cache_info`] | `nix-cache-info` |
 //! | [`export`] | `nix-store --export` streams |
+//! | [`temp`] | narwhal's temporary names (`.<name>.tmp-<pid>-<n>`) |
 //! | [`wire`] | integers and padded strings |
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -27,4 +28,5 @@ pub mod narinfo;
 pub mod nixbase32;
 pub mod signature;
 pub mod store_path;
+pub mod temp;
 pub mod wire;

@@ -80,7 +80,7 @@ fn copy_one(
     let full = info.store_dir.display(&info.path).to_string();
     let from = Compression::from_str(info.compression())
         .map_err(|e| Error::SourceCompression { path: full.clone(), source: e })?;
-    let tmp = opts.temp_dir.join(format!(".narwhal-copy-{}-{}", std::process::id(), info.path.hash_part()));
+    let tmp = narwhal_formats::temp::beside(&opts.temp_dir, format!("narwhal-copy-{}", info.path.hash_part()));
     let guard = TempFile(tmp.clone());
     let read_err = |source| Error::SourceRead { path: full.clone(), source };
     let mismatch = |m: Mismatch| Error::SourceHash {

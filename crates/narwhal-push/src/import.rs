@@ -46,7 +46,7 @@ pub fn import(
     let mut waiting: Vec<NarInfo> = Vec::new();
     let mut index = 0usize;
     loop {
-        let tmp = opts.temp_dir.join(format!(".narwhal-import-{}-{index}", std::process::id()));
+        let tmp = narwhal_formats::temp::beside(&opts.temp_dir, format!("narwhal-import-{index}"));
         index += 1;
         let guard = TempFile(tmp.clone());
         let mut exported = None;

@@ -229,7 +229,7 @@ fn push_one(
     commits: &Commits,
 ) -> Result<(u64, u64), Error> {
     let full = store_dir.display(&info.path).to_string();
-    let tmp = opts.temp_dir.join(format!(".narwhal-push-{}-{}", std::process::id(), info.path.hash_part()));
+    let tmp = narwhal_formats::temp::beside(&opts.temp_dir, format!("narwhal-push-{}", info.path.hash_part()));
     let guard = TempFile(tmp.clone());
     let (nar_hash, nar_size, file_hash, file_size) = compress_nar(real, &tmp, opts, &full, info.nar_size)?;
     if nar_hash != info.nar_hash || nar_size != info.nar_size {

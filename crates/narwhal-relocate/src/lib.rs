@@ -19,5 +19,5 @@
 pub mod relocation;
 pub mod scan;
 
-pub use relocation::{Error, Relocation, RewritingWriter};
+pub use relocation::{is_plain_dir, Error, Relocation, RewritingWriter};
 pub use scan::{scan_compressed, scan_compressed_bytes, sniff, BytesScanner, Compression, Finding, ScanError};

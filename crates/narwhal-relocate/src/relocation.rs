@@ -34,7 +34,11 @@ pub const WRITER_BLOCK_LEN: usize = 256 * 1024;
 pub enum Error {
     #[error("store directory {0:?} must be absolute, longer than '/', without a trailing '/' or NUL")]
     InvalidFrom(String),
-    #[error("target store directory {0:?} must be absolute, without a trailing '/' or NUL")]
+    #[error(
+        "target store directory {0:?} must be an absolute, normalised path (no '//', '.' or '..' components, no \
+         trailing '/') of letters, digits and / . _ - + @ , = only: a shebang line or a shell would split or \
+         expand anything else"
+    )]
     InvalidTo(String),
     #[error(
         "target store directory {to:?} is {to_len} bytes but {from:?} is {from_len}: a longer prefix cannot work \
@@ -74,6 +78,18 @@ impl PartialEq for Relocation {
 
 impl Eq for Relocation {}
 
+/// Whether `dir` is an absolute, normalised path that scripts can hold
+/// unquoted: a relocated store directory ends up in shebang lines (which
+/// split at whitespace), in `PATH` (split at `:`) and in shell scripts.
+pub fn is_plain_dir(dir: &str) -> bool {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b"/._-+@,=".contains(&b);
+    match dir.strip_prefix('/') {
+        Some("") => true,
+        Some(rest) => rest.bytes().all(plain) && rest.split('/').all(|c| !c.is_empty() && c != "." && c != ".."),
+        None => false,
+    }
+}
+
 impl Relocation {
     /// Rewrites `from` into `to`, both absolute directories without a
     /// trailing `/`. A `to` shorter than `from` is an error unless `pad`, in
@@ -85,7 +101,7 @@ impl Relocation {
         if !well_formed(from) || from == "/" {
             return Err(Error::InvalidFrom(from.to_owned()));
         }
-        if !well_formed(to) {
+        if !well_formed(to) || !is_plain_dir(to) {
             return Err(Error::InvalidTo(to.to_owned()));
         }
         let (from_len, to_len) = (from.len(), to.len());

@@ -1,7 +1,9 @@
 //! Where the served cache lives: one enum, three backends.
 //!
 //! - [`Backend::Dir`]: a cache directory. Reads go straight to files (async,
-//!   with byte ranges); writes go through narwhal-store's atomic `FileCache`.
+//!   with byte ranges), opened only beneath the directory ([`open_beneath`]:
+//!   a symlink out of it is not followed); writes go through narwhal-store's
+//!   atomic `FileCache`.
 //! - [`Backend::Remote`]: any other [`CacheWriter`] (an S3 bucket). Its
 //!   blocking calls run on tokio's blocking pool; bodies stream through a
 //!   bounded channel.
@@ -107,9 +109,16 @@ impl Backend {
                 check_key(key)?;
                 // Small files from a local directory: a read from the page cache costs less
                 // than a trip through the blocking pool.
-                match std::fs::read(root.join(key)) {
+                let read = open_beneath(root, key).and_then(|mut f| {
+                    if !f.metadata()?.is_file() {
+                        return Err(io::Error::from(io::ErrorKind::NotFound));
+                    }
+                    let mut b = Vec::new();
+                    f.read_to_end(&mut b).map(|_| b)
+                });
+                match read {
                     Ok(b) => Ok(Some(Bytes::from(b))),
-                    Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => Ok(None),
+                    Err(e) if is_absent(&e) => Ok(None),
                     Err(e) => Err(ApiError::backend("cannot read from the cache directory", &e)),
                 }
             }
@@ -132,11 +141,13 @@ impl Backend {
         match self {
             Self::Dir { root, .. } => {
                 check_key(key)?;
-                let mut file = match tokio::fs::File::open(root.join(key)).await {
-                    Ok(f) => f,
-                    Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
-                        return Ok(None)
-                    }
+                let (dir, name) = (root.clone(), key.to_owned());
+                let opened = tokio::task::spawn_blocking(move || open_beneath(&dir, &name))
+                    .await
+                    .map_err(|_| ApiError::internal("a storage task panicked"))?;
+                let mut file = match opened {
+                    Ok(f) => tokio::fs::File::from_std(f),
+                    Err(e) if is_absent(&e) => return Ok(None),
                     Err(e) => return Err(ApiError::backend("cannot open a file of the cache directory", &e)),
                 };
                 let meta = file.metadata().await.map_err(|e| ApiError::backend("cannot stat a cache file", &e))?;
@@ -182,6 +193,37 @@ impl Backend {
             Self::Local(_) => Ok(None),
         }
     }
+}
+
+/// Opens `root/key` for reading without leaving `root`: no `..` above it, no
+/// absolute symlink, no symlink that resolves outside it (`openat2` with
+/// `RESOLVE_BENEATH`; where the kernel lacks it, the resolved path must be
+/// inside the resolved root).
+pub fn open_beneath(root: &std::path::Path, key: &str) -> io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let dir = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    // Non-blocking: opening a FIFO someone put there must not hang (regular files ignore it).
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+    match rustix::fs::openat2(&dir, key, flags, Mode::empty(), ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS) {
+        Ok(fd) => Ok(std::fs::File::from(fd)),
+        Err(rustix::io::Errno::NOSYS) => {
+            let path = std::fs::canonicalize(root.join(key))?;
+            if path.starts_with(std::fs::canonicalize(root)?) {
+                std::fs::File::open(path)
+            } else {
+                Err(io::Error::from(io::ErrorKind::NotFound))
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether an error opening a cache file means there is no such object
+/// (absent, or a path that would leave the cache directory).
+fn is_absent(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
+        || e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error())
+        || e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
 }
 
 /// Runs a blocking storage call on tokio's blocking pool. A panic there (a bug) is resumed in the

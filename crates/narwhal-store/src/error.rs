@@ -61,6 +61,8 @@ pub enum StoreErrorKind {
     Hydra(HydraProblem),
     #[error(transparent)]
     Io(io::Error),
+    #[error(transparent)]
+    Lock(crate::lock::LockError),
 }
 
 /// What is wrong with the latest build a Hydra job URL answered with.

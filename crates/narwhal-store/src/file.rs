@@ -5,16 +5,40 @@ use std::io::{self, Read};
 use std::path::PathBuf;
 
 use crate::error::{StoreError, StoreErrorKind};
+use crate::lock::{DirLock, LOCK_FILE};
 use crate::{check_key, BinaryCache, CacheWriter};
 
 pub struct FileCache {
     root: PathBuf,
     url: String,
+    /// Held while writing: shared with the cache's other writers.
+    _lock: Option<DirLock>,
 }
 
 impl FileCache {
+    /// The cache for reading.
     pub fn new(root: PathBuf, url: String) -> Self {
-        Self { root, url }
+        Self { root, url, _lock: None }
+    }
+
+    /// The cache for writing: creates the directory and shares its lock
+    /// ([`crate::lock::LOCK_FILE`]) with the other writers; when there are
+    /// none, first removes what killed writers left (temporary names in the
+    /// cache and in its directories, `nar/`, `pins/`, …).
+    pub fn writer(root: PathBuf, url: String, what: &str) -> Result<Self, StoreError> {
+        let lock_err = |e| StoreError::new(url.clone(), StoreErrorKind::Lock(e));
+        let wait = crate::lock::wait_from_env().map_err(lock_err)?;
+        let err = |e: io::Error| StoreError::new(url.clone(), StoreErrorKind::Io(e));
+        std::fs::create_dir_all(&root).map_err(err)?;
+        let mut dirs = vec![root.clone()];
+        for entry in std::fs::read_dir(&root).map_err(err)?.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) && !entry.file_name().as_encoded_bytes().starts_with(b".") {
+                dirs.push(entry.path());
+            }
+        }
+        let dirs: Vec<&std::path::Path> = dirs.iter().map(PathBuf::as_path).collect();
+        let lock = DirLock::shared(&root, LOCK_FILE, &dirs, wait, what, &|_| {}).map_err(lock_err)?;
+        Ok(Self { root, url, _lock: Some(lock) })
     }
 
     fn err(&self, key: &str, kind: StoreErrorKind) -> StoreError {
@@ -62,11 +86,8 @@ impl FileCache {
     }
 
     /// A temporary name in the same directory as `path`, so the rename is atomic.
-    fn temp_for(path: &std::path::Path) -> std::path::PathBuf {
-        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
+    fn temp_for(&self, key: &str, path: &std::path::Path) -> Result<std::path::PathBuf, StoreError> {
+        narwhal_formats::temp::sibling(path).ok_or_else(|| self.err(key, StoreErrorKind::InvalidKey))
     }
 }
 
@@ -79,7 +100,7 @@ impl CacheWriter for FileCache {
     fn put(&self, key: &str, data: &[u8], _content_type: &str) -> Result<(), StoreError> {
         use std::io::Write as _;
         let path = self.target(key)?;
-        let tmp = Self::temp_for(&path);
+        let tmp = self.temp_for(key, &path)?;
         let written = (|| {
             let mut f = File::create(&tmp)?;
             f.write_all(data)?;
@@ -94,7 +115,7 @@ impl CacheWriter for FileCache {
 
     fn put_file(&self, key: &str, file: &std::path::Path, _content_type: &str) -> Result<(), StoreError> {
         let path = self.target(key)?;
-        let tmp = Self::temp_for(&path);
+        let tmp = self.temp_for(key, &path)?;
         let copied = (|| {
             // On the same file system (a push's temporary files live in the cache), a link, not a copy.
             if std::fs::hard_link(file, &tmp).is_err() {

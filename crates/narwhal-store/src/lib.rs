@@ -16,6 +16,7 @@ pub mod http;
 pub mod http_writer;
 pub mod hydra;
 pub mod keys;
+pub mod lock;
 pub mod parallel;
 pub mod pin;
 pub mod retry;
@@ -72,7 +73,7 @@ pub fn open_writer_with_token(
     token: Option<(String, String)>,
 ) -> Result<Box<dyn CacheWriter>, StoreError> {
     match &url.location {
-        Location::File(dir) => Ok(Box::new(file::FileCache::new(dir.clone(), url.to_string()))),
+        Location::File(dir) => Ok(Box::new(file::FileCache::writer(dir.clone(), url.to_string(), "narwhal push")?)),
         Location::Http(base) => {
             let auth = http_writer::HttpAuth::resolve(base, token)?;
             Ok(Box::new(http::HttpCache::new(base, &http::HttpOptions::default())?.with_auth(auth)))

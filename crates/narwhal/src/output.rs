@@ -3,18 +3,12 @@
 use std::fs::{self, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Standard output, locked and buffered for bulk data.
 pub fn stdout() -> BufWriter<io::StdoutLock<'static>> {
     // As large as the NAR writer's read buffer: full reads then bypass this buffer instead of being copied.
     BufWriter::with_capacity(64 * 1024, io::stdout().lock())
-}
-
-/// A temporary name beside `path`.
-fn temp_beside(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
 /// Writes `contents` to `path` through a temporary file and a rename, so
@@ -24,7 +18,8 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32, overwrite: bool) ->
     if !overwrite && fs::symlink_metadata(path).is_ok() {
         return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} already exists", path.display())));
     }
-    let tmp = temp_beside(path);
+    let tmp = narwhal_formats::temp::sibling(path)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a file name", path.display())))?;
     let result = (|| {
         let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
         f.write_all(contents)?;

@@ -112,4 +112,8 @@ impl Reporter for Progress {
     fn warning(&self, message: &str) {
         self.line(&format!("warning: {message}"));
     }
+
+    fn waiting(&self, message: &str) {
+        self.line(message);
+    }
 }

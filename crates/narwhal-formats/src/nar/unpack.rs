@@ -17,7 +17,6 @@ use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{Mode, OFlags};
 use thiserror::Error;
@@ -39,18 +38,6 @@ pub enum UnpackError {
         #[source]
         source: io::Error,
     },
-}
-
-static COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A temporary sibling of `dest`, unique within this machine at this moment.
-pub(crate) fn temp_sibling(dest: &Path) -> Option<PathBuf> {
-    let parent = dest.parent()?;
-    let name = dest.file_name()?;
-    let mut tmp = std::ffi::OsString::from(".");
-    tmp.push(name);
-    tmp.push(format!(".tmp-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
-    Some(parent.join(tmp))
 }
 
 /// Unpacks the NAR read from `r` (which must end with it) to `dest`, which
@@ -158,7 +145,7 @@ pub fn unpack_pending(r: &mut impl Read, dest: &Path, hook: &mut dyn UnpackHook)
     if fs::symlink_metadata(dest).is_ok() {
         return Err(UnpackError::Exists(dest.to_owned()));
     }
-    let tmp = temp_sibling(dest).ok_or_else(|| UnpackError::BadDestination(dest.to_owned()))?;
+    let tmp = crate::temp::sibling(dest).ok_or_else(|| UnpackError::BadDestination(dest.to_owned()))?;
     let mut v = Unpacker { root: tmp.clone(), hook, created_root: false, dirs: Vec::new() };
     match parse_to_end(r, &mut v) {
         Ok(nar_size) => Ok(Pending { tmp, dest: dest.to_owned(), nar_size, done: false }),

@@ -99,7 +99,8 @@ async fn access_and_log(State(state): State<AppState>, request: Request, next: N
     let path = request.uri().path().to_owned();
     let route = route_of(&path);
     let write = !matches!(method, Method::GET | Method::HEAD);
-    let open = matches!(path.as_str(), "/health" | "/metrics");
+    // Metrics tell what a private cache holds: they need a token when reads do.
+    let open = path == "/health" || (path == "/metrics" && state.tokens.reads_are_public());
     let checked = if open {
         Ok(())
     } else {

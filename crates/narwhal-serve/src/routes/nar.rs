@@ -1,6 +1,11 @@
 //! `/nar/<file>`: NARs as the cache stores them (byte ranges on the directory
 //! backend), or dumped on the fly from the local store; uploads streamed to a
 //! temporary file, then stored whole.
+//!
+//! Uploads are content-addressed, as Nix names them: `nar/<FileHash>.nar<ext>`,
+//! the FileHash being the nix32 sha256 of the file as sent. It is computed while
+//! the body streams in; a body that does not hash to its name is refused, and a
+//! NAR already stored is never written again (its bytes are those of its name).
 
 use std::io;
 use std::sync::atomic::Ordering;
@@ -11,6 +16,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
+use narwhal_formats::hash::{Algorithm, Encoding, Hasher};
 use tokio::io::AsyncWriteExt as _;
 
 use super::{blocking, hash_part, stored, writer};
@@ -139,8 +145,20 @@ async fn local(state: &AppState, file: &str, head: bool) -> Result<Response, Api
         .into_response())
 }
 
+/// The FileHash (nix32 sha256) an upload's name promises: `<52 nix32>.nar<ext>`.
+fn promised_hash(file: &str) -> Result<&str, ApiError> {
+    let stem = EXTENSIONS.iter().find_map(|ext| file.strip_suffix(ext).and_then(|f| f.strip_suffix(".nar")));
+    match stem {
+        Some(h) if h.len() == 52 && h.bytes().all(|b| narwhal_formats::nixbase32::ALPHABET.contains(&b)) => Ok(h),
+        _ => Err(ApiError::bad_request(
+            "a NAR is stored under its FileHash: nar/<nix32 sha256 of the file>.nar[.xz|.zst|.bz2|.br], as Nix names it",
+        )),
+    }
+}
+
 pub async fn put(State(state): State<AppState>, Path(file): Path<String>, body: Body) -> Result<Response, ApiError> {
     check_name(&file)?;
+    let promised = promised_hash(&file)?.to_owned();
     let w = writer(&state)?;
     let temp = TempFile::new(&state.temp_dir, &file);
     let mut out = tokio::fs::File::create(&temp.0)
@@ -148,8 +166,10 @@ pub async fn put(State(state): State<AppState>, Path(file): Path<String>, body: 
         .map_err(|e| ApiError::backend("cannot create a temporary file for an upload", &e))?;
     let mut stream = body.into_data_stream();
     let mut total: u64 = 0;
+    let mut hasher = Hasher::new(Algorithm::Sha256);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|_| ApiError::bad_request("the upload was cut off"))?;
+        hasher.update(&chunk);
         total += chunk.len() as u64;
         if total > state.max_upload_bytes {
             return Err(ApiError::new(
@@ -162,9 +182,18 @@ pub async fn put(State(state): State<AppState>, Path(file): Path<String>, body: 
     out.flush().await.map_err(|e| ApiError::backend("cannot write an upload to disk", &e))?;
     drop(out);
     state.metrics.bytes_received.fetch_add(total, Ordering::Relaxed);
+    let actual = hasher.finish().encode(Encoding::Nix32);
+    if actual != promised {
+        return Err(ApiError::bad_request(format!(
+            "the NAR's FileHash is sha256:{actual}, not the sha256:{promised} its name gives; send it as nar/{actual}.nar<ext>"
+        )));
+    }
     let key = format!("nar/{file}");
     blocking(move || {
-        w.put_file(&key, &temp.0, CONTENT_TYPE)?;
+        // Same name, same bytes: what is stored stays as it is.
+        if !w.exists(&key)? {
+            w.put_file(&key, &temp.0, CONTENT_TYPE)?;
+        }
         drop(temp);
         Ok(())
     })
@@ -191,7 +220,7 @@ impl Drop for TempFile {
 
 #[cfg(test)]
 mod tests {
-    use super::check_name;
+    use super::{check_name, promised_hash};
 
     #[test]
     fn names() {
@@ -206,5 +235,14 @@ mod tests {
         for bad in ["../x.nar", "x.nar.gz2", ".nar", "a-b-c.nar", "A.nar", "x.tar", "a--b.nar", "a/b.nar", "x.nar\0"] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
+        let h = "0g5rqcyp5ljl5z0w1n4afdh13ajpvdpd3mpj61ykfdbqrn4zgds6";
+        assert_eq!(promised_hash(&format!("{h}.nar.xz")).ok(), Some(h));
+        assert_eq!(promised_hash(&format!("{h}.nar")).ok(), Some(h));
+        for bad in
+            ["abc.nar", "0ph8b4yb6qljcb2slbqisd9mz9mn2g2q-1bqm4cm7c6dcp2jfcj3rs79xy6sl8gk6q3hyf3l4y2vx3dqlfzsf.nar"]
+        {
+            assert!(promised_hash(bad).is_err(), "{bad}");
+        }
+        assert!(promised_hash(&format!("{}e.nar", &h[1..])).is_err(), "e is not nix32");
     }
 }

@@ -1,5 +1,7 @@
 //! `/<hash>.narinfo`: served signed by the server's keys; stored only under
-//! the commit rule (its NAR there and matching, its references there).
+//! the commit rule (its NAR there and matching, its references there). A
+//! committed narinfo is never changed, except to add signatures: another one
+//! for the same path is refused (409), the same one again is a no-op.
 
 use std::io::{self, Read};
 use std::sync::atomic::Ordering;
@@ -10,6 +12,8 @@ use axum::response::Response;
 use bytes::Bytes;
 use narwhal_formats::hash::{Algorithm, Hasher, HashingWriter};
 use narwhal_formats::narinfo::NarInfo;
+use narwhal_formats::signature::Signature;
+use narwhal_formats::store_path::StoreDir;
 use narwhal_store::{check_key, CacheWriter, Compression, StoreErrorKind};
 
 use super::{blocking, hash_part, ok, stored, writer};
@@ -18,6 +22,9 @@ use crate::error::ApiError;
 use crate::AppState;
 
 const CONTENT_TYPE: &str = "text/x-nix-narinfo";
+
+/// Held from comparing a narinfo with the committed one until it is written.
+static COMMIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 pub async fn get(State(state): State<AppState>, hash: &str) -> Result<Response, ApiError> {
     let hash = hash_part(hash)?.to_owned();
@@ -80,10 +87,15 @@ pub async fn put(State(state): State<AppState>, hash: &str, body: Bytes) -> Resu
         )));
     }
     check_key(&ni.url).map_err(|_| ApiError::bad_request("the narinfo's URL leaves the cache"))?;
+    if let Some((sig, e)) = ni.sigs.iter().find_map(|s| Signature::parse(s).err().map(|e| (s, e))) {
+        return Err(ApiError::bad_request(format!("invalid Sig {sig:?}: {e}; a Sig is NAME:BASE64 of 64 bytes")));
+    }
     let compression: Compression =
         ni.compression().parse().map_err(|e| ApiError::bad_request(format!("invalid narinfo: {e}")))?;
     let metrics_state = Arc::clone(&state);
+    let state_store_dir = state.store_dir.clone();
     blocking(move || {
+        let key = format!("{hash}.narinfo");
         for r in ni.references() {
             if r != &ni.path && !w.exists(&format!("{}.narinfo", r.hash_part()))? {
                 return Err(ApiError::conflict(format!(
@@ -93,12 +105,61 @@ pub async fn put(State(state): State<AppState>, hash: &str, body: Bytes) -> Resu
             }
         }
         check_nar(w.as_ref(), &ni, compression)?;
-        w.put(&format!("{hash}.narinfo"), &body, CONTENT_TYPE)?;
+        // A narinfo that lies about its NAR was refused above, as such; one that is true but
+        // not the committed one is refused here. Two uploads for one path at once on this
+        // server cannot both pass the comparison and then both write.
+        let _commit = COMMIT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(committed) = w.get(&key)? {
+            match compare_to_committed(&committed, &ni, &state_store_dir) {
+                Committed::Same => return Ok(()),
+                Committed::AddsSignatures | Committed::Unreadable => {}
+                Committed::Differs(why) => {
+                    return Err(ApiError::conflict(format!(
+                    "{} already has a different narinfo here ({why}); a committed narinfo only takes more signatures",
+                    ni.path.base_name()
+                )))
+                }
+            }
+        }
+        w.put(&key, &body, CONTENT_TYPE)?;
         Ok(())
     })
     .await?;
     metrics_state.metrics.narinfos_committed.fetch_add(1, Ordering::Relaxed);
     Ok(stored())
+}
+
+/// How a narinfo sent compares with the one already stored for its path.
+enum Committed {
+    /// The same fields and signatures (in whatever order): nothing to write.
+    Same,
+    /// The same fields, every stored signature and more.
+    AddsSignatures,
+    /// The stored file is not a narinfo at all: it may be replaced.
+    Unreadable,
+    Differs(&'static str),
+}
+
+fn compare_to_committed(committed: &[u8], sent: &NarInfo, store_dir: &StoreDir) -> Committed {
+    let Some(old) = std::str::from_utf8(committed).ok().and_then(|t| NarInfo::parse(t, store_dir).ok()) else {
+        return Committed::Unreadable;
+    };
+    let unsigned = |ni: &NarInfo| {
+        let mut ni = ni.clone();
+        ni.sigs.clear();
+        ni.to_string()
+    };
+    if unsigned(&old) != unsigned(sent) {
+        return Committed::Differs("its fields differ");
+    }
+    if !old.sigs.iter().all(|s| sent.sigs.contains(s)) {
+        return Committed::Differs("it drops signatures");
+    }
+    if sent.sigs.iter().all(|s| old.sigs.contains(s)) {
+        Committed::Same
+    } else {
+        Committed::AddsSignatures
+    }
 }
 
 /// Reads the stored NAR back and checks FileSize, FileHash, NarSize and NarHash.

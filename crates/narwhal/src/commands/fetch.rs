@@ -82,6 +82,7 @@ pub fn fetch_into(
         jobs,
         attempts: 4,
         prune_cache: source.prune_cache,
+        lock_wait: super::lock_wait()?,
         reporter: &progress,
     };
     let summary = narwhal_fetch::fetch(&subs, &closure, &options)?;
@@ -133,6 +134,7 @@ fn fetch_export_into(
         jobs: super::jobs_or_cores(source.jobs),
         attempts: 1,
         prune_cache: false,
+        lock_wait: super::lock_wait()?,
         reporter: &progress,
     };
     let fetched = narwhal_fetch::fetch_export(&mut *input, export, len, &store_dir, &roots, &options)?;

@@ -65,6 +65,25 @@ pub fn jobs_or_cores(jobs: Option<usize>) -> usize {
     jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get))
 }
 
+/// Refuses a file to write whose directory does not exist, naming the file (not whatever failed first).
+pub fn check_parent(file: &Path) -> anyhow::Result<()> {
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "cannot write {}: its directory {} does not exist; create it first",
+            file.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// How long a writer waits for another one holding its destination or cache:
+/// `NARWHAL_LOCK_WAIT` seconds, else ten minutes.
+pub fn lock_wait() -> anyhow::Result<std::time::Duration> {
+    Ok(narwhal_store::lock::wait_from_env()?)
+}
+
 /// `s3://bucket/dir/name?params` as the bucket (the cache `s3://bucket/dir?params`) and the
 /// key `name`. AWS_* settings come from `env` (name, value) before the process environment.
 pub fn s3_object(s: &str, env: &[(String, String)]) -> anyhow::Result<(Box<dyn narwhal_store::CacheWriter>, String)> {

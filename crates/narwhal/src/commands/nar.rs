@@ -12,11 +12,17 @@ use crate::output::stdout;
 pub fn run(cmd: NarCommand) -> anyhow::Result<()> {
     match cmd {
         NarCommand::Dump { path } => {
+            refuse_special(&path)?;
             let mut out = stdout();
-            nar::dump(&path, &mut out)?;
+            if let Err(e) = nar::dump(&path, &mut out) {
+                // What is still buffered (all of a small tree's NAR) never reaches standard output.
+                drop(out.into_parts());
+                return Err(e.into());
+            }
             out.flush().context("cannot write to standard output")?;
         }
         NarCommand::Unpack { nar: input, dir } => {
+            super::check_parent(&dir)?;
             let mut r = open_input(&input)?;
             nar::unpack(&mut r, &dir).with_context(|| format!("cannot unpack {}", input.display()))?;
         }
@@ -99,4 +105,21 @@ fn list(
             Ok(())
         }
     }
+}
+
+/// Refuses a path a NAR cannot hold (a device, FIFO or socket) before any byte is written.
+fn refuse_special(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let meta = path.symlink_metadata().with_context(|| format!("cannot read {}", path.display()))?;
+    let t = meta.file_type();
+    let kind = if t.is_fifo() {
+        "named pipe"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "device"
+    } else {
+        return Ok(());
+    };
+    bail!("{} is a {kind}, which a NAR cannot hold (only files, directories and symlinks)", path.display())
 }

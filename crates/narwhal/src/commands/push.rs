@@ -282,7 +282,13 @@ pub fn pin(name: &str, store_path: &str, to: &str, rev: Option<&str>, keep: Opti
 
 pub fn pins(from: &str, name: Option<&str>) -> anyhow::Result<()> {
     let url = CacheUrl::parse(from)?;
-    let cache = narwhal_store::open_writer(&url)?;
+    // Listing reads: a directory is neither created nor locked.
+    let cache: Box<dyn narwhal_store::CacheWriter> = match &url.location {
+        narwhal_store::Location::File(dir) => {
+            Box::new(narwhal_store::file::FileCache::new(dir.clone(), url.to_string()))
+        }
+        _ => narwhal_store::open_writer(&url)?,
+    };
     let mut out = stdout();
     for (key, p) in pin::list(cache.as_ref(), &StoreDir::default(), name)? {
         writeln!(

@@ -74,7 +74,12 @@ fn open_backend(store: &str, cfg: &Config) -> anyhow::Result<(Backend, narwhal_f
             if !dir.is_dir() {
                 anyhow::bail!("the cache directory {} does not exist; create it, or push to it first", dir.display());
             }
-            Arc::new(FileCache::new(dir.clone(), url.to_string()))
+            if cfg.push_token_files.is_empty() {
+                Arc::new(FileCache::new(dir.clone(), url.to_string()))
+            } else {
+                // Writes share the directory's lock with pushes, so none sweeps an upload in progress.
+                Arc::new(FileCache::writer(dir.clone(), url.to_string(), "narwhal serve")?)
+            }
         }
         Location::S3 { .. } => Arc::from(narwhal_store::open_writer(&url)?),
         Location::Http(_) => anyhow::bail!("narwhal serve serves a directory, an S3 bucket or `local`, not {store}"),

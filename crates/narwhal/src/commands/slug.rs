@@ -22,10 +22,15 @@ use crate::output::{stdout, write_atomic};
 /// The `result` links made, in root order.
 pub fn run(args: &SlugArgs) -> anyhow::Result<Vec<PathBuf>> {
     let runtime_root = args.runtime_root.trim_end_matches('/');
-    if !runtime_root.starts_with('/') {
-        bail!("--runtime-root {:?} must be an absolute path such as /app", args.runtime_root);
+    if !narwhal_relocate::is_plain_dir(runtime_root) {
+        bail!(
+            "--runtime-root {:?} must be an absolute, normalised path of letters, digits and / . _ - + @ , = only (such as /app): the scripts narwhal writes hold it unquoted",
+            args.runtime_root
+        );
     }
     let prefix = args.prefix.clone().unwrap_or_else(|| format!("{runtime_root}/store"));
+    refuse_symlinks(&args.app_dir)?;
+    let _lock = lock_app_dir(&args.app_dir)?;
     let store = args.app_dir.join("store");
     let fetched = fetch_into(&args.roots, &args.source, &store, Some(&prefix), args.pad)?;
 
@@ -43,6 +48,71 @@ pub fn run(args: &SlugArgs) -> anyhow::Result<Vec<PathBuf>> {
     Ok(links)
 }
 
+/// The names narwhal writes in an app directory. Any of them as a symlink
+/// would have narwhal write through it, outside the app: refused.
+fn refuse_symlinks(app_dir: &Path) -> anyhow::Result<()> {
+    let entries =
+        std::fs::read_dir(app_dir).with_context(|| format!("cannot read the app directory {}", app_dir.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot read the app directory {}", app_dir.display()))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let ours = matches!(&*name, "store" | ".profile.d" | ".narwhal") || name.starts_with("result");
+        if ours && entry.file_type().is_ok_and(|t| t.is_symlink()) && !is_result_link(&name, &entry.path()) {
+            bail!(
+                "{} is a symlink; narwhal writes {name} itself and never through a symlink (it could point outside the app): remove it from the app",
+                entry.path().display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` is a `result` link narwhal made (`result[-N]` -> `store/…`), which it replaces.
+fn is_result_link(name: &str, path: &Path) -> bool {
+    let numbered = name.strip_prefix("result-").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    (name == "result" || numbered)
+        && std::fs::read_link(path).is_ok_and(|t| {
+            let mut parts = t.components();
+            parts.next() == Some(std::path::Component::Normal("store".as_ref()))
+                && matches!(parts.next(), Some(std::path::Component::Normal(_)))
+                && parts.next().is_none()
+        })
+}
+
+/// Locks the app directory for this slug alone (`.narwhal/lock`), removing
+/// the temporary names a killed slug left beside the files it writes.
+fn lock_app_dir(app_dir: &Path) -> anyhow::Result<narwhal_store::lock::DirLock> {
+    let meta = app_dir.join(".narwhal");
+    match std::fs::create_dir(&meta) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(e).with_context(|| format!("cannot create {}", meta.display()));
+        }
+        _ => {}
+    }
+    let bin = meta.join("bin");
+    let waiting = |m: &str| eprintln_line(m);
+    let lock = narwhal_store::lock::DirLock::exclusive(
+        app_dir,
+        ".narwhal/lock",
+        &[&meta, &bin],
+        super::lock_wait()?,
+        "narwhal slug",
+        &waiting,
+    )?;
+    // Beside the app's own files, only the temporary names of the result links and the profile script are narwhal's.
+    for (dir, own) in [(app_dir.to_owned(), ".result"), (app_dir.join(".profile.d"), ".narwhal.sh")] {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with(own) && narwhal_formats::temp::is_temp(&name) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    Ok(lock)
+}
+
 /// `result`, `result-2`, … as relative links into `store/`, replaced atomically.
 fn result_links(app_dir: &Path, bases: &[String]) -> anyhow::Result<Vec<PathBuf>> {
     let mut links = Vec::new();
@@ -57,8 +127,7 @@ fn result_links(app_dir: &Path, bases: &[String]) -> anyhow::Result<Vec<PathBuf>
                 );
             }
         }
-        let tmp = app_dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
+        let tmp = narwhal_formats::temp::beside(app_dir, &name);
         std::os::unix::fs::symlink(Path::new("store").join(base), &tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))?;
         std::fs::rename(&tmp, &link).with_context(|| format!("cannot create {}", link.display()))?;
