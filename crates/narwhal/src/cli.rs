@@ -103,6 +103,13 @@ pub enum Command {
         /// Only the pins of this name.
         name: Option<String>,
     },
+    /// Build an OCI image of closures, from binary caches or the local Nix store: no Docker, no Nix.
+    ///
+    /// Layers are tars written straight from the NARs (no unpacking), reproducible byte for byte;
+    /// each root and each path of at least 1 MiB gets a layer of its own, smaller paths share a few
+    /// (chosen by store path hash, so unchanged paths keep their layers' digests across versions).
+    /// Example: `narwhal image ./result --entrypoint bin/server --port 5000 --to oci:/tmp/app:latest`.
+    Image(ImageArgs),
     /// Serve a binary cache over HTTP: a directory, an S3 bucket, or this machine's Nix store.
     ///
     /// Answers Nix's and narwhal's requests (nix-cache-info, narinfos signed with
@@ -155,6 +162,70 @@ pub struct DestArgs {
     /// Compression level (zstd 1-22, default 3; xz 0-9, default 6).
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=22))]
     pub level: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    /// Store paths to put in the image with their closures; the first is the root of --entrypoint.
+    #[arg(required = true)]
+    pub roots: Vec<String>,
+    /// Where the image goes: `oci:DIR[:TAG]` (an OCI image layout; created, or a tag added to it).
+    #[arg(long)]
+    pub to: String,
+    /// Binary caches to read the closure from (signatures checked); without one, the local Nix store.
+    #[arg(long = "from", value_delimiter = ' ')]
+    pub from: Vec<String>,
+    /// Trusted public key (`name:base64`) for --from caches; repeat or separate with spaces.
+    #[arg(long = "trusted-public-key", env = "NARWHAL_TRUSTED_PUBLIC_KEYS", value_delimiter = ' ')]
+    pub trusted_public_keys: Vec<String>,
+    /// Accept paths from --from caches without a valid signature (NAR hashes are still checked).
+    #[arg(long)]
+    pub no_verify: bool,
+    /// The program to run: relative to the first root (`bin/server`) or an absolute path in the closure.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Arguments (the image's Cmd); repeat for several.
+    #[arg(long, allow_hyphen_values = true)]
+    pub cmd: Vec<String>,
+    /// An environment variable, `NAME=VALUE`; repeat for several. PATH starts with the roots' bin.
+    #[arg(long)]
+    pub env: Vec<String>,
+    /// The user the image runs as (non-root by default, as Heroku and most platforms run images).
+    #[arg(long, default_value = "65534:65534")]
+    pub user: String,
+    /// The working directory.
+    #[arg(long)]
+    pub workdir: Option<String>,
+    /// A label, `KEY=VALUE`; repeat for several.
+    #[arg(long)]
+    pub label: Vec<String>,
+    /// A port the image listens on, `PORT[/tcp|/udp]`; repeat for several.
+    #[arg(long)]
+    pub port: Vec<String>,
+    /// The most layers (overlay mounts stop near 127).
+    #[arg(long, default_value_t = narwhal_image::DEFAULT_MAX_LAYERS, value_parser = counted(1, narwhal_image::MAX_LAYERS as u64))]
+    pub max_layers: usize,
+    /// Layer compression (gzip is what every registry and client takes).
+    #[arg(long, value_parser = ["gzip", "zstd", "none"], default_value = "gzip")]
+    pub compression: String,
+    /// The image's architecture (GOARCH names: amd64, arm64, …).
+    #[arg(long, default_value = "amd64")]
+    pub arch: String,
+    /// The source revision, as the `org.opencontainers.image.revision` label.
+    #[arg(long)]
+    pub rev: Option<String>,
+    /// The source repository URL, as the `org.opencontainers.image.source` label.
+    #[arg(long = "source")]
+    pub source_url: Option<String>,
+    /// The image's creation time (RFC 3339); fixed by default, so that builds are reproducible.
+    #[arg(long, default_value = "1970-01-01T00:00:01Z")]
+    pub created: String,
+    /// Layers built at once.
+    #[arg(long, short = 'j', value_parser = counted(1, MAX_JOBS))]
+    pub jobs: Option<usize>,
+    /// The Nix database to read (read-only), without --from.
+    #[arg(long, default_value = narwhal_push::DEFAULT_DB)]
+    pub store_db: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -47,6 +47,11 @@ pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
                 return Some(h);
             }
         }
+        if let Some(e) = cause.downcast_ref::<narwhal_image::Error>() {
+            if let Some(h) = e.hint() {
+                return Some(h);
+            }
+        }
         if let Some(e) = cause.downcast_ref::<narwhal_store::pin::PinsError>() {
             if let Some(h) = e.hint() {
                 return Some(h);
@@ -127,6 +132,10 @@ fn is_verification(err: &anyhow::Error) -> bool {
         }
         if let Some(e) = cause.downcast_ref::<narwhal_push::Error>() {
             return matches!(e, narwhal_push::Error::SourceHash { .. } | narwhal_push::Error::Modified { .. });
+        }
+        if let Some(narwhal_image::Error::Nar { source, .. }) = cause.downcast_ref::<narwhal_image::Error>() {
+            // A NAR that does not parse or does not hash as its narinfo (or the database) says.
+            return !matches!(source.kind, nar::ErrorKind::Visitor(_));
         }
         cause.is::<VerificationFailed>()
     })

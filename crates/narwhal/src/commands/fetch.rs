@@ -45,29 +45,9 @@ pub fn fetch_into(
     if let Some(export) = &source.from_export {
         return fetch_export_into(roots, export, source, dest, prefix, pad, started);
     }
-    let trusted = if source.no_verify {
-        None
-    } else {
-        let keys = source
-            .trusted_public_keys
-            .iter()
-            .filter(|k| !k.is_empty())
-            .map(|k| PublicKey::parse(k).with_context(|| format!("invalid trusted public key {k:?}")))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        if keys.is_empty() {
-            bail!(
-                "no trusted public keys, so no signature can be checked; give --trusted-public-key NAME:KEY (or NARWHAL_TRUSTED_PUBLIC_KEYS), or --no-verify to accept unsigned paths"
-            );
-        }
-        Some(keys)
-    };
-    let urls =
-        source.from.iter().filter(|u| !u.is_empty()).map(|u| CacheUrl::parse(u)).collect::<Result<Vec<_>, _>>()?;
-    if urls.is_empty() {
-        bail!("no binary cache given; pass --from URL (or NARWHAL_SUBSTITUTERS)");
-    }
+    let trusted = trusted_keys(source.no_verify, &source.trusted_public_keys)?;
     let http = HttpOptions::default();
-    let subs = Substituters::open(&urls, &http)?;
+    let subs = substituters(&source.from, &http)?;
     let relocation = relocation(&subs.store_dir, prefix, pad)?;
     let progress = Progress::new(source.no_progress);
     let roots = roots.iter().map(|r| Root::parse(r, &subs.store_dir)).collect::<Result<Vec<_>, _>>()?;
@@ -98,6 +78,33 @@ pub fn fetch_into(
         started.elapsed().as_secs_f64()
     ));
     Ok(Fetched { roots: root_paths, summary })
+}
+
+/// The keys signatures must be by (`None` with `--no-verify`); no key at all is an error.
+pub fn trusted_keys(no_verify: bool, keys: &[String]) -> anyhow::Result<Option<Vec<PublicKey>>> {
+    if no_verify {
+        return Ok(None);
+    }
+    let keys = keys
+        .iter()
+        .filter(|k| !k.is_empty())
+        .map(|k| PublicKey::parse(k).with_context(|| format!("invalid trusted public key {k:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if keys.is_empty() {
+        bail!(
+            "no trusted public keys, so no signature can be checked; give --trusted-public-key NAME:KEY (or NARWHAL_TRUSTED_PUBLIC_KEYS), or --no-verify to accept unsigned paths"
+        );
+    }
+    Ok(Some(keys))
+}
+
+/// The caches `from` names, opened, by priority.
+pub fn substituters(from: &[String], http: &HttpOptions) -> anyhow::Result<Substituters> {
+    let urls = from.iter().filter(|u| !u.is_empty()).map(|u| CacheUrl::parse(u)).collect::<Result<Vec<_>, _>>()?;
+    if urls.is_empty() {
+        bail!("no binary cache given; pass --from URL (or NARWHAL_SUBSTITUTERS)");
+    }
+    Ok(Substituters::open(&urls, http)?)
 }
 
 /// `fetch_into` from a `nix-store --export` stream.

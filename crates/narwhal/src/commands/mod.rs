@@ -2,6 +2,7 @@
 
 mod fetch;
 mod hash;
+mod image;
 mod key;
 mod nar;
 mod narinfo;
@@ -36,6 +37,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export { paths, output } => push::export(&paths, output.as_deref()),
         Command::Import { file, dest } => push::import(&file, &dest),
         Command::Serve(args) => serve::run(args),
+        Command::Image(args) => image::run(&args),
         Command::Buildpack(BuildpackCommand::Detect { build_dir }) => {
             if crate::buildpack::heroku::detect(&build_dir) {
                 println_data("narwhal")

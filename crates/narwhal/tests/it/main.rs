@@ -11,6 +11,7 @@ mod fetch;
 mod fetch_export;
 mod hardening;
 mod hash;
+mod image;
 mod integrity;
 mod keys;
 mod malformed;

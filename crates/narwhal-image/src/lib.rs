@@ -1,0 +1,448 @@
+//! OCI images from Nix closures, with no Docker and no Nix.
+//!
+//! Inside an image `/nix/store` stays where it is, so no relocation is needed: each layer is a
+//! tar written straight from the NAR streams of its store paths ([`tar`]), compressed and hashed on
+//! the way into the OCI layout ([`oci`]), with nothing unpacked to disk. NAR entries are sorted by
+//! bytes and every tar header field is fixed, so the same closure and options give the same layer
+//! digests, config and manifest, byte for byte, whether the NARs come from a binary cache or the
+//! local store.
+//!
+//! Layering ([`plan`]) is written for re-pushes: a path whose bytes did not change lands in a
+//! layer with the same digest again, so a registry already has it.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod oci;
+pub mod source;
+pub mod tar;
+
+use std::collections::BTreeMap;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+
+use narwhal_formats::hash::{Algorithm, Encoding, Hash, HashingWriter};
+use narwhal_formats::nar;
+use narwhal_formats::store_path::{StoreDir, StorePath};
+use thiserror::Error;
+
+use crate::oci::{Descriptor, History, ImageConfig, Layout, Manifest, RootFs, RunConfig};
+pub use crate::source::{CacheSource, LocalSource, NarSource};
+
+/// The most layers an image may have: overlay mounts stop near 127 lower directories.
+pub const MAX_LAYERS: usize = 125;
+/// The default budget, leaving room for a base image's layers.
+pub const DEFAULT_MAX_LAYERS: usize = 70;
+/// Paths smaller than this share layers instead of taking one each.
+pub const DEFAULT_FLOOR: u64 = 1 << 20;
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("{what} {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0} exists and is not an OCI image layout (it has no oci-layout file)")]
+    NotALayout(PathBuf),
+    #[error("invalid {what} in {path}: {why}")]
+    Invalid { what: &'static str, path: PathBuf, why: String },
+    #[error("cannot write the layer holding {path}")]
+    Layer {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the NAR of {path}")]
+    Nar {
+        path: String,
+        #[source]
+        source: nar::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] narwhal_store::StoreError),
+    #[error("the entrypoint {entrypoint} is not in {root}")]
+    NoEntrypoint { entrypoint: String, root: String },
+    #[error("--max-layers {0} is outside 1 to {MAX_LAYERS}")]
+    MaxLayers(usize),
+    #[error("{path} is not in the closure's sources")]
+    NoSource { path: String },
+}
+
+impl Error {
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Self::NotALayout(_) => Some("name a new directory, or an OCI layout written by narwhal, skopeo or umoci"),
+            Self::NoEntrypoint { .. } => {
+                Some("give --entrypoint relative to the first root (bin/server) or as an absolute path in the closure")
+            }
+            Self::Nar { .. } => {
+                Some("the cache or store holds a NAR that does not match its narinfo; push the path again")
+            }
+            Self::Store(e) => e.hint(),
+            _ => None,
+        }
+    }
+}
+
+/// One store path of the closure.
+#[derive(Debug, Clone)]
+pub struct PathEntry {
+    pub path: StorePath,
+    pub nar_hash: Hash,
+    pub nar_size: u64,
+}
+
+/// How layers are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerCompression {
+    /// What every registry and client takes (Heroku's included).
+    Gzip,
+    Zstd,
+    None,
+}
+
+impl LayerCompression {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Self::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Self::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+            Self::None => "application/vnd.oci.image.layer.v1.tar",
+        }
+    }
+}
+
+/// What goes into the image besides its layers.
+#[derive(Debug, Clone)]
+pub struct ImageOptions {
+    pub max_layers: usize,
+    pub floor: u64,
+    pub compression: LayerCompression,
+    pub jobs: usize,
+    pub config: RunConfig,
+    /// `amd64`, `arm64`, … (GOARCH names, as the spec asks).
+    pub architecture: String,
+    /// RFC 3339; fixed (not the time of the build) so that images are reproducible.
+    pub created: String,
+    /// A path that must exist in the closure: (store path, path inside it), the entrypoint.
+    pub must_exist: Option<(StorePath, Vec<u8>)>,
+}
+
+/// What was built.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub manifest: Descriptor,
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
+    /// For each layer, the store paths it holds.
+    pub contents: Vec<Vec<StorePath>>,
+}
+
+/// Groups `paths` into layers (indexes into `paths`), bottom first, at most `max_layers`.
+///
+/// 1. Each root gets a layer of its own, last (the app changes most often; nothing above it
+///    needs re-pushing when it does). If there are more roots than layers, they share the last.
+/// 2. The other paths of at least `floor` bytes get a layer each, largest first, as the budget
+///    allows: such a layer's digest depends on that path alone, so it is reused whenever the path
+///    is unchanged, whatever else changed (unlike size cohorts or a popularity ranking, where one
+///    changed path moves the others).
+/// 3. The rest (small paths, and large ones past the budget) go into a few shared layers chosen by
+///    their store path hash, not by rank: a path stays in the same bucket across versions, so a
+///    change re-uploads only its bucket. The number of buckets is an eighth of the budget left
+///    (at least one), and empty buckets are dropped.
+pub fn plan(paths: &[PathEntry], roots: &[StorePath], max_layers: usize, floor: u64) -> Vec<Vec<usize>> {
+    let max_layers = max_layers.max(1);
+    let is_root = |p: &StorePath| roots.contains(p);
+    let mut root_idx: Vec<usize> = Vec::new();
+    for r in roots {
+        if let Some(i) = paths.iter().position(|e| &e.path == r) {
+            if !root_idx.contains(&i) {
+                root_idx.push(i);
+            }
+        }
+    }
+    let mut others: Vec<usize> = (0..paths.len()).filter(|&i| !is_root(&paths[i].path)).collect();
+    if max_layers == 1 {
+        let mut all = others;
+        all.extend(root_idx);
+        return vec![all];
+    }
+    // The roots' layers, and what is left for their dependencies (at least one layer).
+    let root_layers: Vec<Vec<usize>> = if root_idx.len() < max_layers {
+        root_idx.iter().map(|&i| vec![i]).collect()
+    } else {
+        let (own, shared) = root_idx.split_at(max_layers - 2);
+        let mut layers: Vec<Vec<usize>> = own.iter().map(|&i| vec![i]).collect();
+        layers.push(shared.to_vec());
+        layers
+    };
+    let budget = max_layers - root_layers.len();
+    others.sort_by(|&a, &b| paths[b].nar_size.cmp(&paths[a].nar_size).then_with(|| paths[a].path.cmp(&paths[b].path)));
+    let big = others.iter().take_while(|&&i| paths[i].nar_size >= floor).count();
+    let needs_buckets = big < others.len() || big > budget;
+    let buckets = if needs_buckets { (budget / 8).max(1) } else { 0 };
+    let solo = big.min(budget - buckets);
+    let mut layers: Vec<Vec<usize>> = others[..solo].iter().map(|&i| vec![i]).collect();
+    let mut shared: Vec<Vec<usize>> = vec![Vec::new(); buckets];
+    for &i in &others[solo..] {
+        shared[bucket_of(&paths[i].path, buckets)].push(i);
+    }
+    layers.extend(shared.into_iter().filter(|b| !b.is_empty()));
+    layers.extend(root_layers);
+    layers
+}
+
+/// The bucket of a path: from its hash part (already uniformly random), so it does not move.
+fn bucket_of(path: &StorePath, buckets: usize) -> usize {
+    let sum = path.hash_part().bytes().fold(0usize, |acc, b| acc.wrapping_mul(31).wrapping_add(usize::from(b)));
+    sum % buckets.max(1)
+}
+
+/// Builds the image of the closure `paths` (with `roots` on top) into `layout`, tagged `tag`.
+/// The tag moves only once every blob is in; on error the layout's tags stay as they were.
+pub fn build(
+    layout: &Layout,
+    store_dir: &StoreDir,
+    paths: &[PathEntry],
+    roots: &[StorePath],
+    source: &dyn NarSource,
+    opts: &ImageOptions,
+    tag: Option<&str>,
+) -> Result<Built, Error> {
+    if opts.max_layers == 0 || opts.max_layers > MAX_LAYERS {
+        return Err(Error::MaxLayers(opts.max_layers));
+    }
+    let plan = plan(paths, roots, opts.max_layers, opts.floor);
+    let layers = narwhal_store::parallel::try_map(&plan, opts.jobs, |layer| {
+        let mut members: Vec<&PathEntry> = layer.iter().map(|&i| &paths[i]).collect();
+        members.sort_by(|a, b| a.path.cmp(&b.path));
+        build_layer(layout, store_dir, &members, source, opts)
+    })?;
+    if let Some((root, inner)) = &opts.must_exist {
+        let found = layers.iter().any(|l| l.seen.get(root).is_some_and(|seen| seen.iter().any(|p| p == inner)));
+        if !found {
+            return Err(Error::NoEntrypoint {
+                entrypoint: String::from_utf8_lossy(inner).into_owned(),
+                root: store_dir.display(root).to_string(),
+            });
+        }
+    }
+    let history = layers
+        .iter()
+        .map(|l| History {
+            created: opts.created.clone(),
+            created_by: "narwhal image".to_owned(),
+            comment: l.paths.iter().map(StorePath::to_string).collect::<Vec<_>>().join(" "),
+        })
+        .collect();
+    let config = ImageConfig {
+        created: opts.created.clone(),
+        architecture: opts.architecture.clone(),
+        os: "linux".to_owned(),
+        config: opts.config.clone(),
+        rootfs: RootFs { kind: "layers".to_owned(), diff_ids: layers.iter().map(|l| l.diff_id.clone()).collect() },
+        history,
+    };
+    let config_bytes = json(&config)?;
+    let config_desc = Descriptor {
+        media_type: oci::MEDIA_CONFIG.to_owned(),
+        digest: layout.put_blob(&config_bytes)?,
+        size: config_bytes.len() as u64,
+        annotations: BTreeMap::new(),
+    };
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: oci::MEDIA_MANIFEST.to_owned(),
+        config: config_desc.clone(),
+        layers: layers.iter().map(|l| l.descriptor.clone()).collect(),
+    };
+    let manifest_bytes = json(&manifest)?;
+    let manifest_desc = Descriptor {
+        media_type: oci::MEDIA_MANIFEST.to_owned(),
+        digest: layout.put_blob(&manifest_bytes)?,
+        size: manifest_bytes.len() as u64,
+        annotations: BTreeMap::new(),
+    };
+    layout.set_tag(manifest_desc.clone(), tag)?;
+    Ok(Built {
+        manifest: manifest_desc,
+        config: config_desc,
+        layers: layers.iter().map(|l| l.descriptor.clone()).collect(),
+        contents: layers.into_iter().map(|l| l.paths).collect(),
+    })
+}
+
+fn json(value: &impl serde::Serialize) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(value)
+        .map_err(|e| Error::Layer { path: "the image config".to_owned(), source: io::Error::other(e) })
+}
+
+struct LayerOut {
+    descriptor: Descriptor,
+    diff_id: String,
+    paths: Vec<StorePath>,
+    /// Every entry of each path in the layer, relative to the path.
+    seen: BTreeMap<StorePath, Vec<Vec<u8>>>,
+}
+
+/// One layer: `nix/`, `nix/store/`, then each path's NAR as tar entries; compressed, hashed both
+/// ways (diffID of the tar, digest of the blob) and stored under its digest.
+fn build_layer(
+    layout: &Layout,
+    store_dir: &StoreDir,
+    members: &[&PathEntry],
+    source: &dyn NarSource,
+    opts: &ImageOptions,
+) -> Result<LayerOut, Error> {
+    let first = members.first().map_or_else(String::new, |e| store_dir.display(&e.path).to_string());
+    let layer_err = |source| Error::Layer { path: first.clone(), source };
+    let temp = layout.temp_blob()?;
+    let file = temp.as_file().try_clone().map_err(layer_err)?;
+    let blob = HashingWriter::new(Algorithm::Sha256, BufWriter::with_capacity(1 << 20, file));
+    let compressor = Compressor::new(opts.compression, blob).map_err(layer_err)?;
+    let chunked = Chunked { inner: compressor, buf: Vec::with_capacity(CHUNK) };
+    let mut tar = tar::TarWriter::new(HashingWriter::new(Algorithm::Sha256, chunked));
+    let store = store_dir.as_str().trim_start_matches('/').as_bytes().to_vec();
+    let mut parents = Vec::new();
+    for part in store.split(|&b| b == b'/') {
+        if !parents.is_empty() {
+            parents.push(b'/');
+        }
+        parents.extend_from_slice(part);
+        tar.directory(&parents).map_err(layer_err)?;
+    }
+    let mut seen = BTreeMap::new();
+    for entry in members {
+        let mut prefix = store.clone();
+        prefix.push(b'/');
+        prefix.extend_from_slice(entry.path.base_name().as_bytes());
+        let full = store_dir.display(&entry.path).to_string();
+        let mut visitor = tar::NarToTar { tar: &mut tar, prefix, seen: Vec::new() };
+        let mut reader = source.open(entry)?;
+        nar::parse_to_end(&mut reader, &mut visitor).map_err(|source| Error::Nar { path: full.clone(), source })?;
+        seen.insert(entry.path.clone(), visitor.seen);
+    }
+    let diff = tar.finish().map_err(layer_err)?;
+    let (diff_hash, _, chunked) = diff.finish();
+    let blob = chunked.finish().map_err(layer_err)?;
+    let (blob_hash, blob_size, mut buffered) = blob.finish();
+    buffered.flush().map_err(layer_err)?;
+    let digest = format!("sha256:{}", blob_hash.encode(Encoding::Base16));
+    layout.commit_blob(temp, &digest)?;
+    Ok(LayerOut {
+        descriptor: Descriptor {
+            media_type: opts.compression.media_type().to_owned(),
+            digest,
+            size: blob_size,
+            annotations: BTreeMap::new(),
+        },
+        diff_id: format!("sha256:{}", diff_hash.encode(Encoding::Base16)),
+        paths: members.iter().map(|e| e.path.clone()).collect(),
+        seen,
+    })
+}
+
+/// What the compressor is fed at a time. Deflate's output depends on how its input was split into
+/// writes, and those follow the source's reads (a pipe from a dump, a decompressor's buffer): fixed
+/// chunks make a layer's bytes depend on the tar alone, so the same closure gives the same digests
+/// from a cache and from the local store.
+const CHUNK: usize = 256 * 1024;
+
+struct Chunked<W: Write> {
+    inner: Compressor<W>,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> Chunked<W> {
+    fn finish(mut self) -> io::Result<W> {
+        if !self.buf.is_empty() {
+            self.inner.write_all(&self.buf)?;
+        }
+        self.inner.finish()
+    }
+}
+
+impl<W: Write> Write for Chunked<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.inner.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+enum Compressor<W: Write> {
+    Gzip(flate2::write::GzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    None(W),
+}
+
+impl<W: Write> Compressor<W> {
+    fn new(compression: LayerCompression, inner: W) -> io::Result<Self> {
+        Ok(match compression {
+            // No file name and mtime 0 in the gzip header: the same tar gives the same bytes.
+            LayerCompression::Gzip => Self::Gzip(flate2::GzBuilder::new().write(inner, flate2::Compression::new(6))),
+            // One thread: zstd's output then depends on the input and level alone.
+            LayerCompression::Zstd => Self::Zstd(zstd::stream::write::Encoder::new(inner, 3)?),
+            LayerCompression::None => Self::None(inner),
+        })
+    }
+
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Self::Gzip(e) => e.finish(),
+            Self::Zstd(e) => e.finish(),
+            Self::None(w) => Ok(w),
+        }
+    }
+}
+
+impl<W: Write> Write for Compressor<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Gzip(e) => e.write(buf),
+            Self::Zstd(e) => e.write(buf),
+            Self::None(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Gzip(e) => e.flush(),
+            Self::Zstd(e) => e.flush(),
+            Self::None(w) => w.flush(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(c: char, size: u64) -> PathEntry {
+        let path = StorePath::from_base_name(&format!("{}-p{c}", c.to_string().repeat(32))).unwrap();
+        PathEntry { path, nar_hash: Hash::of(Algorithm::Sha256, b""), nar_size: size }
+    }
+
+    #[test]
+    fn plan_gives_roots_and_large_paths_their_own_layers_and_buckets_the_rest() {
+        let paths: Vec<PathEntry> =
+            vec![entry('a', 10), entry('b', 5 << 20), entry('c', 3 << 20), entry('d', 100), entry('f', 2 << 20)];
+        let roots = vec![paths[4].path.clone()];
+        let layers = plan(&paths, &roots, 70, 1 << 20);
+        assert_eq!(layers, vec![vec![1], vec![2], vec![0, 3], vec![4]]);
+        // Two layers: everything below the root shares one.
+        assert_eq!(plan(&paths, &roots, 2, 1 << 20), vec![vec![1, 2, 0, 3], vec![4]]);
+        assert_eq!(plan(&paths, &roots, 1, 1 << 20).len(), 1);
+        // A bucket does not depend on which other paths there are.
+        let fewer: Vec<PathEntry> = vec![paths[0].clone(), paths[4].clone()];
+        assert_eq!(plan(&fewer, &roots, 70, 1 << 20), vec![vec![0], vec![1]]);
+    }
+}

@@ -1,0 +1,190 @@
+//! `narwhal image`: an OCI image of closures, from binary caches or the local Nix store.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+use narwhal_formats::store_path::{StoreDir, StorePath};
+use narwhal_image::oci::{Layout, RunConfig};
+use narwhal_image::{CacheSource, ImageOptions, LayerCompression, LocalSource, NarSource, PathEntry};
+use narwhal_store::http::HttpOptions;
+use narwhal_store::BinaryCache;
+
+use super::fetch::{human, substituters, trusted_keys};
+use crate::cli::ImageArgs;
+use crate::output::stdout;
+
+/// `oci:DIR[:TAG]`.
+fn destination(to: &str) -> anyhow::Result<(PathBuf, Option<String>)> {
+    let Some(rest) = to.strip_prefix("oci:") else {
+        bail!("unsupported image destination {to:?}: use oci:DIR[:TAG] (an OCI image layout)");
+    };
+    // A tag has no '/': `oci:/srv/images/app:v1`, but `oci:./dir` has none.
+    let (dir, tag) = match rest.rsplit_once(':') {
+        Some((dir, tag)) if !tag.contains('/') && !dir.is_empty() => (dir, Some(tag.to_owned())),
+        _ => (rest, None),
+    };
+    if dir.is_empty() {
+        bail!("the image destination {to:?} names no directory: use oci:DIR[:TAG]");
+    }
+    if let Some(t) = &tag {
+        let ok = !t.is_empty()
+            && t.len() <= 128
+            && t.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
+            && !t.starts_with(['.', '-']);
+        if !ok {
+            bail!("invalid tag {t:?}: use up to 128 characters of A-Z a-z 0-9 . _ -, not starting with . or -");
+        }
+    }
+    Ok((PathBuf::from(dir), tag))
+}
+
+/// A root as given: a store path, or a symlink to one (`./result`).
+fn root_path(store_dir: &StoreDir, arg: &str) -> anyhow::Result<StorePath> {
+    let direct = store_dir.split_path(arg.trim_end_matches('/'));
+    if let Ok((path, _)) = direct {
+        return Ok(path);
+    }
+    let target = std::fs::read_link(arg).with_context(|| format!("{arg} is neither a store path nor a link to one"))?;
+    let target = target.to_string_lossy();
+    let (path, _) = store_dir.split_path(&target).with_context(|| format!("{arg} links to {target}"))?;
+    Ok(path)
+}
+
+pub fn run(args: &ImageArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let (dir, tag) = destination(&args.to)?;
+    let store_dir = StoreDir::default();
+    let roots = args.roots.iter().map(|r| root_path(&store_dir, r)).collect::<anyhow::Result<Vec<_>>>()?;
+    let Some(first) = roots.first().cloned() else { bail!("no root given") };
+    let jobs = super::jobs_or_cores(args.jobs);
+
+    let config = run_config(args, &store_dir, &roots)?;
+    let must_exist = match &args.entrypoint {
+        None => None,
+        Some(e) if e.starts_with('/') => {
+            let (path, inner) = store_dir
+                .split_path(e)
+                .with_context(|| format!("the entrypoint {e} is not in the store; give it relative to the root"))?;
+            Some((path, inner.trim_start_matches('/').as_bytes().to_vec()))
+        }
+        Some(e) => Some((first.clone(), e.trim_start_matches("./").as_bytes().to_vec())),
+    };
+    let compression = match args.compression.as_str() {
+        "zstd" => LayerCompression::Zstd,
+        "none" => LayerCompression::None,
+        _ => LayerCompression::Gzip,
+    };
+    let opts = ImageOptions {
+        max_layers: args.max_layers,
+        floor: narwhal_image::DEFAULT_FLOOR,
+        compression,
+        jobs,
+        config,
+        architecture: args.arch.clone(),
+        created: args.created.clone(),
+        must_exist,
+    };
+
+    // The closure, and where its NARs come from.
+    let subs;
+    let (paths, source): (Vec<PathEntry>, Box<dyn NarSource + '_>);
+    if args.from.is_empty() {
+        let local = narwhal_push::LocalStore::open(&args.store_db, store_dir.clone(), PathBuf::from("/nix/store"))?;
+        paths = local
+            .closure(&roots)?
+            .into_iter()
+            .map(|i| PathEntry { path: i.path, nar_hash: i.nar_hash, nar_size: i.nar_size })
+            .collect();
+        source = Box::new(LocalSource { real_dir: PathBuf::from(store_dir.as_str()) });
+    } else {
+        let trusted = trusted_keys(args.no_verify, &args.trusted_public_keys)?;
+        subs = substituters(&args.from, &HttpOptions::default())?;
+        if subs.store_dir != store_dir {
+            bail!("the caches hold paths of {}, not {store_dir}", subs.store_dir);
+        }
+        let closure = narwhal_fetch::walk_closure(&subs, &roots, trusted.as_deref(), (jobs * 4).max(8))?;
+        paths = closure
+            .iter()
+            .map(|cp| PathEntry { path: cp.info.path.clone(), nar_hash: cp.info.nar_hash, nar_size: cp.info.nar_size })
+            .collect();
+        let caches: Vec<&dyn BinaryCache> = subs.list.iter().map(|s| s.cache.as_ref()).collect();
+        let infos = closure.into_iter().map(|cp| (cp.info.path.clone(), (cp.substituter, cp.info))).collect();
+        source = Box::new(CacheSource { caches, infos });
+    }
+
+    let layout = Layout::open(&dir)?;
+    let built = narwhal_image::build(&layout, &store_dir, &paths, &roots, source.as_ref(), &opts, tag.as_deref())?;
+    layout.finish()?;
+    let bytes: u64 = built.layers.iter().map(|l| l.size).sum();
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "{} paths in {} layers ({}), in {:.1} s",
+        paths.len(),
+        built.layers.len(),
+        human(bytes),
+        started.elapsed().as_secs_f64()
+    );
+    let mut out = stdout();
+    writeln!(out, "{}", built.manifest.digest)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// The image config from the flags: PATH from the roots, the labels tools read.
+fn run_config(args: &ImageArgs, store_dir: &StoreDir, roots: &[StorePath]) -> anyhow::Result<RunConfig> {
+    let key_value = |what: &str, s: &str| -> anyhow::Result<(String, String)> {
+        match s.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+            _ => bail!("invalid {what} {s:?}: use NAME=VALUE"),
+        }
+    };
+    let mut env: Vec<(String, String)> = Vec::new();
+    let bins: Vec<String> = roots.iter().map(|r| format!("{}/bin", store_dir.display(r))).collect();
+    env.push(("PATH".to_owned(), bins.join(":")));
+    for e in &args.env {
+        let (k, v) = key_value("--env", e)?;
+        env.retain(|(name, _)| *name != k);
+        env.push((k, v));
+    }
+    let mut labels = BTreeMap::new();
+    labels.insert("org.opencontainers.image.created".to_owned(), args.created.clone());
+    if let Some(rev) = &args.rev {
+        labels.insert("org.opencontainers.image.revision".to_owned(), rev.clone());
+    }
+    if let Some(src) = &args.source_url {
+        labels.insert("org.opencontainers.image.source".to_owned(), src.clone());
+    }
+    for l in &args.label {
+        let (k, v) = key_value("--label", l)?;
+        labels.insert(k, v);
+    }
+    let mut ports = BTreeMap::new();
+    for p in &args.port {
+        let (number, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+        if number.parse::<u16>().map_or(true, |n| n == 0) || !matches!(proto, "tcp" | "udp") {
+            bail!("invalid --port {p:?}: use a port from 1 to 65535, optionally /tcp or /udp");
+        }
+        ports.insert(format!("{number}/{proto}"), BTreeMap::new());
+    }
+    let entrypoint = match &args.entrypoint {
+        None => Vec::new(),
+        Some(e) if e.starts_with('/') => vec![e.clone()],
+        Some(e) => vec![Path::new(&store_dir.display(&roots[0]).to_string())
+            .join(e.trim_start_matches("./"))
+            .display()
+            .to_string()],
+    };
+    Ok(RunConfig {
+        user: args.user.clone(),
+        exposed_ports: ports,
+        env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        entrypoint,
+        cmd: args.cmd.clone(),
+        working_dir: args.workdir.clone().unwrap_or_default(),
+        labels,
+    })
+}

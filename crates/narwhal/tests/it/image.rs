@@ -1,0 +1,174 @@
+//! `narwhal image` against the real OCI tools: oci-image-tool validates the layout, skopeo reads
+//! and copies it, umoci unpacks it and runc runs it as a non-root user, printing what the program
+//! prints under Nix.
+
+use std::path::Path;
+use std::process::Command;
+
+use narwhal_testkit::isolate::deploy_fixture;
+use narwhal_testkit::{file_url, nix, output, run, run_text, tempdir};
+
+use crate::fetch::Cache;
+use crate::{fails, narwhal, ok};
+
+fn image_cmd(root: &Path, to: &str) -> Command {
+    let mut c = narwhal();
+    c.arg("image").arg(root).args(["--entrypoint", "bin/app", "--port", "5000", "--rev", "abc123", "--to", to]);
+    c
+}
+
+fn digest(out: &[u8]) -> String {
+    String::from_utf8(out.to_vec()).unwrap().trim().to_owned()
+}
+
+fn skopeo_inspect(reference: &str, config: bool) -> serde_json::Value {
+    let mut c = Command::new("skopeo");
+    c.arg("inspect");
+    if config {
+        c.arg("--config");
+    }
+    serde_json::from_str(&run_text(c.arg(reference))).unwrap()
+}
+
+/// `umoci unpack` + `runc run`: what the image's entrypoint prints, and as which uid it ran.
+fn run_image(layout: &Path, tag: &str, work: &Path) -> String {
+    let bundle = work.join("bundle");
+    run(Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:{tag}", layout.display())).arg(&bundle));
+    let config_path = bundle.join("config.json");
+    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    config["process"]["terminal"] = serde_json::Value::Bool(false);
+    // Print the uid the process gets, then run the entrypoint as the image says.
+    let args = config["process"]["args"].clone();
+    let entry = args[0].as_str().unwrap().to_owned();
+    let busybox =
+        run_text(Command::new("sh").arg("-c").arg(format!("grep -o '/nix/store/[^/]*busybox[^/]*' {entry} | head -1")));
+    // The shell's own builtins only: the uid from /proc, then the entrypoint.
+    let script = format!("while read k v rest; do [ \"$k\" = Uid: ] && echo $v; done < /proc/self/status; exec {entry}");
+    config["process"]["args"] = serde_json::json!([format!("{busybox}/bin/sh"), "-c", script]);
+    std::fs::write(&config_path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let name = format!("narwhal-it-{}", std::process::id());
+    let out = output(Command::new("runc").args(["run", "-b"]).arg(&bundle).arg(&name));
+    let _ = Command::new("runc").args(["delete", "-f", &name]).output();
+    assert!(out.status.success(), "runc: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn an_image_of_the_deploy_closure_validates_and_runs_as_nobody_like_under_nix() {
+    let app = deploy_fixture("app");
+    let tmp = tempdir();
+    let layout = tmp.path().join("img");
+    let to = format!("oci:{}:latest", layout.display());
+    let manifest = digest(&ok(&mut image_cmd(&app, &to)));
+    assert!(manifest.starts_with("sha256:"), "{manifest}");
+
+    run(Command::new("oci-image-tool").args(["validate", "--type", "image", "--ref", "name=latest"]).arg(&layout));
+    let inspect = skopeo_inspect(&format!("oci:{}:latest", layout.display()), false);
+    assert_eq!(inspect["Digest"], manifest.as_str());
+    assert_eq!(inspect["Layers"].as_array().unwrap().len(), 6, "{inspect}");
+    assert_eq!(inspect["Labels"]["org.opencontainers.image.revision"], "abc123");
+    let config = skopeo_inspect(&format!("oci:{}:latest", layout.display()), true);
+    assert_eq!(config["config"]["User"], "65534:65534");
+    assert_eq!(config["config"]["Entrypoint"][0], format!("{}/bin/app", app.display()));
+    assert_eq!(config["config"]["Env"][0], format!("PATH={}/bin", app.display()));
+    assert!(config["config"]["ExposedPorts"]["5000/tcp"].is_object(), "{config}");
+    assert_eq!(config["architecture"], "amd64");
+
+    let under_nix = run_text(&mut Command::new(app.join("bin/app")));
+    let printed = run_image(&layout, "latest", tmp.path());
+    assert_eq!(printed, format!("65534\n{under_nix}\n"));
+
+    // skopeo copies it to another layout, byte for byte the same manifest.
+    let copy = tmp.path().join("copy");
+    run(Command::new("skopeo").args(["copy", &to]).arg(format!("oci:{}:copied", copy.display())));
+    assert_eq!(skopeo_inspect(&format!("oci:{}:copied", copy.display()), false)["Digest"], manifest.as_str());
+}
+
+#[test]
+fn the_same_closure_gives_the_same_image_from_a_signed_cache_and_from_the_local_store() {
+    let cache = Cache::new(&["app"], "zstd");
+    let tmp = tempdir();
+    let local = digest(&ok(&mut image_cmd(&cache.root, &format!("oci:{}", tmp.path().join("a").display()))));
+    let mut from_cache = image_cmd(&cache.root, &format!("oci:{}", tmp.path().join("b").display()));
+    from_cache.args(["--from", &file_url(&cache.dir, ""), "--trusted-public-key", &cache.public_key]);
+    assert_eq!(digest(&ok(&mut from_cache)), local);
+    // Built twice: the same bytes again, and a second tag in the same layout shares every layer.
+    let again = digest(&ok(&mut image_cmd(&cache.root, &format!("oci:{}:v2", tmp.path().join("a").display()))));
+    assert_eq!(again, local);
+    let blobs = std::fs::read_dir(tmp.path().join("a/blobs/sha256")).unwrap().count();
+    assert_eq!(blobs, 6 + 2, "6 layers, one config, one manifest");
+    // zstd layers are another image, still reproducible.
+    let zstd = |dir: &str| {
+        let mut c = image_cmd(&cache.root, &format!("oci:{}", tmp.path().join(dir).display()));
+        digest(&ok(c.args(["--compression", "zstd"])))
+    };
+    assert_eq!(zstd("z1"), zstd("z2"));
+    assert_ne!(zstd("z3"), local);
+}
+
+#[test]
+fn bad_input_fails_with_one_line_and_leaves_the_destination_untouched() {
+    let cache = Cache::new(&["app"], "zstd");
+    let tmp = tempdir();
+    let dest = tmp.path().join("img");
+    let to = format!("oci:{}", dest.display());
+    let untouched = |what: &str| assert!(!dest.exists(), "{what}: {dest:?} was written");
+
+    let mut cmd = narwhal();
+    cmd.arg("image").arg(&cache.root).args(["--entrypoint", "bin/nope", "--to", &to]);
+    let err = fails(&mut cmd);
+    assert!(err.contains("the entrypoint bin/nope is not in") && err.contains("hint:"), "{err}");
+    untouched("missing entrypoint");
+    assert!(std::fs::read_dir(tmp.path()).unwrap().next().is_none(), "no staging directory is left");
+
+    // An untrusted key, and a path the cache lacks.
+    let other = tmp.path().join("other");
+    run(nix("nix-store")
+        .args(["--generate-binary-cache-key", "other-1"])
+        .arg(other.with_extension("sec"))
+        .arg(other.with_extension("pub")));
+    let other_pub = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    let mut cmd = image_cmd(&cache.root, &to);
+    cmd.args(["--from", &file_url(&cache.dir, ""), "--trusted-public-key", &other_pub]);
+    let out = output(&mut cmd);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    untouched("untrusted key");
+    let empty = tmp.path().join("empty-cache");
+    std::fs::create_dir(&empty).unwrap();
+    let mut cmd = image_cmd(&cache.root, &to);
+    cmd.args(["--from", &file_url(&empty, ""), "--trusted-public-key", &cache.public_key]);
+    let err = fails(&mut cmd);
+    assert!(err.contains("is in none of the caches"), "{err}");
+    untouched("missing path");
+
+    // A tampered NAR in the cache: the layer is never stored.
+    let nar = cache.nar_of(&cache.root);
+    let mut bytes = std::fs::read(&nar).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&nar, bytes).unwrap();
+    let mut cmd = image_cmd(&cache.root, &to);
+    cmd.args(["--from", &file_url(&cache.dir, ""), "--trusted-public-key", &cache.public_key]);
+    let out = output(&mut cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("the NAR of") && !stderr.contains("panicked"), "{stderr}");
+    untouched("tampered NAR");
+
+    // Usage errors: clap's exit code 2.
+    for args in [&["--max-layers", "0"][..], &["--max-layers", "200"], &["--compression", "lz4"]] {
+        let out = output(image_cmd(&cache.root, &to).args(args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+    let err = fails(&mut image_cmd(&cache.root, "docker-daemon:x"));
+    assert!(err.contains("use oci:DIR[:TAG]"), "{err}");
+    let err = fails(image_cmd(&cache.root, &to).args(["--port", "http"]));
+    assert!(err.contains("invalid --port"), "{err}");
+    untouched("usage errors");
+    // A directory that holds something else is not an image layout.
+    std::fs::create_dir(&dest).unwrap();
+    std::fs::write(dest.join("notes"), "mine").unwrap();
+    let err = fails(&mut image_cmd(&cache.root, &to));
+    assert!(err.contains("is not an OCI image layout"), "{err}");
+    assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 1);
+}
