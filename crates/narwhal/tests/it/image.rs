@@ -43,7 +43,8 @@ fn run_image(layout: &Path, tag: &str, work: &Path) -> String {
     let busybox =
         run_text(Command::new("sh").arg("-c").arg(format!("grep -o '/nix/store/[^/]*busybox[^/]*' {entry} | head -1")));
     // The shell's own builtins only: the uid from /proc, then the entrypoint.
-    let script = format!("while read k v rest; do [ \"$k\" = Uid: ] && echo $v; done < /proc/self/status; exec {entry}");
+    let script =
+        format!("while read k v rest; do [ \"$k\" = Uid: ] && echo $v; done < /proc/self/status; exec {entry}");
     config["process"]["args"] = serde_json::json!([format!("{busybox}/bin/sh"), "-c", script]);
     std::fs::write(&config_path, serde_json::to_vec(&config).unwrap()).unwrap();
     let name = format!("narwhal-it-{}", std::process::id());

@@ -283,6 +283,103 @@ fn concurrent_pushes_into_one_directory_cache_all_succeed() {
     assert_eq!(temp_names(&cache), Vec::<PathBuf>::new());
 }
 
+/// Four `narwhal push` runs of overlapping closures (app, app-v2, both, both the other way round)
+/// into `to` at once, each with `env`; all must succeed.
+fn four_pushes_at_once(to: &str, sec: &Path, env: &[(&str, &str)], logs: &Path) {
+    let (app, v2) = (deploy_fixture("app"), deploy_fixture("app-v2"));
+    let roots: [&[&Path]; 4] = [&[&app], &[&v2], &[&app, &v2], &[&v2, &app]];
+    let children: Vec<(Child, PathBuf)> = roots
+        .iter()
+        .enumerate()
+        .map(|(i, paths)| {
+            let log = logs.join(format!("push-{i}.log"));
+            let mut c = narwhal();
+            c.arg("push").args(*paths).args(["--to", to, "--jobs", "2", "--key-file"]).arg(sec);
+            c.env("NARWHAL_NO_PROGRESS", "1").envs(env.iter().copied());
+            (spawn_logged(&mut c, &log), log)
+        })
+        .collect();
+    for (mut child, log) in children {
+        assert!(child.wait().unwrap().success(), "{}", std::fs::read_to_string(log).unwrap());
+    }
+}
+
+/// After concurrent pushes into `to`: nothing is missing for either closure, a further push uploads
+/// nothing (narwhal runs with `env`), and real Nix (through `read_url` with `nix_env`, signatures
+/// required) copies both closures.
+fn assert_complete(
+    to: &str,
+    env: &[(&str, &str)],
+    read_url: &str,
+    nix_env: &[(&str, &str)],
+    sec: &Path,
+    public: &str,
+    tmp: &Path,
+) {
+    let read_env = env;
+    let (app, v2) = (deploy_fixture("app"), deploy_fixture("app-v2"));
+    for root in [&app, &v2] {
+        let mut cmd = narwhal();
+        cmd.arg("missing").arg(root).args(["--in", to]).envs(read_env.iter().copied());
+        assert_eq!(String::from_utf8(ok(&mut cmd)).unwrap(), "", "{} is incomplete", root.display());
+    }
+    let mut again = narwhal();
+    again.arg("push").arg(&app).arg(&v2).args(["--to", to, "--key-file"]).arg(sec).envs(read_env.iter().copied());
+    let out = narwhal_testkit::output(&mut again);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("0 uploaded"), "{stderr}");
+    for root in [&app, &v2] {
+        let into = tmp.join(format!("nix-{}", root.file_name().unwrap().to_str().unwrap()));
+        let mut copy = nix_copy_from(read_url, &into, public, root);
+        narwhal_testkit::run(copy.envs(nix_env.iter().copied()));
+    }
+}
+
+#[test]
+fn concurrent_pushes_into_one_garage_bucket_all_succeed() {
+    use narwhal_testkit::garage::Garage;
+    let garage = Garage::start();
+    let bucket = garage.create_bucket("concurrent");
+    garage.allow_website(&bucket.name);
+    let tmp = tempdir();
+    let (sec, public) = (tmp.path().join("push.sec"), tmp.path().join("push.pub"));
+    ok(narwhal().args(["key", "generate", "push-test-1", "--secret"]).arg(&sec).arg("--public").arg(&public));
+    let public = std::fs::read_to_string(public).unwrap();
+    let s3 = garage.s3_url(&bucket.name);
+    let aws = [("AWS_ACCESS_KEY_ID", bucket.key_id.as_str()), ("AWS_SECRET_ACCESS_KEY", bucket.secret.as_str())];
+    four_pushes_at_once(&s3, &sec, &aws, tmp.path());
+    // Nix reads the bucket over Garage's website endpoint, a plain HTTP cache chosen by Host.
+    let proxy = format!("http://{}", garage.web_addr());
+    let web = format!("http://{}", Garage::web_host(&bucket.name));
+    assert_complete(&s3, &aws, &web, &[("http_proxy", &proxy)], &sec, &public, tmp.path());
+}
+
+#[test]
+fn concurrent_pushes_through_the_server_all_succeed() {
+    let tmp = tempdir();
+    let (sec, public) = (tmp.path().join("push.sec"), tmp.path().join("push.pub"));
+    ok(narwhal().args(["key", "generate", "push-test-1", "--secret"]).arg(&sec).arg("--public").arg(&public));
+    let public = std::fs::read_to_string(public).unwrap();
+    let cache = tmp.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    let token = "push-0123456789abcdef-concurrent";
+    let tokens = tmp.path().join("push-tokens");
+    std::fs::write(&tokens, format!("{token}\n")).unwrap();
+    let server = crate::serve::Server::start(
+        &["--store", cache.to_str().unwrap(), "--push-token-file", tokens.to_str().unwrap()],
+        &[],
+    );
+    // Four pushers race on the same narinfo PUTs; the server's commit rule orders them.
+    let env = [("NARWHAL_PUSH_TOKEN", token)];
+    four_pushes_at_once(&server.url(), &sec, &env, tmp.path());
+    assert_complete(&server.url(), &env, &server.url(), &[], &sec, &public, tmp.path());
+    for f in files_with_suffix(&cache, ".narinfo") {
+        let info = NarInfo::parse(&std::fs::read_to_string(&f).unwrap(), &StoreDir::default()).unwrap();
+        assert!(cache.join(&info.url).is_file(), "{} has no NAR", info.path);
+    }
+    assert_eq!(temp_names(&cache), Vec::<PathBuf>::new());
+}
+
 /// Every entry under `dir` (recursively), for "nothing was written" checks.
 fn everything_under(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
