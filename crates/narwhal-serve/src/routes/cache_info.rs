@@ -10,11 +10,11 @@ use crate::backend::Backend;
 use crate::error::ApiError;
 use crate::AppState;
 
-const CONTENT_TYPE: &str = "text/x-nix-cache-info";
+const CONTENT_TYPE: &str = narwhal_store::keys::CACHE_INFO_TYPE;
 
 pub async fn get(State(state): State<AppState>) -> Result<Response, ApiError> {
     if !matches!(state.backend, Backend::Local(_)) {
-        if let Some(bytes) = state.backend.get("nix-cache-info").await? {
+        if let Some(bytes) = state.backend.get(narwhal_store::keys::CACHE_INFO).await? {
             return Ok(ok(CONTENT_TYPE, bytes));
         }
     }
@@ -36,6 +36,6 @@ pub async fn put(State(state): State<AppState>, body: Bytes) -> Result<Response,
             info.store_dir.as_str()
         )));
     }
-    blocking(move || Ok(w.put("nix-cache-info", &body, CONTENT_TYPE)?)).await?;
+    blocking(move || Ok(w.put(narwhal_store::keys::CACHE_INFO, &body, CONTENT_TYPE)?)).await?;
     Ok(stored())
 }

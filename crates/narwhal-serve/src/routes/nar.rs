@@ -25,7 +25,7 @@ use crate::error::ApiError;
 use crate::local::ChannelWriter;
 use crate::AppState;
 
-const CONTENT_TYPE: &str = "application/x-nix-nar";
+const CONTENT_TYPE: &str = narwhal_store::keys::NAR_TYPE;
 const EXTENSIONS: [&str; 7] = ["", ".xz", ".zst", ".bz2", ".br", ".lzma", ".lz4"];
 
 /// Checks a NAR file name: `<nix32 or hex>[-<nix32>].nar[.<compression>]`.

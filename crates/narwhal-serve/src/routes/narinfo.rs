@@ -21,7 +21,7 @@ use crate::backend::Backend;
 use crate::error::ApiError;
 use crate::AppState;
 
-const CONTENT_TYPE: &str = "text/x-nix-narinfo";
+const CONTENT_TYPE: &str = narwhal_store::keys::NARINFO_TYPE;
 
 /// Held from comparing a narinfo with the committed one until it is written.
 static COMMIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -40,7 +40,7 @@ pub async fn get(State(state): State<AppState>, hash: &str) -> Result<Response, 
                 Bytes::from(ni.to_string())
             })
         }
-        backend => match backend.get(&format!("{hash}.narinfo")).await? {
+        backend => match backend.get(&narwhal_store::keys::narinfo_of_hash(&hash)).await? {
             Some(bytes) if state.keys.is_empty() => Some(bytes),
             Some(bytes) => Some(signed(&state, &bytes)),
             None => None,
@@ -95,9 +95,9 @@ pub async fn put(State(state): State<AppState>, hash: &str, body: Bytes) -> Resu
     let metrics_state = Arc::clone(&state);
     let state_store_dir = state.store_dir.clone();
     blocking(move || {
-        let key = format!("{hash}.narinfo");
+        let key = narwhal_store::keys::narinfo_of_hash(&hash);
         for r in ni.references() {
-            if r != &ni.path && !w.exists(&format!("{}.narinfo", r.hash_part()))? {
+            if r != &ni.path && !w.exists(&narwhal_store::keys::narinfo(r))? {
                 return Err(ApiError::conflict(format!(
                     "the reference {} is not in the cache; upload the narinfos of a path's references first",
                     r.base_name()

@@ -37,13 +37,19 @@ pub async fn put(State(state): State<AppState>, Path(file): Path<String>, body: 
         return Err(ApiError::bad_request(format!("the pin names {}, not {file}", p.name)));
     }
     blocking(move || {
-        if !w.exists(&format!("{}.narinfo", p.path.hash_part()))? {
-            return Err(ApiError::conflict(format!(
-                "{} is not in the cache; push it before pinning it",
-                p.path.base_name()
-            )));
+        // The one rule every pin writer keeps: a pin names a path the cache has.
+        match narwhal_store::pin::check_target(w.as_ref(), &p) {
+            Err(narwhal_store::pin::PinsError::NotInCache { .. }) => {
+                return Err(ApiError::conflict(format!(
+                    "{} is not in the cache; push it before pinning it",
+                    p.path.base_name()
+                )))
+            }
+            Err(narwhal_store::pin::PinsError::Store(e)) => return Err(e.into()),
+            Err(e) => return Err(ApiError::bad_request(e.to_string())),
+            Ok(()) => {}
         }
-        Ok(w.put(&format!("pins/{file}"), &body, CONTENT_TYPE)?)
+        Ok(w.put(&format!("{}{file}", narwhal_store::pin::PREFIX), &body, CONTENT_TYPE)?)
     })
     .await?;
     Ok(stored())
