@@ -13,6 +13,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod oci;
+pub mod registry;
 pub mod source;
 pub mod tar;
 
@@ -69,6 +70,8 @@ pub enum Error {
     MaxLayers(usize),
     #[error("{path} is not in the closure's sources")]
     NoSource { path: String },
+    #[error("{0} cannot be written: Docker's v2s2 format has no such media type")]
+    Unsupported(&'static str),
 }
 
 impl Error {
@@ -104,13 +107,39 @@ pub enum LayerCompression {
     None,
 }
 
-impl LayerCompression {
-    pub fn media_type(self) -> &'static str {
+/// Which manifest and media types an image is written with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Oci,
+    /// Docker's image manifest v2 schema 2: what Heroku's registry (and older clients) take. Same
+    /// documents, Docker's media types; layers only gzip or uncompressed.
+    V2s2,
+}
+
+impl Format {
+    pub fn manifest_type(self) -> &'static str {
         match self {
-            Self::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
-            Self::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
-            Self::None => "application/vnd.oci.image.layer.v1.tar",
+            Self::Oci => oci::MEDIA_MANIFEST,
+            Self::V2s2 => "application/vnd.docker.distribution.manifest.v2+json",
         }
+    }
+
+    pub fn config_type(self) -> &'static str {
+        match self {
+            Self::Oci => oci::MEDIA_CONFIG,
+            Self::V2s2 => "application/vnd.docker.container.image.v1+json",
+        }
+    }
+
+    pub fn layer_type(self, compression: LayerCompression) -> Result<&'static str, Error> {
+        Ok(match (self, compression) {
+            (Self::Oci, LayerCompression::Gzip) => "application/vnd.oci.image.layer.v1.tar+gzip",
+            (Self::Oci, LayerCompression::Zstd) => "application/vnd.oci.image.layer.v1.tar+zstd",
+            (Self::Oci, LayerCompression::None) => "application/vnd.oci.image.layer.v1.tar",
+            (Self::V2s2, LayerCompression::Gzip) => "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            (Self::V2s2, LayerCompression::None) => "application/vnd.docker.image.rootfs.diff.tar",
+            (Self::V2s2, LayerCompression::Zstd) => return Err(Error::Unsupported("zstd layers in a v2s2 image")),
+        })
     }
 }
 
@@ -120,6 +149,7 @@ pub struct ImageOptions {
     pub max_layers: usize,
     pub floor: u64,
     pub compression: LayerCompression,
+    pub format: Format,
     pub jobs: usize,
     pub config: RunConfig,
     /// `amd64`, `arm64`, … (GOARCH names, as the spec asks).
@@ -214,6 +244,7 @@ pub fn build(
     if opts.max_layers == 0 || opts.max_layers > MAX_LAYERS {
         return Err(Error::MaxLayers(opts.max_layers));
     }
+    opts.format.layer_type(opts.compression)?;
     let plan = plan(paths, roots, opts.max_layers, opts.floor);
     let layers = narwhal_store::parallel::try_map(&plan, opts.jobs, |layer| {
         let mut members: Vec<&PathEntry> = layer.iter().map(|&i| &paths[i]).collect();
@@ -247,20 +278,20 @@ pub fn build(
     };
     let config_bytes = json(&config)?;
     let config_desc = Descriptor {
-        media_type: oci::MEDIA_CONFIG.to_owned(),
+        media_type: opts.format.config_type().to_owned(),
         digest: layout.put_blob(&config_bytes)?,
         size: config_bytes.len() as u64,
         annotations: BTreeMap::new(),
     };
     let manifest = Manifest {
         schema_version: 2,
-        media_type: oci::MEDIA_MANIFEST.to_owned(),
+        media_type: opts.format.manifest_type().to_owned(),
         config: config_desc.clone(),
         layers: layers.iter().map(|l| l.descriptor.clone()).collect(),
     };
     let manifest_bytes = json(&manifest)?;
     let manifest_desc = Descriptor {
-        media_type: oci::MEDIA_MANIFEST.to_owned(),
+        media_type: opts.format.manifest_type().to_owned(),
         digest: layout.put_blob(&manifest_bytes)?,
         size: manifest_bytes.len() as u64,
         annotations: BTreeMap::new(),
@@ -333,7 +364,7 @@ fn build_layer(
     layout.commit_blob(temp, &digest)?;
     Ok(LayerOut {
         descriptor: Descriptor {
-            media_type: opts.compression.media_type().to_owned(),
+            media_type: opts.format.layer_type(opts.compression)?.to_owned(),
             digest,
             size: blob_size,
             annotations: BTreeMap::new(),

@@ -16,6 +16,7 @@ pub mod garage;
 pub mod http;
 pub mod isolate;
 pub mod nginx;
+pub mod registry;
 
 /// The configuration every Nix command in the tests runs with.
 pub const NIX_CONFIG: &str =

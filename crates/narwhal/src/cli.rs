@@ -109,7 +109,7 @@ pub enum Command {
     /// each root and each path of at least 1 MiB gets a layer of its own, smaller paths share a few
     /// (chosen by store path hash, so unchanged paths keep their layers' digests across versions).
     /// Example: `narwhal image ./result --entrypoint bin/server --port 5000 --to oci:/tmp/app:latest`.
-    Image(ImageArgs),
+    Image(Box<ImageArgs>),
     /// Serve a binary cache over HTTP: a directory, an S3 bucket, or this machine's Nix store.
     ///
     /// Answers Nix's and narwhal's requests (nix-cache-info, narinfos signed with
@@ -169,9 +169,17 @@ pub struct ImageArgs {
     /// Store paths to put in the image with their closures; the first is the root of --entrypoint.
     #[arg(required = true)]
     pub roots: Vec<String>,
-    /// Where the image goes: `oci:DIR[:TAG]` (an OCI image layout; created, or a tag added to it).
+    /// Where the image goes: `oci:DIR[:TAG]` (an OCI image layout; created, or a tag added to it) or
+    /// `docker://HOST/REPO[:TAG]` (a registry: blobs it lacks, then the manifest).
     #[arg(long)]
     pub to: String,
+    /// Registry credentials, `USER:PASSWORD` (else $NARWHAL_REGISTRY_CREDS, else the registry's entry in
+    /// $REGISTRY_AUTH_FILE or ~/.docker/config.json).
+    #[arg(long, env = "NARWHAL_REGISTRY_CREDS", hide_env_values = true)]
+    pub creds: Option<String>,
+    /// Speak plain HTTP to a registry that is not on loopback.
+    #[arg(long)]
+    pub insecure: bool,
     /// Binary caches to read the closure from (signatures checked); without one, the local Nix store.
     #[arg(long = "from", value_delimiter = ' ')]
     pub from: Vec<String>,
@@ -208,6 +216,9 @@ pub struct ImageArgs {
     /// Layer compression (gzip is what every registry and client takes).
     #[arg(long, value_parser = ["gzip", "zstd", "none"], default_value = "gzip")]
     pub compression: String,
+    /// Manifest format: `oci`, or `v2s2` (Docker's schema 2, which Heroku's registry requires).
+    #[arg(long, value_parser = ["oci", "v2s2"], default_value = "oci")]
+    pub format: String,
     /// The image's architecture (GOARCH names: amd64, arm64, …).
     #[arg(long, default_value = "amd64")]
     pub arch: String,

@@ -47,6 +47,11 @@ pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
                 return Some(h);
             }
         }
+        if let Some(e) = cause.downcast_ref::<narwhal_image::registry::RegistryError>() {
+            if let Some(h) = e.hint() {
+                return Some(h);
+            }
+        }
         if let Some(e) = cause.downcast_ref::<narwhal_image::Error>() {
             if let Some(h) = e.hint() {
                 return Some(h);

@@ -8,7 +8,8 @@ use std::time::Instant;
 use anyhow::{bail, Context as _};
 use narwhal_formats::store_path::{StoreDir, StorePath};
 use narwhal_image::oci::{Layout, RunConfig};
-use narwhal_image::{CacheSource, ImageOptions, LayerCompression, LocalSource, NarSource, PathEntry};
+use narwhal_image::registry::{Reference, Registry};
+use narwhal_image::{Built, CacheSource, Format, ImageOptions, LayerCompression, LocalSource, NarSource, PathEntry};
 use narwhal_store::http::HttpOptions;
 use narwhal_store::BinaryCache;
 
@@ -16,10 +17,26 @@ use super::fetch::{human, substituters, trusted_keys};
 use crate::cli::ImageArgs;
 use crate::output::stdout;
 
+/// Where an image goes.
+enum Destination {
+    Layout(PathBuf, Option<String>),
+    Registry(Reference),
+}
+
+fn destination(to: &str) -> anyhow::Result<Destination> {
+    if to.starts_with("docker://") {
+        return Ok(Destination::Registry(Reference::parse(to)?));
+    }
+    let (dir, tag) = layout_destination(to)?;
+    Ok(Destination::Layout(dir, tag))
+}
+
 /// `oci:DIR[:TAG]`.
-fn destination(to: &str) -> anyhow::Result<(PathBuf, Option<String>)> {
+fn layout_destination(to: &str) -> anyhow::Result<(PathBuf, Option<String>)> {
     let Some(rest) = to.strip_prefix("oci:") else {
-        bail!("unsupported image destination {to:?}: use oci:DIR[:TAG] (an OCI image layout)");
+        bail!(
+            "unsupported image destination {to:?}: use oci:DIR[:TAG] (an OCI image layout) or docker://HOST/REPO[:TAG]"
+        );
     };
     // A tag has no '/': `oci:/srv/images/app:v1`, but `oci:./dir` has none.
     let (dir, tag) = match rest.rsplit_once(':') {
@@ -55,7 +72,7 @@ fn root_path(store_dir: &StoreDir, arg: &str) -> anyhow::Result<StorePath> {
 
 pub fn run(args: &ImageArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (dir, tag) = destination(&args.to)?;
+    let destination = destination(&args.to)?;
     let store_dir = StoreDir::default();
     let roots = args.roots.iter().map(|r| root_path(&store_dir, r)).collect::<anyhow::Result<Vec<_>>>()?;
     let Some(first) = roots.first().cloned() else { bail!("no root given") };
@@ -77,10 +94,12 @@ pub fn run(args: &ImageArgs) -> anyhow::Result<()> {
         "none" => LayerCompression::None,
         _ => LayerCompression::Gzip,
     };
+    let format = if args.format == "v2s2" { Format::V2s2 } else { Format::Oci };
     let opts = ImageOptions {
         max_layers: args.max_layers,
         floor: narwhal_image::DEFAULT_FLOOR,
         compression,
+        format,
         jobs,
         config,
         architecture: args.arch.clone(),
@@ -115,9 +134,24 @@ pub fn run(args: &ImageArgs) -> anyhow::Result<()> {
         source = Box::new(CacheSource { caches, infos });
     }
 
+    // A registry push goes through a layout of its own, removed afterwards.
+    let staging;
+    let (dir, tag) = match &destination {
+        Destination::Layout(dir, tag) => (dir.clone(), tag.clone()),
+        Destination::Registry(reference) => {
+            staging = tempfile::Builder::new()
+                .prefix("narwhal-image-")
+                .tempdir()
+                .context("cannot create a temporary directory")?;
+            (staging.path().join("layout"), Some(reference.tag.clone()))
+        }
+    };
     let layout = Layout::open(&dir)?;
     let built = narwhal_image::build(&layout, &store_dir, &paths, &roots, source.as_ref(), &opts, tag.as_deref())?;
     layout.finish()?;
+    if let Destination::Registry(reference) = destination {
+        push(args, &reference, &dir, &built, jobs)?;
+    }
     let bytes: u64 = built.layers.iter().map(|l| l.size).sum();
     let mut err = std::io::stderr().lock();
     let _ = writeln!(
@@ -132,6 +166,50 @@ pub fn run(args: &ImageArgs) -> anyhow::Result<()> {
     writeln!(out, "{}", built.manifest.digest)?;
     out.flush()?;
     Ok(())
+}
+
+/// Pushes the image built in the layout at `dir` to the registry.
+fn push(args: &ImageArgs, reference: &Reference, dir: &Path, built: &Built, jobs: usize) -> anyhow::Result<()> {
+    let creds = registry_credentials(args.creds.as_deref(), &reference.host)?;
+    let registry = Registry::new(reference.clone(), creds, args.insecure)?;
+    let layout = Layout::open(dir)?;
+    let mut blobs = built.layers.clone();
+    blobs.push(built.config.clone());
+    let report = registry.push(&layout, &built.manifest, &blobs, jobs.max(2))?;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "pushed {}/{}:{}: {} blobs uploaded ({}), {} already there",
+        reference.host,
+        reference.repository,
+        reference.tag,
+        report.uploaded,
+        human(report.uploaded_bytes),
+        report.skipped
+    );
+    Ok(())
+}
+
+/// Credentials for `host`: the flag or its variable (`USER:PASSWORD`), else the registry's entry in
+/// the docker/skopeo auth file (`$REGISTRY_AUTH_FILE`, `~/.docker/config.json`), else none.
+fn registry_credentials(flag: Option<&str>, host: &str) -> anyhow::Result<Option<(String, String)>> {
+    if let Some(c) = flag {
+        let Some((user, pass)) = c.split_once(':') else {
+            bail!("invalid --creds (or NARWHAL_REGISTRY_CREDS): use USER:PASSWORD");
+        };
+        return Ok(Some((user.to_owned(), pass.to_owned())));
+    }
+    let files = [
+        std::env::var_os("REGISTRY_AUTH_FILE").map(PathBuf::from),
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json")),
+    ];
+    for file in files.into_iter().flatten() {
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            if let Some(creds) = narwhal_image::registry::credentials_from_auth_file(&text, host) {
+                return Ok(Some(creds));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// The image config from the flags: PATH from the roots, the labels tools read.

@@ -173,3 +173,101 @@ fn bad_input_fails_with_one_line_and_leaves_the_destination_untouched() {
     assert!(err.contains("is not an OCI image layout"), "{err}");
     assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 1);
 }
+
+/// Blob uploads (the POSTs that start them and the PUTs that finish them) in the registry's log.
+fn uploads(requests: &[String]) -> Vec<&String> {
+    requests.iter().filter(|r| r.contains("/blobs/uploads/")).collect()
+}
+
+#[test]
+fn a_registry_push_uploads_what_is_missing_and_a_re_push_only_checks() {
+    use narwhal_testkit::registry::Registry;
+    let registry = Registry::start();
+    let (app, v2) = (deploy_fixture("app"), deploy_fixture("app-v2"));
+    let to = format!("docker://{}/narwhal/app:v1", registry.host());
+    let pushed = digest(&ok(&mut image_cmd(&app, &to)));
+
+    // skopeo reads it back: the same manifest, and it copies it into a layout that runs.
+    let source = format!("docker://{}/narwhal/app:v1", registry.host());
+    let inspect: serde_json::Value =
+        serde_json::from_str(&run_text(Command::new("skopeo").args(["inspect", "--tls-verify=false", &source])))
+            .unwrap();
+    assert_eq!(inspect["Digest"], pushed.as_str());
+    assert_eq!(inspect["Layers"].as_array().unwrap().len(), 6);
+    let tmp = tempdir();
+    let copy = tmp.path().join("copy");
+    run(Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false", &source])
+        .arg(format!("oci:{}:v1", copy.display())));
+    let printed = run_image(&copy, "v1", tmp.path());
+    assert_eq!(printed, format!("65534\n{}\n", run_text(&mut Command::new(app.join("bin/app")))));
+    let first = registry.requests();
+    assert_eq!(uploads(&first).len(), 2 * 7, "POST and PUT for 6 layers and the config: {first:#?}");
+
+    // The same closure again: HEADs and one manifest PUT, no blob.
+    let again = digest(&ok(&mut image_cmd(&app, &to)));
+    assert_eq!(again, pushed);
+    let all = registry.requests();
+    let second = &all[first.len()..];
+    assert!(uploads(second).is_empty(), "{second:#?}");
+    assert_eq!(second.iter().filter(|r| r.starts_with("HEAD ")).count(), 7, "{second:#?}");
+    assert_eq!(second.iter().filter(|r| r.starts_with("PUT ") && r.contains("/manifests/v1")).count(), 1);
+
+    // One path changed (the app): only its layer and the config go up.
+    let to_v2 = format!("docker://{}/narwhal/app:v2", registry.host());
+    ok(&mut image_cmd(&v2, &to_v2));
+    let all_after = registry.requests();
+    let third = &all_after[all.len()..];
+    let finished: Vec<&String> = uploads(third).into_iter().filter(|r| r.starts_with("PUT ")).collect();
+    assert_eq!(finished.len(), 2, "the app's layer and the config: {third:#?}");
+}
+
+#[test]
+fn an_unreachable_registry_is_one_line_with_a_hint() {
+    let app = deploy_fixture("app");
+    // A loopback port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let err = fails(&mut image_cmd(&app, &format!("docker://127.0.0.1:{port}/app:v1")));
+    assert!(err.contains("cannot reach the registry 127.0.0.1") && err.contains("hint:"), "{err}");
+    let err = fails(&mut image_cmd(&app, "docker://Registry/App"));
+    assert!(err.contains("invalid image reference"), "{err}");
+}
+
+#[test]
+fn v2s2_images_carry_dockers_media_types_as_herokus_registry_requires() {
+    use narwhal_testkit::registry::Registry;
+    let registry = Registry::start();
+    let app = deploy_fixture("app");
+    let to = format!("docker://{}/my-app/web", registry.host());
+    ok(image_cmd(&app, &to).args(["--format", "v2s2"]));
+    let source = format!("docker://{}/my-app/web:latest", registry.host());
+    let raw: serde_json::Value = serde_json::from_str(&run_text(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &source,
+    ])))
+    .unwrap();
+    assert_eq!(raw["mediaType"], "application/vnd.docker.distribution.manifest.v2+json");
+    assert_eq!(raw["config"]["mediaType"], "application/vnd.docker.container.image.v1+json");
+    for layer in raw["layers"].as_array().unwrap() {
+        assert_eq!(layer["mediaType"], "application/vnd.docker.image.rootfs.diff.tar.gzip");
+    }
+    let config: serde_json::Value = serde_json::from_str(&run_text(Command::new("skopeo").args([
+        "inspect",
+        "--config",
+        "--tls-verify=false",
+        &source,
+    ])))
+    .unwrap();
+    assert_eq!(config["architecture"], "amd64");
+    assert_eq!(config["os"], "linux");
+    let tmp = tempdir();
+    let err = fails(image_cmd(&app, &format!("oci:{}", tmp.path().join("z").display())).args([
+        "--format",
+        "v2s2",
+        "--compression",
+        "zstd",
+    ]));
+    assert!(err.contains("zstd layers in a v2s2 image"), "{err}");
+}

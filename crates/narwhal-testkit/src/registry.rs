@@ -1,0 +1,82 @@
+//! A real OCI registry on loopback: Debian's `docker-registry` (distribution 2.8), storage in a
+//! temporary directory, no authentication, its access log kept for "what was uploaded" checks.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+pub struct Registry {
+    child: Child,
+    pub addr: SocketAddr,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new().prefix("narwhal-registry-").tempdir().unwrap();
+        // A free loopback port: bound, then released for the registry (which needs a number).
+        let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("registry.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("docker-registry (Debian's package) must be installed: scripts/test installs it");
+        let registry = Self { child, addr, log, _dir: dir };
+        for _ in 0..300 {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+                return registry;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("docker-registry did not listen on {addr}:\n{}", registry.log_text());
+    }
+
+    /// `HOST:PORT`, as image references name it.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The access log's request lines (`METHOD URI`) so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.log_text()
+            .lines()
+            .filter_map(|l| {
+                let start = l.find('"')? + 1;
+                let rest = &l[start..];
+                let request = rest.split('"').next()?;
+                let mut parts = request.split(' ');
+                let (method, uri) = (parts.next()?, parts.next()?);
+                uri.starts_with("/v2/").then(|| format!("{method} {uri}"))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
