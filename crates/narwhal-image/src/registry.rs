@@ -261,14 +261,14 @@ impl Registry {
             RegistryError::is_transient,
             |_, _, _| {},
             |_| {
-                let response = self.authorized(build(self.client.request(method.clone(), url)))?;
+                let response = self.authorized(url, build(self.client.request(method.clone(), url)))?;
                 if response.status() != StatusCode::UNAUTHORIZED {
                     return Ok(response);
                 }
                 let challenge =
                     response.headers().get("WWW-Authenticate").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
                 self.answer(&challenge)?;
-                let again = self.authorized(build(self.client.request(method.clone(), url)))?;
+                let again = self.authorized(url, build(self.client.request(method.clone(), url)))?;
                 if again.status() == StatusCode::UNAUTHORIZED {
                     return Err(RegistryError::Unauthorized {
                         host: self.reference.host.clone(),
@@ -281,9 +281,13 @@ impl Registry {
         )
     }
 
-    fn authorized(&self, request: RequestBuilder) -> Result<Response, RegistryError> {
+    /// Sends `request` for `url` with the token or the credentials, but only to the registry itself:
+    /// an upload `Location` on another host (a storage service) gets none.
+    fn authorized(&self, url: &str, request: RequestBuilder) -> Result<Response, RegistryError> {
         let token = self.token.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let own = url.strip_prefix(self.base.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
         let request = match (&token, &self.creds) {
+            _ if !own => request,
             (Some(t), _) => request.bearer_auth(t),
             (None, Some((user, pass))) => request.basic_auth(user, Some(pass)),
             (None, None) => request,

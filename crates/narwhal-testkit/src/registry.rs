@@ -1,5 +1,6 @@
 //! A real OCI registry on loopback: Debian's `docker-registry` (distribution 2.8), storage in a
-//! temporary directory, no authentication, its access log kept for "what was uploaded" checks.
+//! temporary directory, open or behind htpasswd Basic authentication, its access log kept for
+//! "what was uploaded" checks.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -17,14 +18,34 @@ pub struct Registry {
 
 impl Registry {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A registry that wants `user` and `password` (Basic authentication, bcrypt htpasswd).
+    pub fn with_login(user: &str, password: &str) -> Self {
+        Self::start_with(Some((user, password)))
+    }
+
+    fn start_with(login: Option<(&str, &str)>) -> Self {
         let dir = tempfile::Builder::new().prefix("narwhal-registry-").tempdir().unwrap();
+        let auth = match login {
+            None => String::new(),
+            Some((user, password)) => {
+                let out =
+                    Command::new("htpasswd").args(["-Bbn", user, password]).output().expect("htpasswd (apache2-utils)");
+                assert!(out.status.success(), "htpasswd: {}", String::from_utf8_lossy(&out.stderr));
+                let file = dir.path().join("htpasswd");
+                std::fs::write(&file, out.stdout).unwrap();
+                format!("auth:\n  htpasswd:\n    realm: narwhal-test\n    path: {}\n", file.display())
+            }
+        };
         // A free loopback port: bound, then released for the registry (which needs a number).
         let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
                 dir.path().join("data").display()
             ),
         )

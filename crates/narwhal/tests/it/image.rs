@@ -271,3 +271,30 @@ fn v2s2_images_carry_dockers_media_types_as_herokus_registry_requires() {
     ]));
     assert!(err.contains("zstd layers in a v2s2 image"), "{err}");
 }
+
+#[test]
+fn a_registry_that_wants_credentials_gets_them_and_wrong_ones_are_named() {
+    use narwhal_testkit::registry::Registry;
+    let registry = Registry::with_login("ci", "s3cret-pass");
+    let app = deploy_fixture("app");
+    let to = format!("docker://{}/app:v1", registry.host());
+    let err = fails(&mut image_cmd(&app, &to));
+    assert!(err.contains("wants credentials") && err.contains("none were given") && err.contains("hint:"), "{err}");
+    let err = fails(image_cmd(&app, &to).args(["--creds", "ci:wrong"]));
+    assert!(err.contains("refused the ones sent") && !err.contains("wrong"), "the secret is never shown: {err}");
+    let tags = || registry.requests().iter().filter(|r| r.starts_with("PUT ") && r.contains("/manifests/")).count();
+    assert_eq!(tags(), 0, "no tag moved");
+    // From the flag's variable, and from a docker auth file.
+    ok(image_cmd(&app, &to).env("NARWHAL_REGISTRY_CREDS", "ci:s3cret-pass"));
+    let tmp = tempdir();
+    let auth = tmp.path().join("auth.json");
+    let token = base64_of("ci:s3cret-pass");
+    std::fs::write(&auth, format!(r#"{{"auths":{{"{}":{{"auth":"{token}"}}}}}}"#, registry.host())).unwrap();
+    ok(image_cmd(&app, &format!("docker://{}/app:v2", registry.host())).env("REGISTRY_AUTH_FILE", &auth));
+    assert_eq!(tags(), 2);
+}
+
+fn base64_of(s: &str) -> String {
+    let out = run_text(Command::new("sh").arg("-c").arg(format!("printf %s '{s}' | base64 -w0")));
+    out.trim().to_owned()
+}
