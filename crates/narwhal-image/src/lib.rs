@@ -230,8 +230,51 @@ fn bucket_of(path: &StorePath, buckets: usize) -> usize {
     sum % buckets.max(1)
 }
 
+/// Layers built before, by what went into them (the paths and their NarHashes, the store directory,
+/// the format and the compression), so that a layer the destination already has is not tarred and
+/// compressed again: a re-push of an unchanged closure is a closure walk and HEAD requests.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LayerMemo {
+    pub layers: BTreeMap<String, MemoLayer>,
+}
+
+/// What a layer came out as.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MemoLayer {
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    pub diff_id: String,
+}
+
+impl LayerMemo {
+    /// The most layers remembered; past it the memo starts again (it is only a shortcut).
+    pub const MAX: usize = 10_000;
+
+    /// The key of a layer holding `members` (sorted), as `opts` writes it.
+    fn key(store_dir: &StoreDir, members: &[&PathEntry], opts: &ImageOptions) -> String {
+        let mut h = narwhal_formats::hash::Hasher::new(Algorithm::Sha256);
+        let layer_type = opts.format.layer_type(opts.compression).unwrap_or("");
+        h.update(format!("narwhal-layer-v1\n{store_dir}\n{layer_type}\n{}\n", tar::MTIME).as_bytes());
+        for m in members {
+            h.update(format!("{} {}\n", m.path, m.nar_hash).as_bytes());
+        }
+        h.finish().encode(Encoding::Base16)
+    }
+}
+
+/// How many layers a build wrote and how many it took from the memo.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reuse {
+    pub built: usize,
+    pub reused: usize,
+}
+
 /// Builds the image of the closure `paths` (with `roots` on top) into `layout`, tagged `tag`.
 /// The tag moves only once every blob is in; on error the layout's tags stay as they were.
+/// A layer in `memo` that `present` says the destination has is not built again (roots' layers
+/// always are: the entrypoint check reads them); every layer built is recorded in `memo`.
+#[allow(clippy::too_many_arguments)]
 pub fn build(
     layout: &Layout,
     store_dir: &StoreDir,
@@ -240,17 +283,56 @@ pub fn build(
     source: &dyn NarSource,
     opts: &ImageOptions,
     tag: Option<&str>,
-) -> Result<Built, Error> {
+    memo: &mut LayerMemo,
+    present: &(dyn Fn(&Descriptor) -> bool + Sync),
+) -> Result<(Built, Reuse), Error> {
     if opts.max_layers == 0 || opts.max_layers > MAX_LAYERS {
         return Err(Error::MaxLayers(opts.max_layers));
     }
     opts.format.layer_type(opts.compression)?;
     let plan = plan(paths, roots, opts.max_layers, opts.floor);
-    let layers = narwhal_store::parallel::try_map(&plan, opts.jobs, |layer| {
+    let memo_ref = &*memo;
+    let outcomes = narwhal_store::parallel::try_map(&plan, opts.jobs, |layer| {
         let mut members: Vec<&PathEntry> = layer.iter().map(|&i| &paths[i]).collect();
         members.sort_by(|a, b| a.path.cmp(&b.path));
-        build_layer(layout, store_dir, &members, source, opts)
+        let key = LayerMemo::key(store_dir, &members, opts);
+        let has_root = members.iter().any(|m| roots.contains(&m.path));
+        if let Some(known) = memo_ref.layers.get(&key).filter(|_| !has_root) {
+            let descriptor = Descriptor {
+                media_type: known.media_type.clone(),
+                digest: known.digest.clone(),
+                size: known.size,
+                annotations: BTreeMap::new(),
+            };
+            if present(&descriptor) {
+                let paths = members.iter().map(|e| e.path.clone()).collect();
+                let out = LayerOut { descriptor, diff_id: known.diff_id.clone(), paths, seen: BTreeMap::new() };
+                return Ok::<_, Error>((key, out, false));
+            }
+        }
+        Ok((key, build_layer(layout, store_dir, &members, source, opts)?, true))
     })?;
+    let mut reuse = Reuse::default();
+    if memo.layers.len() > LayerMemo::MAX {
+        memo.layers.clear();
+    }
+    let mut layers = Vec::with_capacity(outcomes.len());
+    for (key, out, built) in outcomes {
+        if built {
+            reuse.built += 1;
+            let d = &out.descriptor;
+            let entry = MemoLayer {
+                media_type: d.media_type.clone(),
+                digest: d.digest.clone(),
+                size: d.size,
+                diff_id: out.diff_id.clone(),
+            };
+            memo.layers.insert(key, entry);
+        } else {
+            reuse.reused += 1;
+        }
+        layers.push(out);
+    }
     if let Some((root, inner)) = &opts.must_exist {
         let found = layers.iter().any(|l| l.seen.get(root).is_some_and(|seen| seen.iter().any(|p| p == inner)));
         if !found {
@@ -297,12 +379,13 @@ pub fn build(
         annotations: BTreeMap::new(),
     };
     layout.set_tag(manifest_desc.clone(), tag)?;
-    Ok(Built {
+    let built = Built {
         manifest: manifest_desc,
         config: config_desc,
         layers: layers.iter().map(|l| l.descriptor.clone()).collect(),
         contents: layers.into_iter().map(|l| l.paths).collect(),
-    })
+    };
+    Ok((built, reuse))
 }
 
 fn json(value: &impl serde::Serialize) -> Result<Vec<u8>, Error> {

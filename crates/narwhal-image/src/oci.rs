@@ -148,6 +148,11 @@ impl Layout {
         Ok(())
     }
 
+    /// Whether the layout holds `blob` (a file of its size under its digest).
+    pub fn has_blob(&self, blob: &Descriptor) -> bool {
+        fs::metadata(self.blob_path(&blob.digest)).is_ok_and(|m| m.len() == blob.size)
+    }
+
     pub fn blob_path(&self, digest: &str) -> PathBuf {
         self.dir.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))
     }

@@ -126,6 +126,8 @@ pub struct Registry {
     reference: Reference,
     creds: Option<(String, String)>,
     token: Mutex<Option<String>>,
+    /// Blobs a HEAD already found in the repository.
+    known: Mutex<std::collections::BTreeSet<String>>,
     retry: Retry,
 }
 
@@ -142,6 +144,7 @@ impl Registry {
             reference,
             creds,
             token: Mutex::new(None),
+            known: Mutex::new(std::collections::BTreeSet::new()),
             retry: Retry { attempts: 4, initial_backoff: Duration::from_millis(500) },
         })
     }
@@ -176,10 +179,26 @@ impl Registry {
         Ok(report)
     }
 
-    /// One blob: nothing if the registry has it, else POST an upload and PUT the file. True if uploaded.
+    /// Whether the repository has `blob` (HEAD); an error counts as no.
+    pub fn has_blob(&self, blob: &Descriptor) -> bool {
+        let url = format!("{}/v2/{}/blobs/{}", self.base, self.reference.repository, blob.digest);
+        // One try: a probe that fails only costs building the layer.
+        let once = Retry { attempts: 1, initial_backoff: Duration::ZERO };
+        let found = matches!(self.send_raw(&Method::HEAD, &url, &|r| r, once).map(|r| r.status()), Ok(StatusCode::OK));
+        if found {
+            self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(blob.digest.clone());
+        }
+        found
+    }
+
+    /// One blob: nothing if the registry has it, else POST an upload and PUT the file from `layout`
+    /// (which must hold every blob the repository lacks). True if uploaded.
     fn push_blob(&self, layout: &Layout, blob: &Descriptor) -> Result<bool, RegistryError> {
         let repo = &self.reference.repository;
         let url = format!("{}/v2/{repo}/blobs/{}", self.base, blob.digest);
+        if self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&blob.digest) {
+            return Ok(false);
+        }
         let head = self.send_status(&format!("checking for {}", blob.digest), &Method::HEAD, &url, |r| r)?;
         if head == StatusCode::OK {
             return Ok(false);
@@ -221,7 +240,7 @@ impl Registry {
         url: &str,
         build: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<Response, RegistryError> {
-        let response = self.send_raw(method, url, &build)?;
+        let response = self.send_raw(method, url, &build, self.retry)?;
         if response.status().is_success() {
             Ok(response)
         } else {
@@ -237,7 +256,7 @@ impl Registry {
         url: &str,
         build: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<StatusCode, RegistryError> {
-        let response = self.send_raw(method, url, &build)?;
+        let response = self.send_raw(method, url, &build, self.retry)?;
         match response.status() {
             s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(s),
             _ => Err(self.status_error(what, response)),
@@ -256,8 +275,9 @@ impl Registry {
         method: &Method,
         url: &str,
         build: &dyn Fn(RequestBuilder) -> RequestBuilder,
+        retry: Retry,
     ) -> Result<Response, RegistryError> {
-        self.retry.run(
+        retry.run(
             RegistryError::is_transient,
             |_, _, _| {},
             |_| {

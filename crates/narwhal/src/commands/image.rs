@@ -9,7 +9,9 @@ use anyhow::{bail, Context as _};
 use narwhal_formats::store_path::{StoreDir, StorePath};
 use narwhal_image::oci::{Layout, RunConfig};
 use narwhal_image::registry::{Reference, Registry};
-use narwhal_image::{Built, CacheSource, Format, ImageOptions, LayerCompression, LocalSource, NarSource, PathEntry};
+use narwhal_image::{
+    Built, CacheSource, Format, ImageOptions, LayerCompression, LayerMemo, LocalSource, NarSource, PathEntry,
+};
 use narwhal_store::http::HttpOptions;
 use narwhal_store::BinaryCache;
 
@@ -75,37 +77,12 @@ pub fn run(args: &ImageArgs) -> anyhow::Result<()> {
     let destination = destination(&args.to)?;
     let store_dir = StoreDir::default();
     let roots = args.roots.iter().map(|r| root_path(&store_dir, r)).collect::<anyhow::Result<Vec<_>>>()?;
-    let Some(first) = roots.first().cloned() else { bail!("no root given") };
+    if roots.is_empty() {
+        bail!("no root given");
+    }
     let jobs = super::jobs_or_cores(args.jobs);
 
-    let config = run_config(args, &store_dir, &roots)?;
-    let must_exist = match &args.entrypoint {
-        None => None,
-        Some(e) if e.starts_with('/') => {
-            let (path, inner) = store_dir
-                .split_path(e)
-                .with_context(|| format!("the entrypoint {e} is not in the store; give it relative to the root"))?;
-            Some((path, inner.trim_start_matches('/').as_bytes().to_vec()))
-        }
-        Some(e) => Some((first.clone(), e.trim_start_matches("./").as_bytes().to_vec())),
-    };
-    let compression = match args.compression.as_str() {
-        "zstd" => LayerCompression::Zstd,
-        "none" => LayerCompression::None,
-        _ => LayerCompression::Gzip,
-    };
-    let format = if args.format == "v2s2" { Format::V2s2 } else { Format::Oci };
-    let opts = ImageOptions {
-        max_layers: args.max_layers,
-        floor: narwhal_image::DEFAULT_FLOOR,
-        compression,
-        format,
-        jobs,
-        config,
-        architecture: args.arch.clone(),
-        created: args.created.clone(),
-        must_exist,
-    };
+    let opts = image_options(args, &store_dir, &roots, jobs)?;
 
     // The closure, and where its NARs come from.
     let subs;
@@ -147,10 +124,38 @@ pub fn run(args: &ImageArgs) -> anyhow::Result<()> {
         }
     };
     let layout = Layout::open(&dir)?;
-    let built = narwhal_image::build(&layout, &store_dir, &paths, &roots, source.as_ref(), &opts, tag.as_deref())?;
+    let registry = match &destination {
+        Destination::Registry(reference) => {
+            let creds = registry_credentials(args.creds.as_deref(), &reference.host)?;
+            Some(Registry::new(reference.clone(), creds, args.insecure)?)
+        }
+        Destination::Layout(..) => None,
+    };
+    // A layer the destination has and the memo knows is not built again.
+    let memo_file = memo_file();
+    let mut memo = memo_file.as_deref().map(read_memo).unwrap_or_default();
+    let present = |blob: &narwhal_image::oci::Descriptor| match &registry {
+        Some(r) => r.has_blob(blob),
+        None => layout.has_blob(blob),
+    };
+    let (built, reuse) = narwhal_image::build(
+        &layout,
+        &store_dir,
+        &paths,
+        &roots,
+        source.as_ref(),
+        &opts,
+        tag.as_deref(),
+        &mut memo,
+        &present,
+    )?;
     layout.finish()?;
-    if let Destination::Registry(reference) = destination {
-        push(args, &reference, &dir, &built, jobs)?;
+    if let Some(file) = &memo_file {
+        write_memo(file, &memo);
+    }
+    let _ = writeln!(std::io::stderr().lock(), "{} layers built, {} reused", reuse.built, reuse.reused);
+    if let (Destination::Registry(reference), Some(registry)) = (&destination, &registry) {
+        push(registry, reference, &dir, &built, jobs)?;
     }
     let bytes: u64 = built.layers.iter().map(|l| l.size).sum();
     let mut err = std::io::stderr().lock();
@@ -169,9 +174,7 @@ pub fn run(args: &ImageArgs) -> anyhow::Result<()> {
 }
 
 /// Pushes the image built in the layout at `dir` to the registry.
-fn push(args: &ImageArgs, reference: &Reference, dir: &Path, built: &Built, jobs: usize) -> anyhow::Result<()> {
-    let creds = registry_credentials(args.creds.as_deref(), &reference.host)?;
-    let registry = Registry::new(reference.clone(), creds, args.insecure)?;
+fn push(registry: &Registry, reference: &Reference, dir: &Path, built: &Built, jobs: usize) -> anyhow::Result<()> {
     let layout = Layout::open(dir)?;
     let mut blobs = built.layers.clone();
     blobs.push(built.config.clone());
@@ -187,6 +190,33 @@ fn push(args: &ImageArgs, reference: &Reference, dir: &Path, built: &Built, jobs
         report.skipped
     );
     Ok(())
+}
+
+/// Where the layer memo lives: `$XDG_CACHE_HOME/narwhal` or `~/.cache/narwhal`; none without either.
+fn memo_file() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("narwhal/image-layers-v1.json"))
+}
+
+/// The memo, or an empty one when it is missing or unreadable (it is only a shortcut).
+fn read_memo(file: &Path) -> LayerMemo {
+    std::fs::read(file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+/// Saves the memo through a temporary file; a failure only costs the shortcut next time.
+fn write_memo(file: &Path, memo: &LayerMemo) {
+    let Some(dir) = file.parent() else { return };
+    let Ok(bytes) = serde_json::to_vec(memo) else { return };
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    if let Ok(mut temp) = tempfile::Builder::new().prefix(".narwhal-").tempfile_in(dir) {
+        if temp.write_all(&bytes).is_ok() {
+            let _ = temp.persist(file);
+        }
+    }
 }
 
 /// Credentials for `host`: the flag or its variable (`USER:PASSWORD`), else the registry's entry in
@@ -210,6 +240,44 @@ fn registry_credentials(flag: Option<&str>, host: &str) -> anyhow::Result<Option
         }
     }
     Ok(None)
+}
+
+/// The image's options from the flags: config, entrypoint check, compression and format.
+fn image_options(
+    args: &ImageArgs,
+    store_dir: &StoreDir,
+    roots: &[StorePath],
+    jobs: usize,
+) -> anyhow::Result<ImageOptions> {
+    let first = roots.first().cloned().context("no root given")?;
+    let config = run_config(args, store_dir, roots)?;
+    let must_exist = match &args.entrypoint {
+        None => None,
+        Some(e) if e.starts_with('/') => {
+            let (path, inner) = store_dir
+                .split_path(e)
+                .with_context(|| format!("the entrypoint {e} is not in the store; give it relative to the root"))?;
+            Some((path, inner.trim_start_matches('/').as_bytes().to_vec()))
+        }
+        Some(e) => Some((first.clone(), e.trim_start_matches("./").as_bytes().to_vec())),
+    };
+    let compression = match args.compression.as_str() {
+        "zstd" => LayerCompression::Zstd,
+        "none" => LayerCompression::None,
+        _ => LayerCompression::Gzip,
+    };
+    let format = if args.format == "v2s2" { Format::V2s2 } else { Format::Oci };
+    Ok(ImageOptions {
+        max_layers: args.max_layers,
+        floor: narwhal_image::DEFAULT_FLOOR,
+        compression,
+        format,
+        jobs,
+        config,
+        architecture: args.arch.clone(),
+        created: args.created.clone(),
+        must_exist,
+    })
 }
 
 /// The image config from the flags: PATH from the roots, the labels tools read.

@@ -204,8 +204,21 @@ fn a_registry_push_uploads_what_is_missing_and_a_re_push_only_checks() {
     let first = registry.requests();
     assert_eq!(uploads(&first).len(), 2 * 7, "POST and PUT for 6 layers and the config: {first:#?}");
 
-    // The same closure again: HEADs and one manifest PUT, no blob.
-    let again = digest(&ok(&mut image_cmd(&app, &to)));
+    // The same closure again: HEADs and one manifest PUT, no blob; only the root's layer is tarred
+    // again (the layer memo knows the others, and the registry has them).
+    let cache_home = tempdir();
+    let out = output(image_cmd(&app, &to).env("XDG_CACHE_HOME", cache_home.path()));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("6 layers built, 0 reused"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = registry.requests();
+    let out = output(image_cmd(&app, &to).env("XDG_CACHE_HOME", cache_home.path()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("1 layers built, 5 reused"), "{stderr}");
+    let again = digest(&out.stdout);
     assert_eq!(again, pushed);
     let all = registry.requests();
     let second = &all[first.len()..];
