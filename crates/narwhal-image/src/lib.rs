@@ -551,9 +551,13 @@ mod tests {
             vec![entry('a', 10), entry('b', 5 << 20), entry('c', 3 << 20), entry('d', 100), entry('f', 2 << 20)];
         let roots = vec![paths[4].path.clone()];
         let layers = plan(&paths, &roots, 70, 1 << 20);
-        assert_eq!(layers, vec![vec![1], vec![2], vec![0, 3], vec![4]]);
+        assert_eq!(
+            layers,
+            vec![vec![1], vec![2], vec![3, 0], vec![4]],
+            "in a bucket by size; build sorts each layer by path"
+        );
         // Two layers: everything below the root shares one.
-        assert_eq!(plan(&paths, &roots, 2, 1 << 20), vec![vec![1, 2, 0, 3], vec![4]]);
+        assert_eq!(plan(&paths, &roots, 2, 1 << 20), vec![vec![1, 2, 3, 0], vec![4]]);
         assert_eq!(plan(&paths, &roots, 1, 1 << 20).len(), 1);
         // A bucket does not depend on which other paths there are.
         let fewer: Vec<PathEntry> = vec![paths[0].clone(), paths[4].clone()];
