@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod never_panics;
+mod regressions;
 
 use std::error::Error as _;
 use std::io::Read as _;
