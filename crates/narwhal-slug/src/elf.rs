@@ -105,8 +105,14 @@ impl Source for &File {
     fn read_some(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let mut filled = 0;
         while filled < buf.len() {
-            // pread rejects offsets past i64::MAX; there is nothing there anyway.
-            let Some(at) = offset.checked_add(filled as u64).filter(|&at| i64::try_from(at).is_ok()) else { break };
+            // pread rejects (EINVAL) a range that ends past i64::MAX; there is nothing there anyway.
+            let rest = (buf.len() - filled) as u64;
+            let Some(at) = offset
+                .checked_add(filled as u64)
+                .filter(|&at| at.checked_add(rest).is_some_and(|end| i64::try_from(end).is_ok()))
+            else {
+                break;
+            };
             match self.read_at(&mut buf[filled..], at) {
                 Ok(0) => break,
                 Ok(n) => filled += n,

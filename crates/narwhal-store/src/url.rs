@@ -103,14 +103,16 @@ impl fmt::Display for CacheUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.location {
             Location::File(dir) => write!(f, "file://{}", dir.display()),
-            // Credentials never appear in messages.
-            Location::Http(base) => match base.split_once('@') {
-                Some((scheme_user, host)) if scheme_user.contains("://") => {
-                    let scheme = scheme_user.split("://").next().unwrap_or("http");
-                    write!(f, "{scheme}://…@{host}")
+            // Credentials never appear in messages. They end at the authority's last '@' (a
+            // password may hold one), and the authority ends at the first '/'.
+            Location::Http(base) => {
+                let (scheme, rest) = base.split_once("://").unwrap_or(("http", base));
+                let authority_len = rest.find('/').unwrap_or(rest.len());
+                match rest.get(..authority_len).and_then(|a| a.rfind('@')).and_then(|at| rest.get(at + 1..)) {
+                    Some(host) => write!(f, "{scheme}://…@{host}"),
+                    None => f.write_str(base),
                 }
-                _ => f.write_str(base),
-            },
+            }
             Location::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
             Location::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
         }

@@ -1,7 +1,10 @@
 //! Properties of the NAR code that need no Nix: any tree survives
-//! dump -> unpack -> dump byte for byte, and the typed writer agrees with the dumper.
+//! dump -> unpack -> dump byte for byte, and the typed writer agrees with the dumper;
+//! and every parser survives arbitrary input (`never_panics`).
 
 #![allow(clippy::unwrap_used)]
+
+mod never_panics;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;

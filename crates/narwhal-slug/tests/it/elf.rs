@@ -158,3 +158,25 @@ proptest! {
         prop_assert_eq!(format!("{in_memory:?}"), format!("{from_file:?}"));
     }
 }
+
+/// Found by fuzzing: a program header table at offset i64::MAX passed the reader's offset check, and
+/// pread refused the range that ends past i64::MAX with EINVAL, so the file reader reported an I/O
+/// error where the reader of bytes in memory reported a truncated file.
+#[test]
+fn program_headers_at_offset_i64_max_are_truncated_not_an_io_error() {
+    let mut header = vec![0u8; 64];
+    header[..8].copy_from_slice(b"\x7fELF\x02\x01\x01\x00");
+    header[16..20].copy_from_slice(&[3, 0, 0x3e, 0]); // ET_DYN, x86-64
+    header[20..24].copy_from_slice(&1u32.to_le_bytes());
+    header[32..40].copy_from_slice(&i64::MAX.to_le_bytes()); // e_phoff
+    header[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
+    header[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+    header[56..58].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("elf");
+    fs::write(&path, &header).unwrap();
+    let from_file = elf::parse_file(&fs::File::open(&path).unwrap());
+    assert!(matches!(from_file, Err(elf::Error::Truncated { .. })), "{from_file:?}");
+    let in_memory = elf::parse_bytes(&header);
+    assert!(matches!(in_memory, Err(elf::Error::Truncated { .. })), "{in_memory:?}");
+}

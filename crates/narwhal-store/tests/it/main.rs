@@ -1,7 +1,11 @@
 //! The S3 backend against a real S3 server: a single-node Garage started by the test kit
-//! (`cargo install garage --locked` installs it; these tests fail without it).
+//! (`cargo install garage --locked` installs it; these tests fail without it); and every
+//! parser and decoder against arbitrary input (`never_panics`, no server needed).
 
 #![allow(clippy::unwrap_used)]
+
+mod never_panics;
+mod regressions;
 
 use std::error::Error as _;
 use std::io::Read as _;
