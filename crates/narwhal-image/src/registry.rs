@@ -19,6 +19,15 @@ use reqwest::{Method, StatusCode};
 
 use crate::oci::{Descriptor, Layout};
 
+/// Whether `tag` is a valid image tag (a registry's or an OCI layout's): 1 to 128 characters of
+/// `A-Z a-z 0-9 . _ -`, not starting with `.` or `-`.
+pub fn is_tag(tag: &str) -> bool {
+    !tag.is_empty()
+        && tag.len() <= 128
+        && !tag.starts_with(['.', '-'])
+        && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
 /// `docker://HOST[:PORT]/REPOSITORY[:TAG]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reference {
@@ -47,11 +56,7 @@ impl Reference {
         if !repo_ok {
             return Err(bad("the repository must be lowercase components of a-z 0-9 . _ - separated by /"));
         }
-        let tag_ok = !tag.is_empty()
-            && tag.len() <= 128
-            && !tag.starts_with(['.', '-'])
-            && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if !tag_ok {
+        if !is_tag(tag) {
             return Err(bad("the tag must be up to 128 characters of A-Z a-z 0-9 . _ -"));
         }
         Ok(Self { host: host.to_owned(), repository: repository.to_owned(), tag: tag.to_owned() })

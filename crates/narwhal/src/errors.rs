@@ -24,48 +24,28 @@ pub fn one_line(err: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
+/// `hint` of `cause` when it is an `E`.
+fn hint_of<E: std::error::Error + 'static>(
+    cause: &(dyn std::error::Error + 'static),
+    hint: fn(&E) -> Option<&'static str>,
+) -> Option<&'static str> {
+    cause.downcast_ref::<E>().and_then(hint)
+}
+
 /// A hint for the first cause narwhal knows how to help with.
 pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
     for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<narwhal_fetch::Error>() {
-            if let Some(h) = e.hint() {
-                return Some(h);
-            }
-        }
-        if let Some(e) = cause.downcast_ref::<narwhal_push::Error>() {
-            if let Some(h) = e.hint() {
-                return Some(h);
-            }
-        }
-        if let Some(e) = cause.downcast_ref::<narwhal_localstore::LocalError>() {
-            if let Some(h) = e.hint() {
-                return Some(h);
-            }
-        }
-        if let Some(e) = cause.downcast_ref::<narwhal_serve::config::ConfigError>() {
-            if let Some(h) = e.hint() {
-                return Some(h);
-            }
-        }
-        if let Some(e) = cause.downcast_ref::<narwhal_image::registry::RegistryError>() {
-            if let Some(h) = e.hint() {
-                return Some(h);
-            }
-        }
-        if let Some(e) = cause.downcast_ref::<narwhal_image::Error>() {
-            if let Some(h) = e.hint() {
-                return Some(h);
-            }
-        }
-        if let Some(e) = cause.downcast_ref::<narwhal_store::pin::PinsError>() {
-            if let Some(h) = e.hint() {
-                return Some(h);
-            }
-        }
-        if let Some(e) = cause.downcast_ref::<narwhal_store::StoreError>() {
-            if let Some(h) = e.hint() {
-                return Some(h);
-            }
+        // The libraries' own hints, one per error variant.
+        let own = hint_of(cause, narwhal_fetch::Error::hint)
+            .or_else(|| hint_of(cause, narwhal_push::Error::hint))
+            .or_else(|| hint_of(cause, narwhal_localstore::LocalError::hint))
+            .or_else(|| hint_of(cause, narwhal_serve::config::ConfigError::hint))
+            .or_else(|| hint_of(cause, narwhal_image::registry::RegistryError::hint))
+            .or_else(|| hint_of(cause, narwhal_image::Error::hint))
+            .or_else(|| hint_of(cause, narwhal_store::pin::PinsError::hint))
+            .or_else(|| hint_of(cause, narwhal_store::StoreError::hint));
+        if own.is_some() {
+            return own;
         }
         if cause.downcast_ref::<narwhal_relocate::Error>().is_some() {
             return Some("the prefix must be an absolute directory no longer than the store directory (/nix/store: 10 bytes), such as /app/store; pass --pad to pad a shorter one with '/'");

@@ -49,11 +49,7 @@ fn layout_destination(to: &str) -> anyhow::Result<(PathBuf, Option<String>)> {
         bail!("the image destination {to:?} names no directory: use oci:DIR[:TAG]");
     }
     if let Some(t) = &tag {
-        let ok = !t.is_empty()
-            && t.len() <= 128
-            && t.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
-            && !t.starts_with(['.', '-']);
-        if !ok {
+        if !narwhal_image::registry::is_tag(t) {
             bail!("invalid tag {t:?}: use up to 128 characters of A-Z a-z 0-9 . _ -, not starting with . or -");
         }
     }
@@ -205,17 +201,12 @@ fn read_memo(file: &Path) -> LayerMemo {
     std::fs::read(file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
 }
 
-/// Saves the memo through a temporary file; a failure only costs the shortcut next time.
+/// Saves the memo atomically; a failure only costs the shortcut next time.
 fn write_memo(file: &Path, memo: &LayerMemo) {
     let Some(dir) = file.parent() else { return };
     let Ok(bytes) = serde_json::to_vec(memo) else { return };
-    if std::fs::create_dir_all(dir).is_err() {
-        return;
-    }
-    if let Ok(mut temp) = tempfile::Builder::new().prefix(".narwhal-").tempfile_in(dir) {
-        if temp.write_all(&bytes).is_ok() {
-            let _ = temp.persist(file);
-        }
+    if std::fs::create_dir_all(dir).is_ok() {
+        let _ = crate::output::write_atomic(file, &bytes, 0o644, true);
     }
 }
 
