@@ -24,23 +24,28 @@
 //!
 //! Errors: a missing key is `Ok(None)` / `NotFound`; a missing bucket is `NoSuchBucket`, a region the
 //! server refuses `WrongRegion`, both naming the server; incomplete AWS credentials are `Credentials`.
-//! object_store types what it can (not found, permission denied, precondition), but its retry
-//! error, which alone carries the status and S3's `<Code>`, is private, so [`S3Cache::error`] reads
-//! those two from its message, in that one place; 401/403 are `Status`
-//! errors (the hint says to check the credentials); a server that cannot be reached is `Transport`
-//! (transient), naming the server and the innermost cause (`Connection refused`).
+//! object_store's own retry error, which carries the status and S3's body, cannot be named outside
+//! it, so every response goes through [`Replies`], an HTTP service wrapped around object_store's
+//! client: an error response becomes a typed [`S3Reply`] (status, S3's `<Code>`, the attempt it
+//! was) inside object_store's error, and [`S3Cache::error`] classifies by that, never by message
+//! text. 401/403 are `Status` errors (the hint says to check the credentials); a server that cannot
+//! be reached is `Transport` (transient), naming the server and the innermost cause
+//! (`Connection refused`).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
 use std::future::Future;
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use object_store::aws::{AmazonS3, AmazonS3Builder};
-use object_store::client::HttpError;
+use object_store::client::{
+    HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest, HttpResponse, HttpService, ReqwestConnector,
+};
 use object_store::list::{PaginatedListOptions, PaginatedListStore as _};
 use object_store::path::Path;
 use object_store::{
@@ -66,14 +71,13 @@ pub const PARTS_IN_FLIGHT: usize = 4;
 
 const DEFAULT_REGION: &str = "us-east-1";
 
-// What `object_store`'s messages hold for the cases told apart here: S3's error codes in the XML
-// body it quotes (matched with their tags, as keys in the quoted URL could spell the bare words),
-// and its own text for a redirect without a `Location`.
-const NO_SUCH_BUCKET: &str = "<Code>NoSuchBucket</Code>";
-const NO_SUCH_KEY: &str = "<Code>NoSuchKey</Code>";
-const AUTHORIZATION_HEADER_MALFORMED: &str = "<Code>AuthorizationHeaderMalformed</Code>";
-const PERMANENT_REDIRECT: &str = "<Code>PermanentRedirect</Code>";
-const BARE_REDIRECT: &str = "Received redirect without LOCATION";
+// S3's error codes for the cases told apart here (the `<Code>` of an error response's XML body).
+const NO_SUCH_BUCKET: &str = "NoSuchBucket";
+const NO_SUCH_KEY: &str = "NoSuchKey";
+/// The request was signed for another region than the bucket's (MinIO, Garage, Ceph answer 400).
+const AUTHORIZATION_HEADER_MALFORMED: &str = "AuthorizationHeaderMalformed";
+/// Longest error body read for its `<Code>` (S3's are a few hundred bytes).
+const MAX_ERROR_BODY: usize = 64 << 10;
 
 /// A key pair (and session token) for signing requests.
 #[derive(Clone, PartialEq, Eq)]
@@ -286,6 +290,7 @@ pub struct S3Cache {
     server: String,
     /// Set once a request showed that the bucket exists.
     bucket_seen: AtomicBool,
+    failures: Failures,
 }
 
 impl S3Cache {
@@ -315,11 +320,13 @@ impl S3Cache {
             max_retries: options.attempts.saturating_sub(1) as usize,
             retry_timeout: Duration::from_secs(180),
         };
+        let failures = Failures::default();
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&config.bucket)
             .with_region(&config.region)
             .with_virtual_hosted_style_request(config.virtual_hosted())
             .with_client_options(client)
+            .with_http_connector(RepliesConnector(Arc::clone(&failures)))
             .with_retry(retry);
         if let Some(endpoint) = &config.endpoint {
             builder = builder.with_endpoint(endpoint);
@@ -347,6 +354,7 @@ impl S3Cache {
             prefix: config.prefix,
             region: config.region,
             bucket_seen: AtomicBool::new(false),
+            failures,
         })
     }
 
@@ -376,11 +384,11 @@ impl S3Cache {
     /// After a 404 for a key: `Ok` when the key is what is missing, an error when the bucket is.
     /// A GET's error body names the case; a HEAD's has no body, so the bucket is listed once.
     fn absent(&self, e: &object_store::Error) -> Result<(), StoreError> {
-        let text = e.to_string();
-        if text.contains(NO_SUCH_BUCKET) {
+        let code = reply(e).and_then(|r| r.code.as_deref());
+        if code == Some(NO_SUCH_BUCKET) {
             return Err(self.no_bucket());
         }
-        if text.contains(NO_SUCH_KEY) || self.bucket_seen.load(Ordering::Relaxed) {
+        if code == Some(NO_SUCH_KEY) || self.bucket_seen.load(Ordering::Relaxed) {
             self.bucket_seen.store(true, Ordering::Relaxed);
             return Ok(());
         }
@@ -391,60 +399,43 @@ impl S3Cache {
                 self.bucket_seen.store(true, Ordering::Relaxed);
                 Ok(())
             }
-            Err(e) => {
-                let text = e.to_string();
-                if matches!(e, object_store::Error::NotFound { .. })
-                    || text.contains(NO_SUCH_BUCKET)
-                    || status_in(&text) == Some(404)
-                {
-                    Err(self.no_bucket())
-                } else {
-                    // Listing may be forbidden to a reader; then the 404 is taken at its word.
-                    Ok(())
-                }
-            }
+            // Listing may be forbidden to a reader; then the 404 is taken at its word.
+            Err(e) if is_not_found(&e) => Err(self.no_bucket()),
+            Err(_) => Ok(()),
         }
     }
 
     /// `e`, from a request for `key`, as a [`StoreError`].
     fn error(&self, key: &str, e: object_store::Error) -> StoreError {
         let url = self.key_url(key);
-        let text = e.to_string();
-        let attempts = attempts_in(&text);
-        let status = |status| StoreError::new(&url, StoreErrorKind::Status { status, attempts });
-        if text.contains(NO_SUCH_BUCKET) {
-            return self.no_bucket();
+        let status = |status, attempts| StoreError::new(&url, StoreErrorKind::Status { status, attempts });
+        if let Some(r) = reply(&e) {
+            forget(&self.failures, &r.request);
+            return match (r.status, r.code.as_deref()) {
+                (_, Some(NO_SUCH_BUCKET)) => self.no_bucket(),
+                // AWS redirects (301, `PermanentRedirect`) to the bucket's region; others refuse
+                // the signature's region (400).
+                (300..=399, _) | (_, Some(AUTHORIZATION_HEADER_MALFORMED)) => StoreError::new(
+                    &self.url,
+                    StoreErrorKind::WrongRegion { server: self.server.clone(), region: self.region.clone() },
+                ),
+                (code, _) => status(code, r.attempt),
+            };
         }
-        // AWS redirects (301) to the bucket's region; others refuse the signature's region (400).
-        if [AUTHORIZATION_HEADER_MALFORMED, PERMANENT_REDIRECT, BARE_REDIRECT].iter().any(|m| text.contains(m)) {
-            return StoreError::new(
-                &self.url,
-                StoreErrorKind::WrongRegion { server: self.server.clone(), region: self.region.clone() },
-            );
-        }
+        // The statuses [`Replies`] leaves to object_store, which types them.
         match &e {
-            object_store::Error::NotFound { .. } => return status(404),
-            object_store::Error::PermissionDenied { .. } => return status(403),
-            object_store::Error::Unauthenticated { .. } => return status(401),
-            object_store::Error::Precondition { .. } => return status(412),
-            object_store::Error::NotModified { .. } => return status(304),
-            object_store::Error::AlreadyExists { .. } => return status(409),
+            object_store::Error::NotFound { .. } => return status(404, 1),
+            object_store::Error::PermissionDenied { .. } => return status(403, 1),
+            object_store::Error::Unauthenticated { .. } => return status(401, 1),
+            object_store::Error::Precondition { .. } => return status(412, 1),
+            object_store::Error::NotModified { .. } => return status(304, 1),
+            object_store::Error::AlreadyExists { .. } => return status(409, 1),
             _ => {}
         }
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(c) = cause {
-            if c.is::<HttpError>() {
-                let mut root = c;
-                while let Some(next) = root.source() {
-                    root = next;
-                }
-                let source = Box::new(Unreachable { server: self.server.clone(), cause: root.to_string() });
-                return StoreError::new(url, StoreErrorKind::Transport { attempts, source });
-            }
-            cause = c.source();
-        }
-        if let Some(code) = status_in(&text) {
-            return status(code);
+        if let Some(t) = source_of::<Failed>(&e) {
+            forget(&self.failures, &t.request);
+            let source = Box::new(Unreachable { server: self.server.clone(), cause: t.cause.clone() });
+            return StoreError::new(url, StoreErrorKind::Transport { attempts: t.attempt, source });
         }
         StoreError::new(url, StoreErrorKind::Io(io::Error::from(e)))
     }
@@ -464,18 +455,149 @@ fn attributes(content_type: &str) -> Attributes {
     attributes
 }
 
-/// How many attempts `object_store` made, from its message (`…, after N retries, …`).
-fn attempts_in(text: &str) -> u32 {
-    text.split_once(", after ")
-        .and_then(|(_, rest)| rest.split_once(" retries, max_retries"))
-        .and_then(|(n, _)| n.parse::<u32>().ok())
-        .map_or(1, |retries| retries + 1)
+/// The first error of type `T` in `e`'s chain of sources.
+fn source_of<T: std::error::Error + 'static>(e: &object_store::Error) -> Option<&T> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(t) = c.downcast_ref::<T>() {
+            return Some(t);
+        }
+        cause = c.source();
+    }
+    None
 }
 
-/// The HTTP status in an `object_store` message (`… status code: 500 Internal Server Error …`).
-fn status_in(text: &str) -> Option<u16> {
-    let (_, rest) = text.split_once("status code: ")?;
-    rest.get(..3)?.parse().ok()
+/// The error response behind `e`, if the server answered with one.
+fn reply(e: &object_store::Error) -> Option<&S3Reply> {
+    source_of::<S3Reply>(e)
+}
+
+/// Whether `e` says the key (or the bucket) does not exist.
+fn is_not_found(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::NotFound { .. }) || reply(e).is_some_and(|r| r.status == 404)
+}
+
+/// An error response from the server, as [`Replies`] read it.
+#[derive(Debug, thiserror::Error)]
+#[error("HTTP {status}{}", code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
+struct S3Reply {
+    /// The request (method and URL), as [`Replies`] counts its attempts.
+    request: String,
+    status: u16,
+    /// S3's `<Code>`, when the response had a readable XML body.
+    code: Option<String>,
+    /// Which attempt at the request this was (object_store retries 5xx and 429).
+    attempt: u32,
+}
+
+/// A request that got no response, with the innermost cause (`Connection refused`).
+#[derive(Debug, thiserror::Error)]
+#[error("{cause}")]
+struct Failed {
+    request: String,
+    cause: String,
+    attempt: u32,
+}
+
+/// Failed attempts so far by request (method and URL), shared by [`Replies`], which counts them,
+/// and [`S3Cache::error`], which forgets a request once its error is final.
+type Failures = Arc<Mutex<HashMap<String, u32>>>;
+
+/// Makes object_store's client through [`Replies`].
+#[derive(Debug)]
+struct RepliesConnector(Failures);
+
+impl HttpConnector for RepliesConnector {
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        let inner = ReqwestConnector::default().connect(options)?;
+        Ok(HttpClient::new(Replies { inner, failures: Arc::clone(&self.0) }))
+    }
+}
+
+/// object_store's HTTP client, with every error response turned into an [`S3Reply`] and every
+/// failed request into a [`Failed`], so the errors that come out of object_store can be told
+/// apart by type. Retries stay object_store's: a 5xx, 429 or 408 is handed back as a request
+/// error of the kind it retries (and counted), anything else of the kind it does not retry;
+/// 304, 409 and 412, which object_store turns into typed errors of its own (conditional
+/// requests), pass through untouched.
+#[derive(Debug)]
+struct Replies {
+    inner: HttpClient,
+    failures: Failures,
+}
+
+impl Replies {
+    /// Counts a failed attempt at `request`; returns which attempt it was.
+    fn failed(&self, request: &str) -> u32 {
+        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        if failures.len() > 4096 {
+            failures.clear();
+        }
+        let n = failures.entry(request.to_owned()).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    fn succeeded(&self, request: &str) {
+        forget(&self.failures, request);
+    }
+}
+
+/// Ends the count of `request`'s attempts.
+fn forget(failures: &Failures, request: &str) {
+    let mut failures = failures.lock().unwrap_or_else(PoisonError::into_inner);
+    if !failures.is_empty() {
+        failures.remove(request);
+    }
+}
+
+#[async_trait::async_trait]
+impl HttpService for Replies {
+    async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let request = format!("{} {}", req.method(), req.uri());
+        let response = match self.inner.execute(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                let attempt = self.failed(&request);
+                let mut cause: &(dyn std::error::Error + 'static) = &e;
+                while let Some(next) = cause.source() {
+                    cause = next;
+                }
+                let failed = Failed { request, cause: cause.to_string(), attempt };
+                return Err(HttpError::new(e.kind(), failed));
+            }
+        };
+        let status = response.status().as_u16();
+        let passes = status < 300 || matches!(status, 304 | 409 | 412);
+        if passes {
+            self.succeeded(&request);
+            return Ok(response);
+        }
+        let transient = status >= 500 || status == 429 || status == 408;
+        let attempt = if transient { self.failed(&request) } else { 1 };
+        if !transient {
+            self.succeeded(&request);
+        }
+        let declared = response.headers().get("content-length").and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        let code = match declared {
+            Some(len) if len <= MAX_ERROR_BODY => response.into_body().bytes().await.ok().and_then(|b| s3_code(&b)),
+            // A body of unknown or unreasonable length is not read: the status alone classifies.
+            _ => None,
+        };
+        // Request errors are retried by object_store (it sent nothing useful back); unknown ones are not.
+        let kind = if transient { HttpErrorKind::Request } else { HttpErrorKind::Unknown };
+        Err(HttpError::new(kind, S3Reply { request, status, code, attempt }))
+    }
+}
+
+/// The `<Code>` of an S3 error document (`<Error><Code>NoSuchKey</Code>…</Error>`).
+fn s3_code(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let (_, rest) = text.split_once("<Code>")?;
+    let (code, _) = rest.split_once("</Code>")?;
+    let code = code.trim();
+    (!code.is_empty() && code.len() <= 64 && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.'))
+        .then(|| code.to_owned())
 }
 
 /// A server that could not be reached, with the innermost cause (`Connection refused`).
@@ -564,7 +686,7 @@ impl BinaryCache for S3Cache {
                 self.bucket_seen.store(true, Ordering::Relaxed);
                 Ok(Some(bytes.to_vec()))
             }
-            Err(e @ object_store::Error::NotFound { .. }) => self.absent(&e).map(|()| None),
+            Err(e) if is_not_found(&e) => self.absent(&e).map(|()| None),
             Err(e) => Err(self.error(key, e)),
         }
     }
@@ -577,7 +699,7 @@ impl BinaryCache for S3Cache {
                 let reader = SyncIoBridge::new_with_handle(stream, self.runtime.handle.clone());
                 Ok(Box::new(Body { reader: Box::new(reader), _runtime: Arc::clone(&self.runtime) }))
             }
-            Err(e @ object_store::Error::NotFound { .. }) => {
+            Err(e) if is_not_found(&e) => {
                 self.absent(&e)?;
                 Err(StoreError::new(self.key_url(key), StoreErrorKind::NotFound))
             }
@@ -591,7 +713,7 @@ impl CacheWriter for S3Cache {
         let path = self.path(key)?;
         match self.block_on(self.store.head(&path)) {
             Ok(_) => Ok(true),
-            Err(e @ object_store::Error::NotFound { .. }) => self.absent(&e).map(|()| false),
+            Err(e) if is_not_found(&e) => self.absent(&e).map(|()| false),
             Err(e) => Err(self.error(key, e)),
         }
     }
@@ -652,7 +774,7 @@ impl CacheWriter for S3Cache {
         let path = self.path(key)?;
         match self.block_on(self.store.delete(&path)) {
             Ok(()) => Ok(()),
-            Err(e @ object_store::Error::NotFound { .. }) => self.absent(&e),
+            Err(e) if is_not_found(&e) => self.absent(&e),
             Err(e) => Err(self.error(key, e)),
         }
     }
@@ -731,10 +853,12 @@ mod tests {
     }
 
     #[test]
-    fn messages_parsed() {
-        assert_eq!(attempts_in("Error performing GET x in 1s, after 4 retries, max_retries: 4"), 5);
-        assert_eq!(attempts_in("Error performing GET x in 1s - boom"), 1);
-        assert_eq!(status_in("Server returned non-2xx status code: 503 Service Unavailable: "), Some(503));
-        assert_eq!(status_in("nothing"), None);
+    fn error_codes_read_from_s3_error_documents() {
+        let doc = b"<?xml version=\"1.0\"?><Error><Code>NoSuchBucket</Code><Message>m</Message></Error>";
+        assert_eq!(s3_code(doc).as_deref(), Some(NO_SUCH_BUCKET));
+        assert_eq!(s3_code(b"<Error><Code> NoSuchKey </Code></Error>").as_deref(), Some(NO_SUCH_KEY));
+        for bad in [&b"<Error><Code></Code></Error>"[..], b"<Code>a b</Code>", b"<Code>x", b"\xff<Code>x</Code>", b""] {
+            assert_eq!(s3_code(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 }

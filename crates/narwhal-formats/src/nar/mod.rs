@@ -30,7 +30,7 @@ pub use cat::{cat, CatError};
 pub use dump::{dump, dump_to_hash, DumpError};
 pub use listing::{json_string, node_json as listing_node_json, Listing, ListingNode};
 pub use read::{parse, parse_to_end, Error, ErrorKind, Visitor};
-pub use unpack::{copy_through, unpack, unpack_pending, Pending, UnpackError, UnpackHook, Verbatim};
+pub use unpack::{copy_through, unpack, unpack_pending, Pending, UnpackError, UnpackHook, Verbatim, PATH_MAX};
 pub use write::{DirectoryWriter, Finished, NodeWriter, Writer};
 
 /// First token of every NAR.

@@ -23,6 +23,9 @@ use thiserror::Error;
 
 use super::read::{parse_to_end, Error, Visitor};
 
+/// Linux's limit on a path handed to a system call, its terminating NUL included.
+pub const PATH_MAX: usize = 4096;
+
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum UnpackError {
@@ -32,6 +35,15 @@ pub enum UnpackError {
     BadDestination(PathBuf),
     #[error(transparent)]
     Nar(#[from] Error),
+    /// A path in the archive would be too long for Linux under the destination: its
+    /// tree could be made (entries are created relative to their parent) but no
+    /// program could open it by name, and `nar dump` could not read it back. Nix's
+    /// restore refuses such an archive too.
+    #[error(
+        "{path}… would be {len} bytes long, more than Linux's PATH_MAX ({PATH_MAX} with its NUL) allows; \
+         unpack it to a shorter destination"
+    )]
+    PathTooLong { path: PathBuf, len: usize },
     #[error("cannot move the unpacked tree into place at {path}")]
     Rename {
         path: PathBuf,
@@ -99,6 +111,8 @@ pub struct Pending {
     tmp: PathBuf,
     dest: PathBuf,
     nar_size: u64,
+    /// Length of the longest path in the tree, relative to its root.
+    longest: usize,
     done: bool,
 }
 
@@ -125,6 +139,10 @@ impl Pending {
         if fs::symlink_metadata(dest).is_ok() {
             return Err(UnpackError::Exists(dest.to_owned()));
         }
+        let len = full_len(dest, self.longest);
+        if len >= PATH_MAX {
+            return Err(UnpackError::PathTooLong { path: dest.to_owned(), len });
+        }
         fs::rename(&self.tmp, dest).map_err(|source| UnpackError::Rename { path: dest.to_owned(), source })?;
         self.done = true;
         Ok(())
@@ -146,16 +164,37 @@ pub fn unpack_pending(r: &mut impl Read, dest: &Path, hook: &mut dyn UnpackHook)
         return Err(UnpackError::Exists(dest.to_owned()));
     }
     let tmp = crate::temp::sibling(dest).ok_or_else(|| UnpackError::BadDestination(dest.to_owned()))?;
-    let mut v = Unpacker { root: tmp.clone(), hook, created_root: false, dirs: Vec::new() };
+    let mut v = Unpacker {
+        root: tmp.clone(),
+        hook,
+        created_root: false,
+        dirs: Vec::new(),
+        room: PATH_MAX.saturating_sub(full_len(dest, 0) + 1),
+        longest: 0,
+        too_long: None,
+    };
     match parse_to_end(r, &mut v) {
-        Ok(nar_size) => Ok(Pending { tmp, dest: dest.to_owned(), nar_size, done: false }),
+        Ok(nar_size) => Ok(Pending { tmp, dest: dest.to_owned(), nar_size, longest: v.longest, done: false }),
         Err(e) => {
             if v.created_root {
                 remove_any(&tmp);
             }
-            Err(e.into())
+            match v.too_long {
+                Some(rel) => {
+                    let len = full_len(dest, rel.len());
+                    Err(UnpackError::PathTooLong { path: full_path(dest, &rel[..rel.len().min(200)]), len })
+                }
+                None => Err(e.into()),
+            }
         }
     }
+}
+
+/// Length of `dest` (made absolute, as programs will open it) with a relative path of `rel`
+/// bytes below it; it must stay under [`PATH_MAX`], which counts the NUL.
+fn full_len(dest: &Path, rel: usize) -> usize {
+    let base = std::path::absolute(dest).map_or(dest.as_os_str().len(), |p| p.as_os_str().len());
+    base + if rel == 0 { 0 } else { 1 + rel }
 }
 
 /// Removes a file, symlink or directory tree, best effort.
@@ -179,6 +218,11 @@ struct Unpacker<'h> {
     /// each entry is created relative to its parent instead of by walking its
     /// whole path again (a tenth of the kernel's work per file).
     dirs: Vec<OwnedFd>,
+    /// Longest relative path that still fits under the destination within PATH_MAX.
+    room: usize,
+    longest: usize,
+    /// The first path that did not fit.
+    too_long: Option<Vec<u8>>,
 }
 
 fn context(path: &Path, e: &io::Error) -> io::Error {
@@ -209,6 +253,17 @@ impl Unpacker<'_> {
     fn context(&self, rel: &[u8], e: impl Into<io::Error>) -> io::Error {
         context(&full_path(&self.root, rel), &e.into())
     }
+
+    /// Refuses a path that would not fit under the destination (checked before anything is
+    /// created for it).
+    fn fits(&mut self, rel: &[u8]) -> io::Result<()> {
+        if rel.len() >= self.room {
+            self.too_long = Some(rel.to_vec());
+            return Err(io::Error::new(io::ErrorKind::InvalidFilename, "path longer than PATH_MAX"));
+        }
+        self.longest = self.longest.max(rel.len());
+        Ok(())
+    }
 }
 
 impl Visitor for Unpacker<'_> {
@@ -220,6 +275,7 @@ impl Visitor for Unpacker<'_> {
         _offset: u64,
         contents: &mut dyn Read,
     ) -> io::Result<()> {
+        self.fits(path)?;
         let mode = if executable { 0o755 } else { 0o644 };
         let mut file = if path.is_empty() {
             self.created_root = true;
@@ -238,6 +294,7 @@ impl Visitor for Unpacker<'_> {
     }
 
     fn symlink(&mut self, path: &[u8], target: &[u8]) -> io::Result<()> {
+        self.fits(path)?;
         let target = self.hook.symlink_target(path, target);
         let target = OsStr::from_bytes(&target);
         if path.is_empty() {
@@ -250,6 +307,7 @@ impl Visitor for Unpacker<'_> {
     }
 
     fn enter_directory(&mut self, path: &[u8]) -> io::Result<()> {
+        self.fits(path)?;
         let opened = if path.is_empty() {
             self.created_root = true;
             fs::create_dir(&self.root).map_err(|e| self.context(path, e))?;

@@ -251,6 +251,33 @@ fn unreachable_endpoint_is_a_transient_transport_error() {
 }
 
 #[test]
+fn server_errors_are_retried_and_typed_with_their_status_and_attempts() {
+    // A server that answers 500 to the first five GETs of each key: with two attempts, the error
+    // is the status of the last one, counted, classified from the response (not from a message).
+    let dir = tempdir();
+    std::fs::create_dir(dir.path().join("b")).unwrap();
+    std::fs::write(dir.path().join("b/nix-cache-info"), "StoreDir: /nix/store\n").unwrap();
+    let server = narwhal_testkit::http::HttpServer::start(dir.path(), &["--fail", "5", "--only", "b/"]);
+    let config = S3Config {
+        bucket: "b".to_owned(),
+        prefix: String::new(),
+        region: REGION.to_owned(),
+        endpoint: Some(server.url()),
+        credentials: None,
+    };
+    let c = S3Cache::new(config, &fast()).unwrap();
+    let e = c.get("nix-cache-info").unwrap_err();
+    assert!(matches!(e.kind, StoreErrorKind::Status { status: 500, attempts: 2 }), "{e:?}");
+    assert!(e.is_transient());
+    assert_eq!(server.requests(), ["GET /b/nix-cache-info 500", "GET /b/nix-cache-info 500"]);
+    // A later request for the same key counts its attempts afresh.
+    let e = c.get("nix-cache-info").unwrap_err();
+    assert!(matches!(e.kind, StoreErrorKind::Status { status: 500, attempts: 2 }), "{e:?}");
+    // The fifth GET fails, the sixth succeeds: one request, two attempts, the object.
+    assert_eq!(c.get("nix-cache-info").unwrap().as_deref(), Some(&b"StoreDir: /nix/store\n"[..]));
+}
+
+#[test]
 fn keys_that_leave_the_cache_are_refused() {
     assert!(check_key("../x").is_err());
     let url = CacheUrl::parse("s3://b/prefix?endpoint=http://127.0.0.1:9&region=garage").unwrap();

@@ -128,6 +128,22 @@ fn nar_deeper_than_the_limit_is_refused_by_dump_with_one_line() {
 }
 
 #[test]
+fn nar_unpack_refuses_paths_longer_than_path_max_instead_of_making_a_tree_dump_cannot_read() {
+    // Found by the NAR fuzzer: sixteen nested 255-byte names. The unpack creates entries relative
+    // to their parent, so it could build this tree, but no program (nor `nar dump`) can open its
+    // deepest paths by name; Nix's restore refuses it, and so does narwhal now.
+    let nar =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/nar/unpacked-path-longer-than-path-max");
+    let tmp = tempdir();
+    let dest = tmp.path().join("out");
+    let err = fails(narwhal().args(["nar", "unpack"]).arg(&nar).arg(&dest));
+    assert!(err.contains("PATH_MAX") && err.contains("shorter destination"), "{err}");
+    assert!(crate::entries(tmp.path()).is_empty(), "a refused unpack left {:?}", crate::entries(tmp.path()));
+    // The same archive is a valid NAR: it lists and hashes.
+    ok(narwhal().args(["nar", "ls", "--recursive"]).arg(&nar));
+}
+
+#[test]
 fn push_from_a_cache_whose_references_form_a_cycle_fails_within_seconds() {
     let tmp = tempdir();
     let source = tmp.path().join("source");
