@@ -16,7 +16,6 @@ mod error;
 mod export;
 mod fetch;
 mod manifest;
-mod pipe;
 mod report;
 mod roots;
 mod substituters;

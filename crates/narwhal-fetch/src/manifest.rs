@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write as _;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -55,19 +54,13 @@ impl Manifest {
         let path = dest.join(MANIFEST_PATH);
         let dir = dest.join(META_DIR);
         fs::create_dir_all(&dir).map_err(|source| Error::Io { what: "cannot create", path: dir.clone(), source })?;
-        let tmp = narwhal_formats::temp::beside(&dir, "manifest.json");
         let mut json =
             serde_json::to_vec_pretty(self).map_err(|source| Error::Manifest { path: path.clone(), source })?;
         json.push(b'\n');
-        let write = || -> std::io::Result<()> {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(&json)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)
-        };
-        write().map_err(|source| {
-            let _ = fs::remove_file(&tmp);
-            Error::Io { what: "cannot write", path: path.clone(), source }
+        narwhal_formats::temp::write_atomic(&path, &json, 0o666, true).map_err(|source| Error::Io {
+            what: "cannot write",
+            path: path.clone(),
+            source,
         })
     }
 }

@@ -1,8 +1,8 @@
 //! Nix's byte formats, written from their specifications.
 //!
 //! No network, no async, no global state: everything reads from [`std::io::Read`]
-//! and writes to [`std::io::Write`] (the NAR dumper and unpacker also touch the
-//! file system they are pointed at). The store directory is always a value
+//! and writes to [`std::io::Write`] (the NAR dumper and unpacker, and [`temp`],
+//! also touch the file system they are pointed at). The store directory is always a value
 //! ([`store_path::StoreDir`]) so callers can relocate it.
 //!
 //! | module | format |
@@ -15,7 +15,8 @@
 //! | [`signature`] | ed25519 keys and signatures, fingerprints |
 //! | [`cache_info`] | `nix-cache-info` |
 //! | [`export`] | `nix-store --export` streams |
-//! | [`temp`] | narwhal's temporary names (`.<name>.tmp-<pid>-<n>`) |
+//! | [`pipe`] | byte streams handed to other threads in shared, recycled chunks |
+//! | [`temp`] | narwhal's temporary files and trees (`.<name>.tmp-<pid>-<random>`, tempfile's), `write_atomic` |
 //! | [`wire`] | integers and padded strings |
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -26,6 +27,7 @@ pub mod hash;
 pub mod nar;
 pub mod narinfo;
 pub mod nixbase32;
+pub mod pipe;
 pub mod signature;
 pub mod store_path;
 pub mod temp;

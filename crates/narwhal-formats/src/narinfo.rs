@@ -103,6 +103,13 @@ pub struct Layout {
     pub unknown_deriver: bool,
 }
 
+impl Layout {
+    /// Nix's own: nix32 hashes, no `unknown-deriver`, the fields in [`Field`]'s order.
+    fn nix() -> Self {
+        Self { order: Vec::new(), nar_hash: Encoding::Nix32, file_hash: Encoding::Nix32, unknown_deriver: false }
+    }
+}
+
 /// What was measured of a NAR as it went by: its hash and size, and those of the compressed file
 /// it came in (when it was compressed). The one check of a NAR against its narinfo,
 /// [`Digests::check`], used wherever a NAR is read (fetch, `push --from`, the server's PUT).
@@ -191,161 +198,23 @@ impl NarInfo {
             sigs: Vec::new(),
             ca: None,
             unknown: Vec::new(),
-            layout: Layout {
-                order: Vec::new(),
-                nar_hash: Encoding::Nix32,
-                file_hash: Encoding::Nix32,
-                unknown_deriver: false,
-            },
+            layout: Layout::nix(),
         }
     }
 
     /// Parses a narinfo whose StorePath lies in `store_dir`.
-    #[allow(clippy::too_many_lines)]
     pub fn parse(text: &str, store_dir: &StoreDir) -> Result<Self, Error> {
-        let mut path = None;
-        let mut url = None;
-        let mut compression = None;
-        let mut file_hash = None;
-        let mut file_size = None;
-        let mut nar_hash = None;
-        let mut nar_size = None;
-        let mut references = None;
-        let mut deriver = None;
-        let mut system = None;
-        let mut sigs = Vec::new();
-        let mut ca = None;
-        let mut unknown = Vec::new();
-        let mut layout =
-            Layout { order: Vec::new(), nar_hash: Encoding::Nix32, file_hash: Encoding::Nix32, unknown_deriver: false };
-        let mut seen_deriver = false;
-
         if !text.is_empty() && !text.ends_with('\n') {
             return Err(Error::MissingNewline);
         }
+        let mut fields = Fields::new(store_dir);
         for (i, line) in text.split_terminator('\n').enumerate() {
-            let line_no = i + 1;
-            let (key, value) = line.split_once(": ").ok_or(Error::NotKeyValue { line: line_no })?;
-            macro_rules! once {
-                ($slot:expr, $name:literal, $value:expr) => {{
-                    if $slot.is_some() {
-                        return Err(Error::Duplicate { line: line_no, key: $name });
-                    }
-                    $slot = Some($value);
-                }};
-            }
-            let number = |key: &'static str| {
-                value.parse::<u64>().map_err(|_| Error::Number { line: line_no, key, value: value.to_owned() })
-            };
-            let parse_hash = |key: &'static str| {
-                Hash::parse_prefixed(value).map_err(|source| Error::Hash { line: line_no, key, source })
-            };
-            let field = match key {
-                "StorePath" => {
-                    let p = store_dir.parse_path(value).map_err(|source| Error::StorePath { line: line_no, source })?;
-                    once!(path, "StorePath", p);
-                    Field::StorePath
-                }
-                "URL" => {
-                    if value.is_empty() {
-                        return Err(Error::EmptyUrl { line: line_no });
-                    }
-                    once!(url, "URL", value.to_owned());
-                    Field::Url
-                }
-                "Compression" => {
-                    once!(compression, "Compression", value.to_owned());
-                    Field::Compression
-                }
-                "FileHash" => {
-                    once!(file_hash, "FileHash", parse_hash("FileHash")?);
-                    layout.file_hash = Hash::detect_encoding(value).unwrap_or(Encoding::Nix32);
-                    Field::FileHash
-                }
-                "FileSize" => {
-                    once!(file_size, "FileSize", number("FileSize")?);
-                    Field::FileSize
-                }
-                "NarHash" => {
-                    once!(nar_hash, "NarHash", parse_hash("NarHash")?);
-                    layout.nar_hash = Hash::detect_encoding(value).unwrap_or(Encoding::Nix32);
-                    Field::NarHash
-                }
-                "NarSize" => {
-                    let n = number("NarSize")?;
-                    if n == 0 {
-                        return Err(Error::ZeroNarSize { line: line_no });
-                    }
-                    once!(nar_size, "NarSize", n);
-                    Field::NarSize
-                }
-                "References" => {
-                    let refs = value
-                        .split(' ')
-                        .filter(|r| !r.is_empty())
-                        .enumerate()
-                        .map(|(index, r)| {
-                            StorePath::from_base_name(r).map_err(|source| Error::Reference {
-                                line: line_no,
-                                index,
-                                source,
-                            })
-                        })
-                        .collect::<Result<Vec<_>, _>>()?;
-                    once!(references, "References", refs);
-                    Field::References
-                }
-                "Deriver" => {
-                    if seen_deriver {
-                        return Err(Error::Duplicate { line: line_no, key: "Deriver" });
-                    }
-                    seen_deriver = true;
-                    if value == "unknown-deriver" {
-                        layout.unknown_deriver = true;
-                    } else {
-                        deriver = Some(
-                            StorePath::from_base_name(value)
-                                .map_err(|source| Error::Deriver { line: line_no, source })?,
-                        );
-                    }
-                    Field::Deriver
-                }
-                "System" => {
-                    once!(system, "System", value.to_owned());
-                    Field::System
-                }
-                "Sig" => {
-                    sigs.push(value.to_owned());
-                    Field::Sig(sigs.len() - 1)
-                }
-                "CA" => {
-                    once!(ca, "CA", value.to_owned());
-                    Field::Ca
-                }
-                _ => {
-                    unknown.push((key.to_owned(), value.to_owned()));
-                    Field::Unknown(unknown.len() - 1)
-                }
-            };
-            layout.order.push(field);
+            fields.line = i + 1;
+            let (key, value) = line.split_once(": ").ok_or(Error::NotKeyValue { line: fields.line })?;
+            let field = fields.field(key, value)?;
+            fields.layout.order.push(field);
         }
-        Ok(Self {
-            store_dir: store_dir.clone(),
-            path: path.ok_or(Error::Missing("StorePath"))?,
-            url: url.ok_or(Error::Missing("URL"))?,
-            compression,
-            file_hash,
-            file_size,
-            nar_hash: nar_hash.ok_or(Error::Missing("NarHash"))?,
-            nar_size: nar_size.ok_or(Error::Missing("NarSize"))?,
-            references,
-            deriver,
-            system,
-            sigs,
-            ca,
-            unknown,
-            layout,
-        })
+        fields.finish()
     }
 
     /// The compression of the file at `url`; Nix reads a missing line as bzip2.
@@ -474,6 +343,196 @@ impl NarInfo {
 }
 
 /// Prints the narinfo in its recorded layout, or Nix's when built in code.
+/// A narinfo being parsed: what its lines gave so far, one method per key.
+/// Each checks its value, then that its key did not appear before.
+struct Fields<'s> {
+    store_dir: &'s StoreDir,
+    /// The line being parsed, from 1, for errors.
+    line: usize,
+    path: Option<StorePath>,
+    url: Option<String>,
+    compression: Option<String>,
+    file_hash: Option<Hash>,
+    file_size: Option<u64>,
+    nar_hash: Option<Hash>,
+    nar_size: Option<u64>,
+    references: Option<Vec<StorePath>>,
+    deriver: Option<StorePath>,
+    /// A Deriver line was seen (`unknown-deriver` leaves `deriver` empty).
+    seen_deriver: bool,
+    system: Option<String>,
+    sigs: Vec<String>,
+    ca: Option<String>,
+    unknown: Vec<(String, String)>,
+    layout: Layout,
+}
+
+impl<'s> Fields<'s> {
+    fn new(store_dir: &'s StoreDir) -> Self {
+        Self {
+            store_dir,
+            line: 0,
+            path: None,
+            url: None,
+            compression: None,
+            file_hash: None,
+            file_size: None,
+            nar_hash: None,
+            nar_size: None,
+            references: None,
+            deriver: None,
+            seen_deriver: false,
+            system: None,
+            sigs: Vec::new(),
+            ca: None,
+            unknown: Vec::new(),
+            layout: Layout::nix(),
+        }
+    }
+
+    fn field(&mut self, key: &str, value: &str) -> Result<Field, Error> {
+        match key {
+            "StorePath" => self.store_path(value),
+            "URL" => self.url(value),
+            "Compression" => self.text(value, "Compression", Field::Compression),
+            "FileHash" => self.file_hash(value),
+            "FileSize" => self.file_size(value),
+            "NarHash" => self.nar_hash(value),
+            "NarSize" => self.nar_size(value),
+            "References" => self.references(value),
+            "Deriver" => self.deriver(value),
+            "System" => self.text(value, "System", Field::System),
+            "Sig" => {
+                self.sigs.push(value.to_owned());
+                Ok(Field::Sig(self.sigs.len() - 1))
+            }
+            "CA" => self.text(value, "CA", Field::Ca),
+            _ => {
+                self.unknown.push((key.to_owned(), value.to_owned()));
+                Ok(Field::Unknown(self.unknown.len() - 1))
+            }
+        }
+    }
+
+    /// Puts `value` in `slot`, which must still be empty.
+    fn once<T>(line: usize, slot: &mut Option<T>, key: &'static str, value: T) -> Result<(), Error> {
+        if slot.is_some() {
+            return Err(Error::Duplicate { line, key });
+        }
+        *slot = Some(value);
+        Ok(())
+    }
+
+    fn number(&self, key: &'static str, value: &str) -> Result<u64, Error> {
+        value.parse::<u64>().map_err(|_| Error::Number { line: self.line, key, value: value.to_owned() })
+    }
+
+    fn hash(&self, key: &'static str, value: &str) -> Result<Hash, Error> {
+        Hash::parse_prefixed(value).map_err(|source| Error::Hash { line: self.line, key, source })
+    }
+
+    fn store_path(&mut self, value: &str) -> Result<Field, Error> {
+        let path = self.store_dir.parse_path(value).map_err(|source| Error::StorePath { line: self.line, source })?;
+        Self::once(self.line, &mut self.path, "StorePath", path)?;
+        Ok(Field::StorePath)
+    }
+
+    fn url(&mut self, value: &str) -> Result<Field, Error> {
+        if value.is_empty() {
+            return Err(Error::EmptyUrl { line: self.line });
+        }
+        Self::once(self.line, &mut self.url, "URL", value.to_owned())?;
+        Ok(Field::Url)
+    }
+
+    /// Compression, System and CA: kept as they are.
+    fn text(&mut self, value: &str, key: &'static str, field: Field) -> Result<Field, Error> {
+        let slot = match field {
+            Field::Compression => &mut self.compression,
+            Field::System => &mut self.system,
+            _ => &mut self.ca,
+        };
+        Self::once(self.line, slot, key, value.to_owned())?;
+        Ok(field)
+    }
+
+    fn file_hash(&mut self, value: &str) -> Result<Field, Error> {
+        let hash = self.hash("FileHash", value)?;
+        Self::once(self.line, &mut self.file_hash, "FileHash", hash)?;
+        self.layout.file_hash = Hash::detect_encoding(value).unwrap_or(Encoding::Nix32);
+        Ok(Field::FileHash)
+    }
+
+    fn file_size(&mut self, value: &str) -> Result<Field, Error> {
+        let size = self.number("FileSize", value)?;
+        Self::once(self.line, &mut self.file_size, "FileSize", size)?;
+        Ok(Field::FileSize)
+    }
+
+    fn nar_hash(&mut self, value: &str) -> Result<Field, Error> {
+        let hash = self.hash("NarHash", value)?;
+        Self::once(self.line, &mut self.nar_hash, "NarHash", hash)?;
+        self.layout.nar_hash = Hash::detect_encoding(value).unwrap_or(Encoding::Nix32);
+        Ok(Field::NarHash)
+    }
+
+    fn nar_size(&mut self, value: &str) -> Result<Field, Error> {
+        let size = self.number("NarSize", value)?;
+        if size == 0 {
+            return Err(Error::ZeroNarSize { line: self.line });
+        }
+        Self::once(self.line, &mut self.nar_size, "NarSize", size)?;
+        Ok(Field::NarSize)
+    }
+
+    fn references(&mut self, value: &str) -> Result<Field, Error> {
+        let line = self.line;
+        let refs = value
+            .split(' ')
+            .filter(|r| !r.is_empty())
+            .enumerate()
+            .map(|(index, r)| StorePath::from_base_name(r).map_err(|source| Error::Reference { line, index, source }))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::once(line, &mut self.references, "References", refs)?;
+        Ok(Field::References)
+    }
+
+    fn deriver(&mut self, value: &str) -> Result<Field, Error> {
+        if self.seen_deriver {
+            return Err(Error::Duplicate { line: self.line, key: "Deriver" });
+        }
+        self.seen_deriver = true;
+        if value == "unknown-deriver" {
+            self.layout.unknown_deriver = true;
+        } else {
+            let line = self.line;
+            self.deriver = Some(StorePath::from_base_name(value).map_err(|source| Error::Deriver { line, source })?);
+        }
+        Ok(Field::Deriver)
+    }
+
+    /// The narinfo, once every line is in: StorePath, URL, NarHash and NarSize are required.
+    fn finish(self) -> Result<NarInfo, Error> {
+        Ok(NarInfo {
+            store_dir: self.store_dir.clone(),
+            path: self.path.ok_or(Error::Missing("StorePath"))?,
+            url: self.url.ok_or(Error::Missing("URL"))?,
+            compression: self.compression,
+            file_hash: self.file_hash,
+            file_size: self.file_size,
+            nar_hash: self.nar_hash.ok_or(Error::Missing("NarHash"))?,
+            nar_size: self.nar_size.ok_or(Error::Missing("NarSize"))?,
+            references: self.references,
+            deriver: self.deriver,
+            system: self.system,
+            sigs: self.sigs,
+            ca: self.ca,
+            unknown: self.unknown,
+            layout: self.layout,
+        })
+    }
+}
+
 impl fmt::Display for NarInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let canonical;

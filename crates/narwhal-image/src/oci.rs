@@ -7,6 +7,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use narwhal_formats::temp::{NamedTempFile, TempDir};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -103,7 +104,7 @@ pub fn digest_of(bytes: &[u8]) -> String {
 /// nothing behind.
 pub struct Layout {
     dir: PathBuf,
-    staged: Option<(tempfile::TempDir, PathBuf)>,
+    staged: Option<(TempDir, PathBuf)>,
 }
 
 impl Layout {
@@ -124,10 +125,11 @@ impl Layout {
                     _ => Path::new("."),
                 };
                 fs::create_dir_all(parent).map_err(io)?;
-                let staging = tempfile::Builder::new().prefix(".narwhal-layout-").tempdir_in(parent).map_err(io)?;
+                let name = dir.file_name().unwrap_or(std::ffi::OsStr::new("layout"));
+                let staging = narwhal_formats::temp::dir_in(parent, name).map_err(io)?;
                 let work = staging.path().to_owned();
                 fs::create_dir_all(work.join("blobs/sha256")).map_err(io)?;
-                write_atomic(&work.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+                write_file(&work.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
                 Ok(Self { dir: work, staged: Some((staging, dir.to_owned())) })
             }
             Err(source) => Err(Error::Io { what: "cannot read", path: dir.join("oci-layout"), source }),
@@ -158,9 +160,9 @@ impl Layout {
     }
 
     /// A temporary file in the blobs directory, to be [`Self::commit_blob`]ted under its digest.
-    pub fn temp_blob(&self) -> Result<tempfile::NamedTempFile, Error> {
+    pub fn temp_blob(&self) -> Result<NamedTempFile, Error> {
         let dir = self.dir.join("blobs/sha256");
-        tempfile::Builder::new().prefix(".narwhal-blob-").tempfile_in(&dir).map_err(|source| Error::Io {
+        narwhal_formats::temp::file_in(&dir, "blob").map_err(|source| Error::Io {
             what: "cannot create a temporary blob in",
             path: dir,
             source,
@@ -168,7 +170,7 @@ impl Layout {
     }
 
     /// Moves a finished temporary blob to its digest's name (the same bytes may be there already).
-    pub fn commit_blob(&self, temp: tempfile::NamedTempFile, digest: &str) -> Result<(), Error> {
+    pub fn commit_blob(&self, temp: NamedTempFile, digest: &str) -> Result<(), Error> {
         let path = self.blob_path(digest);
         temp.persist(&path).map_err(|e| Error::Io { what: "cannot store the blob", path, source: e.error })?;
         Ok(())
@@ -213,16 +215,15 @@ impl Layout {
             path: path.clone(),
             why: e.to_string(),
         })?;
-        write_atomic(&path, &bytes)
+        write_file(&path, &bytes)
     }
 }
 
 /// Writes `bytes` to `path` through a temporary file beside it and a rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let err = |source| Error::Io { what: "cannot write", path: path.to_owned(), source };
-    let mut temp = tempfile::Builder::new().prefix(".narwhal-").tempfile_in(dir).map_err(err)?;
-    temp.write_all(bytes).map_err(err)?;
-    temp.persist(path).map_err(|e| err(e.error))?;
-    Ok(())
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    narwhal_formats::temp::write_atomic(path, bytes, 0o666, true).map_err(|source| Error::Io {
+        what: "cannot write",
+        path: path.to_owned(),
+        source,
+    })
 }

@@ -17,7 +17,7 @@ use narwhal_store::{BinaryCache, CacheWriter, Compression};
 
 use crate::commit;
 use crate::error::Error;
-use crate::push::{compress_with, missing_paths, run_workers, summarize, Commits, PushOptions, PushSummary, TempFile};
+use crate::push::{compress_with, missing_paths, run_workers, summarize, temp_nar, Commits, PushOptions, PushSummary};
 
 /// The closure of `roots` in `source`, references first, from its narinfos (fetched `jobs` at a time).
 pub fn closure_in_cache(
@@ -80,8 +80,7 @@ fn copy_one(
     let full = info.store_dir.display(&info.path).to_string();
     let from = Compression::from_str(info.compression())
         .map_err(|e| Error::SourceCompression { path: full.clone(), source: e })?;
-    let tmp = narwhal_formats::temp::beside(&opts.temp_dir, format!("narwhal-copy-{}", info.path.hash_part()));
-    let guard = TempFile(tmp.clone());
+    let tmp = temp_nar(opts, &format!("narwhal-copy-{}", info.path.hash_part()))?;
     let read_err = |source| Error::SourceRead { path: full.clone(), source };
     let mismatch = |m: Mismatch| Error::SourceHash {
         path: full.clone(),
@@ -94,7 +93,7 @@ fn copy_one(
     let mut reader = source.open(&info.url)?;
     let (nar_hash, nar_size, file_hash, file_size, url, compression) = if as_is {
         // One pass: the compressed bytes go to the file (hashed) and through the decoder (hashed).
-        let temp_err = |source| Error::Temp { path: tmp.clone(), source };
+        let temp_err = |source| Error::Temp { path: tmp.to_path_buf(), source };
         let file = File::create(&tmp).map_err(temp_err)?;
         let mut file_out = HashingWriter::new(Algorithm::Sha256, BufWriter::with_capacity(1 << 20, file));
         let mut nar = HashingWriter::new(Algorithm::Sha256, io::sink());
@@ -129,7 +128,7 @@ fn copy_one(
     };
     Digests { nar_hash, nar_size, file_hash: None, file_size: None }.check(info).map_err(&mismatch)?;
     commit::store_nar(dest, &url, &tmp)?;
-    drop(guard);
+    drop(tmp);
 
     let mut narinfo = NarInfo::new(info.store_dir.clone(), info.path.clone(), url, nar_hash, nar_size);
     narinfo.compression = Some(compression);

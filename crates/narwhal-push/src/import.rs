@@ -13,7 +13,7 @@ use narwhal_store::CacheWriter;
 use crate::commit;
 use crate::error::Error;
 use crate::local::{LocalStore, PathInfo};
-use crate::push::{compress_with, PushOptions, PushSummary, TempFile};
+use crate::push::{compress_with, temp_nar, PushOptions, PushSummary};
 
 /// Writes the closure (references first) as a `nix-store --export` stream.
 pub fn export(local: &LocalStore, closure: &[PathInfo], out: &mut dyn Write) -> Result<(), Error> {
@@ -46,9 +46,8 @@ pub fn import(
     let mut waiting: Vec<NarInfo> = Vec::new();
     let mut index = 0usize;
     loop {
-        let tmp = narwhal_formats::temp::beside(&opts.temp_dir, format!("narwhal-import-{index}"));
+        let tmp = temp_nar(opts, &format!("narwhal-import-{index}"))?;
         index += 1;
-        let guard = TempFile(tmp.clone());
         let mut exported = None;
         let compressed = compress_with(&tmp, opts, "the export stream", None, &mut |w| {
             exported = reader.next_path_copying(&mut CheckOnly, w).map_err(Error::Import)?;
@@ -65,7 +64,7 @@ pub fn import(
         }
         let url = keys::nar(&file_hash, opts.compression.extension());
         commit::store_nar(dest, &url, &tmp)?;
-        drop(guard);
+        drop(tmp);
         let mut info = NarInfo::new(store_dir.clone(), path.path.clone(), url, nar_hash, nar_size);
         info.compression = Some(opts.compression.name().to_owned());
         info.file_hash = Some(file_hash);

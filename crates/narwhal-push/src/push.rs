@@ -12,6 +12,7 @@ use narwhal_formats::nar;
 use narwhal_formats::narinfo::NarInfo;
 use narwhal_formats::signature::SecretKey;
 use narwhal_formats::store_path::{StoreDir, StorePath};
+use narwhal_formats::temp::{NamedTempFile, TempPath};
 use narwhal_store::keys;
 use narwhal_store::{BinaryCache, CacheWriter};
 
@@ -229,15 +230,14 @@ fn push_one(
     commits: &Commits,
 ) -> Result<(u64, u64), Error> {
     let full = store_dir.display(&info.path).to_string();
-    let tmp = narwhal_formats::temp::beside(&opts.temp_dir, format!("narwhal-push-{}", info.path.hash_part()));
-    let guard = TempFile(tmp.clone());
+    let tmp = temp_nar(opts, &format!("narwhal-push-{}", info.path.hash_part()))?;
     let (nar_hash, nar_size, file_hash, file_size) = compress_nar(real, &tmp, opts, &full, info.nar_size)?;
     if nar_hash != info.nar_hash || nar_size != info.nar_size {
         return Err(Error::Modified { path: full, expected: info.nar_hash.to_string(), actual: nar_hash.to_string() });
     }
     let url = keys::nar(&file_hash, opts.compression.extension());
     commit::store_nar(dest, &url, &tmp)?;
-    drop(guard);
+    drop(tmp);
 
     let mut narinfo = NarInfo::new(store_dir.clone(), info.path.clone(), url, nar_hash, nar_size);
     narinfo.compression = Some(opts.compression.name().to_owned());
@@ -381,11 +381,10 @@ impl<W: Write> Write for Compressor<W> {
     }
 }
 
-/// Removes a temporary file when dropped.
-pub(crate) struct TempFile(pub(crate) PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+/// A temporary file in `opts.temp_dir` for a NAR on its way to the cache, named after `name`
+/// ([`narwhal_formats::temp`]); removed when dropped.
+pub(crate) fn temp_nar(opts: &PushOptions<'_>, name: &str) -> Result<TempPath, Error> {
+    narwhal_formats::temp::file_in(&opts.temp_dir, name)
+        .map(NamedTempFile::into_temp_path)
+        .map_err(|source| Error::Temp { path: opts.temp_dir.clone(), source })
 }

@@ -5,7 +5,7 @@
 //! Every method blocks (SQLite, the file system); the routes call them on
 //! tokio's blocking pool. Nothing here writes to the store or its database.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -13,6 +13,7 @@ use bytes::Bytes;
 use narwhal_formats::hash::Encoding;
 use narwhal_formats::nar;
 use narwhal_formats::narinfo::NarInfo;
+use narwhal_formats::pipe;
 use narwhal_formats::store_path::{StoreDir, StorePath};
 use narwhal_localstore::{LocalError, LocalStore, PathInfo};
 
@@ -89,35 +90,10 @@ impl Local {
     }
 }
 
-/// Sends a NAR dump through a channel in [`CHUNK`]s; a closed channel (the
-/// client left) stops the dump.
-pub struct ChannelWriter {
-    pub tx: tokio::sync::mpsc::Sender<io::Result<Bytes>>,
-    pub buf: Vec<u8>,
-}
-
-impl ChannelWriter {
-    fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.tx.blocking_send(Ok(Bytes::from(chunk))).map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
-    }
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let room = CHUNK - self.buf.len();
-        let n = data.len().min(room);
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == CHUNK {
-            self.send()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.send()
-    }
+/// A feed ([`narwhal_formats::pipe`]) of [`CHUNK`]s into a response body's
+/// channel, from a thread of the blocking pool: each chunk goes out without a
+/// copy and its buffer comes back once hyper has sent it. A closed channel
+/// (the client left) makes writes fail.
+pub fn body_feed(tx: tokio::sync::mpsc::Sender<io::Result<Bytes>>) -> pipe::Feed {
+    pipe::to(CHUNK, move |chunk| tx.blocking_send(Ok(Bytes::from_owner(chunk))).is_ok())
 }

@@ -84,11 +84,6 @@ impl FileCache {
         }
         Ok(path)
     }
-
-    /// A temporary name in the same directory as `path`, so the rename is atomic.
-    fn temp_for(&self, key: &str, path: &std::path::Path) -> Result<std::path::PathBuf, StoreError> {
-        narwhal_formats::temp::sibling(path).ok_or_else(|| self.err(key, StoreErrorKind::InvalidKey))
-    }
 }
 
 impl CacheWriter for FileCache {
@@ -98,36 +93,27 @@ impl CacheWriter for FileCache {
     }
 
     fn put(&self, key: &str, data: &[u8], _content_type: &str) -> Result<(), StoreError> {
-        use std::io::Write as _;
         let path = self.target(key)?;
-        let tmp = self.temp_for(key, &path)?;
-        let written = (|| {
-            let mut f = File::create(&tmp)?;
-            f.write_all(data)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        })();
-        written.map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            self.io(key, e)
-        })
+        narwhal_formats::temp::write_atomic(&path, data, 0o666, true).map_err(|e| self.io(key, e))
     }
 
     fn put_file(&self, key: &str, file: &std::path::Path, _content_type: &str) -> Result<(), StoreError> {
         let path = self.target(key)?;
-        let tmp = self.temp_for(key, &path)?;
-        let copied = (|| {
-            // On the same file system (a push's temporary files live in the cache), a link, not a copy.
-            if std::fs::hard_link(file, &tmp).is_err() {
-                std::fs::copy(file, &tmp)?;
-            }
-            File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        })();
-        copied.map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            self.io(key, e)
-        })
+        let dir = path.parent().unwrap_or(self.root.as_path());
+        let copied =
+            (|| {
+                // On the same file system (a push's temporary files live in the cache), a link, not a copy.
+                let tmp = narwhal_formats::temp::make_in(dir, path.file_name().unwrap_or_default(), |tmp| {
+                    match std::fs::hard_link(file, tmp) {
+                        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => copy_new(file, tmp),
+                        linked => linked,
+                    }
+                })?
+                .into_temp_path();
+                File::open(&tmp)?.sync_all()?;
+                tmp.persist(&path).map_err(|e| e.error)
+            })();
+        copied.map_err(|e| self.io(key, e))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
@@ -159,4 +145,13 @@ impl CacheWriter for FileCache {
             Err(e) => Err(self.io(key, e)),
         }
     }
+}
+
+/// Copies `from` to the new file `to` (never an existing one); nothing is left at `to` on error.
+fn copy_new(from: &std::path::Path, to: &std::path::Path) -> io::Result<()> {
+    let mut source = File::open(from)?;
+    let mut out = std::fs::OpenOptions::new().write(true).create_new(true).open(to)?;
+    io::copy(&mut source, &mut out).map(drop).inspect_err(|_| {
+        let _ = std::fs::remove_file(to);
+    })
 }

@@ -1,10 +1,15 @@
 //! Binary caches as narwhal reads them.
 //!
 //! A cache is a tree of keys (`nix-cache-info`, `<hash>.narinfo`,
-//! `nar/<file hash>.nar.xz`, `pins/<name>`) behind one trait, [`BinaryCache`],
-//! with a directory backend and an HTTP backend. [`open_cache`] turns a cache
-//! URL in Nix's syntax into one. [`Compression`] decodes NARs; [`pin`] is the
-//! format of named pointers to store paths, written by `push` and read by `fetch`.
+//! `nar/<file hash>.nar.xz`, `pins/<name>`, all named in [`keys`]) behind two
+//! traits, [`BinaryCache`] (read) and [`CacheWriter`] (atomic writes), over a
+//! directory ([`file`]), S3 ([`s3`]) and HTTP ([`http`], [`http_writer`]).
+//! [`open_cache`] and [`open_writer`] turn a cache URL in Nix's syntax
+//! ([`url`]) into one. Beside them, what fetch, push, serve and image share:
+//! [`Compression`] (NAR decoders), [`pin`] (named pointers to store paths),
+//! [`hydra`], the one worker pool ([`parallel`]), closure walk ([`closure`]) and
+//! retry loop ([`retry`]), and the directory locks with the sweep of what
+//! killed writers left ([`lock`]).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 

@@ -1,5 +1,8 @@
-//! The one retry loop: every request to a cache (HTTP GETs and PUTs, Hydra) and every whole-path
-//! fetch retries through [`Retry::run`], with the caller's rule for which errors are transient.
+//! The one retry loop: every request to a cache (HTTP GETs and PUTs, Hydra), every request to an
+//! OCI registry (narwhal-image) and every whole-path fetch retries through [`Retry::run`], with the
+//! caller's rule for which errors are transient. S3 requests are the exception: object_store retries
+//! them inside its client (`RetryConfig`, set in [`crate::s3`] from the same `HttpOptions` attempts
+//! and initial backoff), since only it sees a request's parts.
 
 use std::time::Duration;
 

@@ -82,7 +82,22 @@ fn random_hex(bytes: usize) -> String {
 
 impl Garage {
     /// Starts Garage on free loopback ports and gives it a one-node layout (zone `dc1`, 1 GB).
+    /// The ports are free when picked but not held until Garage binds them: when another process
+    /// took one meanwhile, Garage exits saying so and is started again on new ports (5 times at most).
     pub fn start() -> Self {
+        let mut lost = Vec::new();
+        for _ in 0..5 {
+            match Self::try_start() {
+                Ok(garage) => return garage,
+                Err(log) if log.contains("in use") => lost.push(log),
+                Err(log) => panic!("garage server exited:\n{log}"),
+            }
+        }
+        panic!("garage could not bind its ports in 5 tries:\n{}", lost.join("\n"));
+    }
+
+    /// One try of [`Garage::start`]: the log when the server exits before it answers.
+    fn try_start() -> Result<Self, String> {
         let binary = binary();
         let dir = crate::tempdir();
         let [rpc_port, s3_port, web_port, admin_port] = free_ports();
@@ -128,24 +143,24 @@ api_bind_addr = "127.0.0.1:{admin_port}"
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e} (install Garage with `{INSTALL}`)", binary.display()));
         let mut garage = Self { child, binary, config, log, s3_port, web_port, admin_port, _dir: dir };
-        garage.wait_until_up();
+        garage.wait_until_up()?;
         let node = garage.cli_text(&["node", "id", "-q"]);
         let node = node.split('@').next().unwrap_or(&node).to_owned();
         garage.cli_text(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
         garage.cli_text(&["layout", "apply", "--version", "1"]);
-        garage
+        Ok(garage)
     }
 
-    /// Polls `garage status` until the server answers (at most 30 s).
-    fn wait_until_up(&mut self) {
+    /// Polls `garage status` until the server answers (at most 30 s); the log if it exits first.
+    fn wait_until_up(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("garage server exited with {status}:\n{}", self.log_text());
+                return Err(format!("exit status {status}\n{}", self.log_text()));
             }
             let out = self.cli().arg("status").output().unwrap();
             if out.status.success() {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,

@@ -6,7 +6,6 @@ use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 
 use thiserror::Error;
 
@@ -49,67 +48,25 @@ pub fn dump(path: &Path, out: impl Write) -> Result<u64, DumpError> {
 /// The NAR hash and size of `path`, as `nix hash path` and `nix path-info` compute them.
 ///
 /// Reading the tree and hashing run on two threads: the dumper fills 1 MiB
-/// buffers, a second thread hashes them, and the buffers are recycled, so at
-/// most a few MiB are in flight whatever the tree's size.
+/// chunks that a second thread hashes ([`crate::pipe`]), and the buffers are
+/// recycled, so at most a few MiB are in flight whatever the tree's size.
 pub fn dump_to_hash(path: &Path, algo: Algorithm) -> Result<(Hash, u64), DumpError> {
+    let (mut feed, mut chunks) = crate::pipe::channel(1);
+    let chunks = chunks.pop().ok_or_else(|| DumpError::Write(io::Error::other("no hashing thread")))?;
     std::thread::scope(|scope| {
-        let (full_tx, full_rx) = mpsc::sync_channel::<Vec<u8>>(PIPELINE_DEPTH);
-        let (empty_tx, empty_rx) = mpsc::sync_channel::<Vec<u8>>(PIPELINE_DEPTH + 1);
         let hasher = scope.spawn(move || {
             let mut h = Hasher::new(algo);
-            for buf in full_rx {
-                h.update(&buf);
-                // The dumper may have finished and dropped its receiver.
-                let _ = empty_tx.try_send(buf);
-            }
+            chunks.for_each(|chunk| h.update(&chunk));
             h.finish()
         });
-        let mut w = Pipeline { buf: Vec::with_capacity(PIPELINE_CHUNK), full: full_tx, empty: empty_rx };
-        let dumped = dump(path, &mut w);
-        let flushed = w.send();
-        drop(w);
+        let dumped = dump(path, &mut feed);
+        let flushed = feed.finish();
+        drop(feed);
         let hash = hasher.join().expect("hashing thread panicked");
         let size = dumped?;
         flushed.map_err(DumpError::Write)?;
         Ok((hash, size))
     })
-}
-
-const PIPELINE_CHUNK: usize = 1 << 20;
-const PIPELINE_DEPTH: usize = 4;
-
-/// Fills buffers and hands them to the hashing thread.
-struct Pipeline {
-    buf: Vec<u8>,
-    full: mpsc::SyncSender<Vec<u8>>,
-    empty: mpsc::Receiver<Vec<u8>>,
-}
-
-impl Pipeline {
-    fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let next = self.empty.try_recv().unwrap_or_else(|_| Vec::with_capacity(PIPELINE_CHUNK));
-        let full = std::mem::replace(&mut self.buf, next);
-        self.buf.clear();
-        self.full.send(full).map_err(|_| io::Error::other("hashing thread stopped"))
-    }
-}
-
-impl Write for Pipeline {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let room = PIPELINE_CHUNK - self.buf.len();
-        let n = data.len().min(room);
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == PIPELINE_CHUNK {
-            self.send()?;
-        }
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 /// A file system object as a NAR sees it.

@@ -44,6 +44,12 @@ pub enum UnpackError {
          unpack it to a shorter destination"
     )]
     PathTooLong { path: PathBuf, len: usize },
+    #[error("cannot create a temporary directory in {dir}")]
+    Temp {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot move the unpacked tree into place at {path}")]
     Rename {
         path: PathBuf,
@@ -108,12 +114,15 @@ pub fn copy_through<W: Write + ?Sized>(from: &mut dyn Read, to: &mut W, buf: &mu
 /// Dropping it removes the tree.
 #[derive(Debug)]
 pub struct Pending {
+    /// The temporary directory beside the destination (`.<name>.tmp-…`,
+    /// [`crate::temp`]) that holds the tree, its drop guard.
+    _staging: crate::temp::TempDir,
+    /// The tree's root inside it, under the destination's name.
     tmp: PathBuf,
     dest: PathBuf,
     nar_size: u64,
     /// Length of the longest path in the tree, relative to its root.
     longest: usize,
-    done: bool,
 }
 
 impl Pending {
@@ -135,7 +144,7 @@ impl Pending {
     /// Renames the tree to `dest` instead, for a tree whose name was learnt
     /// only after its NAR (as in an export, where the store path follows the
     /// NAR). `dest` must not exist and must be on the same file system.
-    pub fn commit_to(mut self, dest: &Path) -> Result<(), UnpackError> {
+    pub fn commit_to(self, dest: &Path) -> Result<(), UnpackError> {
         if fs::symlink_metadata(dest).is_ok() {
             return Err(UnpackError::Exists(dest.to_owned()));
         }
@@ -144,49 +153,34 @@ impl Pending {
             return Err(UnpackError::PathTooLong { path: dest.to_owned(), len });
         }
         fs::rename(&self.tmp, dest).map_err(|source| UnpackError::Rename { path: dest.to_owned(), source })?;
-        self.done = true;
+        // What is left is the empty staging directory, removed as `self._staging` drops.
         Ok(())
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if !self.done {
-            remove_any(&self.tmp);
-        }
     }
 }
 
 /// Unpacks under a temporary name beside `dest`, passing contents and
 /// targets through `hook`; the caller checks what it must and then commits.
+/// On error nothing is left.
 pub fn unpack_pending(r: &mut impl Read, dest: &Path, hook: &mut dyn UnpackHook) -> Result<Pending, UnpackError> {
     if fs::symlink_metadata(dest).is_ok() {
         return Err(UnpackError::Exists(dest.to_owned()));
     }
-    let tmp = crate::temp::sibling(dest).ok_or_else(|| UnpackError::BadDestination(dest.to_owned()))?;
-    let mut v = Unpacker {
-        root: tmp.clone(),
-        hook,
-        created_root: false,
-        dirs: Vec::new(),
-        room: PATH_MAX.saturating_sub(full_len(dest, 0) + 1),
-        longest: 0,
-        too_long: None,
-    };
+    let bad = || UnpackError::BadDestination(dest.to_owned());
+    let (Some(dir), Some(name)) = (dest.parent(), dest.file_name()) else { return Err(bad()) };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let staging = crate::temp::dir_in(dir, name).map_err(|source| UnpackError::Temp { dir: dir.to_owned(), source })?;
+    let tmp = staging.path().join(name);
+    let room = PATH_MAX.saturating_sub(full_len(dest, 0) + 1);
+    let mut v = Unpacker { root: tmp.clone(), hook, dirs: Vec::new(), room, longest: 0, too_long: None };
     match parse_to_end(r, &mut v) {
-        Ok(nar_size) => Ok(Pending { tmp, dest: dest.to_owned(), nar_size, longest: v.longest, done: false }),
-        Err(e) => {
-            if v.created_root {
-                remove_any(&tmp);
+        Ok(nar_size) => Ok(Pending { _staging: staging, tmp, dest: dest.to_owned(), nar_size, longest: v.longest }),
+        Err(e) => match v.too_long {
+            Some(rel) => {
+                let len = full_len(dest, rel.len());
+                Err(UnpackError::PathTooLong { path: full_path(dest, &rel[..rel.len().min(200)]), len })
             }
-            match v.too_long {
-                Some(rel) => {
-                    let len = full_len(dest, rel.len());
-                    Err(UnpackError::PathTooLong { path: full_path(dest, &rel[..rel.len().min(200)]), len })
-                }
-                None => Err(e.into()),
-            }
-        }
+            None => Err(e.into()),
+        },
     }
 }
 
@@ -197,23 +191,9 @@ fn full_len(dest: &Path, rel: usize) -> usize {
     base + if rel == 0 { 0 } else { 1 + rel }
 }
 
-/// Removes a file, symlink or directory tree, best effort.
-pub(crate) fn remove_any(path: &Path) {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => {
-            let _ = fs::remove_dir_all(path);
-        }
-        Ok(_) => {
-            let _ = fs::remove_file(path);
-        }
-        Err(_) => {}
-    }
-}
-
 struct Unpacker<'h> {
     root: PathBuf,
     hook: &'h mut dyn UnpackHook,
-    created_root: bool,
     /// The directories from the root down to the one being filled, open, so
     /// each entry is created relative to its parent instead of by walking its
     /// whole path again (a tenth of the kernel's work per file).
@@ -278,7 +258,6 @@ impl Visitor for Unpacker<'_> {
         self.fits(path)?;
         let mode = if executable { 0o755 } else { 0o644 };
         let mut file = if path.is_empty() {
-            self.created_root = true;
             let opened = OpenOptions::new().write(true).create_new(true).mode(mode).open(&self.root);
             opened.map_err(|e| self.context(path, e))?
         } else {
@@ -298,7 +277,6 @@ impl Visitor for Unpacker<'_> {
         let target = self.hook.symlink_target(path, target);
         let target = OsStr::from_bytes(&target);
         if path.is_empty() {
-            self.created_root = true;
             std::os::unix::fs::symlink(target, &self.root).map_err(|e| self.context(path, e))
         } else {
             let (dir, name) = self.parent(path)?;
@@ -309,7 +287,6 @@ impl Visitor for Unpacker<'_> {
     fn enter_directory(&mut self, path: &[u8]) -> io::Result<()> {
         self.fits(path)?;
         let opened = if path.is_empty() {
-            self.created_root = true;
             fs::create_dir(&self.root).map_err(|e| self.context(path, e))?;
             rustix::fs::open(&self.root, OPEN_DIR, Mode::empty())
         } else {

@@ -20,9 +20,9 @@ use narwhal_formats::hash::{Algorithm, Encoding, Hasher};
 use tokio::io::AsyncWriteExt as _;
 
 use super::{blocking, hash_part, stored, writer};
-use crate::backend::{channel_body, Backend, RangeRequest, CHUNK};
+use crate::backend::{channel_body, Backend, RangeRequest};
 use crate::error::ApiError;
-use crate::local::ChannelWriter;
+use crate::local;
 use crate::AppState;
 
 const CONTENT_TYPE: &str = narwhal_store::keys::NAR_TYPE;
@@ -117,8 +117,10 @@ async fn local(state: &AppState, file: &str, head: bool) -> Result<Response, Api
         state.metrics.nar_bytes_sent.fetch_add(nar_size, Ordering::Relaxed);
         let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(4);
         tokio::task::spawn_blocking(move || {
-            let mut w = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(CHUNK) };
-            let dumped = narwhal_formats::nar::dump(&real, &mut w);
+            // A closed channel (the client left) stops the dump.
+            let mut w = local::body_feed(tx.clone());
+            let dumped = narwhal_formats::nar::dump(&real, &mut w)
+                .and_then(|n| w.finish().map(|()| n).map_err(narwhal_formats::nar::DumpError::Write));
             let failure = match dumped {
                 Ok(n) if n == nar_size => return,
                 Ok(n) => format!(
@@ -160,10 +162,11 @@ pub async fn put(State(state): State<AppState>, Path(file): Path<String>, body: 
     check_name(&file)?;
     let promised = promised_hash(&file)?.to_owned();
     let w = writer(&state)?;
-    let temp = TempFile::new(&state.temp_dir, &file);
-    let mut out = tokio::fs::File::create(&temp.0)
-        .await
-        .map_err(|e| ApiError::backend("cannot create a temporary file for an upload", &e))?;
+    // Removed when dropped, whatever happens to the upload ([`narwhal_formats::temp`]).
+    let (out, temp) = narwhal_formats::temp::file_in(&state.temp_dir, format!("narwhal-upload-{file}"))
+        .map_err(|e| ApiError::backend("cannot create a temporary file for an upload", &e))?
+        .into_parts();
+    let mut out = tokio::fs::File::from_std(out);
     let mut stream = body.into_data_stream();
     let mut total: u64 = 0;
     let mut hasher = Hasher::new(Algorithm::Sha256);
@@ -192,30 +195,13 @@ pub async fn put(State(state): State<AppState>, Path(file): Path<String>, body: 
     blocking(move || {
         // Same name, same bytes: what is stored stays as it is.
         if !w.exists(&key)? {
-            w.put_file(&key, &temp.0, CONTENT_TYPE)?;
+            w.put_file(&key, &temp, CONTENT_TYPE)?;
         }
         drop(temp);
         Ok(())
     })
     .await?;
     Ok(stored())
-}
-
-/// A temporary file removed on drop, whatever happened to the upload.
-struct TempFile(std::path::PathBuf);
-
-impl TempFile {
-    fn new(dir: &std::path::Path, file: &str) -> Self {
-        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        Self(dir.join(format!(".narwhal-upload-{}-{n}-{file}", std::process::id())))
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 #[cfg(test)]

@@ -112,9 +112,7 @@ pub fn run(args: &ImageArgs) -> anyhow::Result<()> {
     let (dir, tag) = match &destination {
         Destination::Layout(dir, tag) => (dir.clone(), tag.clone()),
         Destination::Registry(reference) => {
-            staging = tempfile::Builder::new()
-                .prefix("narwhal-image-")
-                .tempdir()
+            staging = narwhal_formats::temp::dir_in(&std::env::temp_dir(), "narwhal-image")
                 .context("cannot create a temporary directory")?;
             (staging.path().join("layout"), Some(reference.tag.clone()))
         }

@@ -213,18 +213,17 @@ pub fn export_with_env(paths: &[String], output: Option<&str>, env: &[(String, S
     };
     // Into a temporary file first, so a large closure goes up as a multipart upload and the
     // object appears whole or not at all.
-    let tmp = std::env::temp_dir().join(format!(".narwhal-export-{}", std::process::id()));
-    let written = (|| -> anyhow::Result<()> {
-        let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-        narwhal_push::export(&local, &closure, &mut out)?;
-        out.flush().with_context(|| format!("cannot write {}", tmp.display()))?;
-        drop(out);
-        bucket.put_file(&key, &tmp, "application/octet-stream")?;
-        Ok(())
-    })();
-    let _ = std::fs::remove_file(&tmp);
-    written
+    // Removed when dropped ([`narwhal_formats::temp`]).
+    let dir = std::env::temp_dir();
+    let (file, tmp) = narwhal_formats::temp::file_in(&dir, "narwhal-export")
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?
+        .into_parts();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    narwhal_push::export(&local, &closure, &mut out)?;
+    out.flush().with_context(|| format!("cannot write {}", tmp.display()))?;
+    drop(out);
+    bucket.put_file(&key, &tmp, "application/octet-stream")?;
+    Ok(())
 }
 
 pub fn import(file: &std::path::Path, dest: &DestArgs) -> anyhow::Result<()> {

@@ -127,10 +127,10 @@ fn result_links(app_dir: &Path, bases: &[String]) -> anyhow::Result<Vec<PathBuf>
                 );
             }
         }
-        let tmp = narwhal_formats::temp::beside(app_dir, &name);
-        std::os::unix::fs::symlink(Path::new("store").join(base), &tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        std::fs::rename(&tmp, &link).with_context(|| format!("cannot create {}", link.display()))?;
+        let target = Path::new("store").join(base);
+        let tmp = narwhal_formats::temp::make_in(app_dir, &name, |tmp| std::os::unix::fs::symlink(&target, tmp))
+            .with_context(|| format!("cannot create a link in {}", app_dir.display()))?;
+        tmp.into_temp_path().persist(&link).with_context(|| format!("cannot create {}", link.display()))?;
         links.push(link);
     }
     Ok(links)

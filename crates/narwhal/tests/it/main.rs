@@ -21,7 +21,7 @@ mod push;
 mod push_http;
 mod serve;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The narwhal binary under test.
@@ -54,6 +54,14 @@ pub fn fails_with(cmd: &mut Command, code: i32) -> String {
     assert_eq!(stderr.lines().filter(|l| l.starts_with("error: ")).count(), 1, "stderr: {stderr}");
     assert!(!stderr.contains("panicked") && !stderr.contains("internal error"), "stderr: {stderr}");
     stderr
+}
+
+/// A key pair named `name` made by `narwhal key generate` in `dir`: the secret key's file and
+/// the public key (`name:base64`).
+pub fn keys(dir: &Path, name: &str) -> (PathBuf, String) {
+    let (sec, public) = (dir.join(format!("{name}.sec")), dir.join(format!("{name}.pub")));
+    ok(narwhal().args(["key", "generate", name, "--secret"]).arg(&sec).arg("--public").arg(&public));
+    (sec, std::fs::read_to_string(public).unwrap().trim().to_owned())
 }
 
 /// Names in `dir`, sorted.

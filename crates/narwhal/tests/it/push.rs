@@ -12,10 +12,7 @@ use narwhal_testkit::{
 use crate::{fails, narwhal, ok};
 
 fn keys(dir: &Path) -> (PathBuf, String) {
-    let (sec, public) = (dir.join("push.sec"), dir.join("push.pub"));
-    ok(narwhal().args(["key", "generate", "push-test-1", "--secret"]).arg(&sec).arg("--public").arg(&public));
-    let public = std::fs::read_to_string(public).unwrap();
-    (sec, public)
+    crate::keys(dir, "push-test-1")
 }
 
 fn narinfo(cache: &Path, path: &Path) -> NarInfo {

@@ -25,9 +25,7 @@ fn nginx_with_token(root: &Path) -> Nginx {
 }
 
 fn keys(dir: &Path) -> (PathBuf, String) {
-    let (sec, public) = (dir.join("push.sec"), dir.join("push.pub"));
-    ok(narwhal().args(["key", "generate", "http-push-1", "--secret"]).arg(&sec).arg("--public").arg(&public));
-    (sec, std::fs::read_to_string(public).unwrap())
+    crate::keys(dir, "http-push-1")
 }
 
 /// Every file under `dir`, relative, sorted.

@@ -152,9 +152,7 @@ fn hash_of(p: &Path) -> String {
 }
 
 pub(crate) fn keys(dir: &Path) -> (PathBuf, String) {
-    let (sec, public) = (dir.join("serve.sec"), dir.join("serve.pub"));
-    ok(narwhal().args(["key", "generate", "serve-test-1", "--secret"]).arg(&sec).arg("--public").arg(&public));
-    (sec, std::fs::read_to_string(public).unwrap().trim().to_owned())
+    crate::keys(dir, "serve-test-1")
 }
 
 /// Real Nix copies `app` from `url` into a fresh root (signatures required, `key` trusted); byte-identical.
@@ -418,11 +416,10 @@ fn hostile_requests_get_a_4xx_write_nothing_and_leak_no_path() {
     let mut after = listing(&cache);
     after.retain(|p| *p != app_url);
     assert_eq!(before, after);
-    assert!(std::fs::read_dir(std::env::temp_dir()).unwrap().all(|e| !e
+    let upload = |name: &str| name.starts_with(".narwhal-upload-") && name.contains(&format!(".tmp-{}-", server.pid()));
+    assert!(std::fs::read_dir(std::env::temp_dir())
         .unwrap()
-        .file_name()
-        .to_string_lossy()
-        .starts_with(&format!(".narwhal-upload-{}-", server.pid()))));
+        .all(|e| !upload(&e.unwrap().file_name().to_string_lossy())));
     // And the honest narinfo is accepted (it is already there: a rewrite is harmless).
     assert_eq!(put(&format!("/{hash}.narinfo"), &auth, good.as_bytes()).status, 204);
 }

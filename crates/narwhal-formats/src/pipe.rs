@@ -1,13 +1,18 @@
-//! Bytes handed to other threads in 1 MiB chunks. Every receiver gets the
-//! same chunk (shared, not copied), and a chunk's buffer goes back to the
-//! sender once the last receiver is done with it, so a few MiB are in flight
-//! whatever the stream's size.
+//! The one way narwhal hands a byte stream to other threads: in chunks
+//! (1 MiB unless asked otherwise). Every receiver gets the same chunk (shared,
+//! not copied), and a chunk's buffer goes back to the sender once the last
+//! receiver is done with it, so a few chunks are in flight whatever the
+//! stream's size. Receivers are threads ([`channel`]: fetch's unpacking and
+//! hashing threads, [`crate::nar::dump_to_hash`]) or anything a chunk can be
+//! sent to ([`to`]: the server's response bodies).
 
 use std::io::{self, Read};
 use std::ops::Deref;
 use std::sync::{mpsc, Arc};
 
-const CHUNK: usize = 1 << 20;
+/// The chunk size of [`channel`].
+pub const CHUNK: usize = 1 << 20;
+/// Chunks waiting for a receiver of [`channel`] before the feed blocks.
 const DEPTH: usize = 4;
 
 /// One chunk of the stream, shared by every receiver.
@@ -20,6 +25,12 @@ impl Deref for Chunk {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         self.data.as_deref().map_or(&[], Vec::as_slice)
+    }
+}
+
+impl AsRef<[u8]> for Chunk {
+    fn as_ref(&self) -> &[u8] {
+        self
     }
 }
 
@@ -38,12 +49,16 @@ impl Drop for Chunk {
     }
 }
 
+/// Where a [`Feed`] sends its chunks; `false` means the receiver is gone.
+type Out = Box<dyn FnMut(Chunk) -> bool + Send>;
+
 /// The sending end.
 pub struct Feed {
-    /// The chunk being filled: `CHUNK` bytes long, the first `filled` of them data.
+    /// The chunk being filled: `size` bytes long, the first `filled` of them data.
     buf: Vec<u8>,
     filled: usize,
-    outs: Vec<mpsc::SyncSender<Chunk>>,
+    size: usize,
+    outs: Vec<Out>,
     empty: mpsc::Receiver<Vec<u8>>,
     recycle: mpsc::SyncSender<Vec<u8>>,
 }
@@ -55,14 +70,26 @@ pub struct Chunks {
 
 /// A feed and `receivers` receiving ends, each getting every chunk.
 pub fn channel(receivers: usize) -> (Feed, Vec<Chunks>) {
-    let (recycle, empty) = mpsc::sync_channel(2 * DEPTH + 2);
     let (outs, chunks) = (0..receivers)
         .map(|_| {
             let (tx, rx) = mpsc::sync_channel(DEPTH);
-            (tx, Chunks { full: rx })
+            let out: Out = Box::new(move |chunk| tx.send(chunk).is_ok());
+            (out, Chunks { full: rx })
         })
         .unzip();
-    (Feed { buf: Vec::new(), filled: 0, outs, empty, recycle }, chunks)
+    (feed(CHUNK, outs), chunks)
+}
+
+/// A feed of `size`-byte chunks that hands each one to `send` (which blocks
+/// as long as it likes, and answers `false` once its receiver is gone): a
+/// channel of another kind, such as an async one.
+pub fn to(size: usize, send: impl FnMut(Chunk) -> bool + Send + 'static) -> Feed {
+    feed(size.max(1), vec![Box::new(send)])
+}
+
+fn feed(size: usize, outs: Vec<Out>) -> Feed {
+    let (recycle, empty) = mpsc::sync_channel(2 * DEPTH + 2);
+    Feed { buf: Vec::new(), filled: 0, size, outs, empty, recycle }
 }
 
 /// Whether `e` is [`Feed`]'s error for a receiver that stopped listening.
@@ -83,9 +110,10 @@ impl Feed {
         if self.outs.is_empty() {
             return Err(io::Error::other("the feed is finished"));
         }
-        for out in &self.outs {
-            out.send(chunk.clone())
-                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "a receiving thread stopped"))?;
+        for out in &mut self.outs {
+            if !out(chunk.clone()) {
+                return Err(io::Error::new(io::ErrorKind::BrokenPipe, "a receiver stopped"));
+            }
         }
         Ok(())
     }
@@ -95,7 +123,7 @@ impl Feed {
         let mut total = 0;
         loop {
             // Zeroes only what a buffer never held (a new one, or after a short last chunk).
-            self.buf.resize(CHUNK, 0);
+            self.buf.resize(self.size, 0);
             let n = match r.read(&mut self.buf[self.filled..]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -106,7 +134,7 @@ impl Feed {
             if n == 0 {
                 return Ok(total);
             }
-            if self.filled == CHUNK {
+            if self.filled == self.size {
                 self.send()?;
             }
         }
@@ -123,11 +151,11 @@ impl Feed {
 /// Copies bytes into the chunks, for producers that write rather than read.
 impl io::Write for Feed {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.resize(CHUNK, 0);
-        let n = data.len().min(CHUNK - self.filled);
+        self.buf.resize(self.size, 0);
+        let n = data.len().min(self.size - self.filled);
         self.buf[self.filled..self.filled + n].copy_from_slice(&data[..n]);
         self.filled += n;
-        if self.filled == CHUNK {
+        if self.filled == self.size {
             self.send()?;
         }
         Ok(n)
@@ -228,6 +256,28 @@ mod tests {
             feed.finish().unwrap();
             assert_eq!(r.join().unwrap(), data);
         });
+    }
+
+    #[test]
+    fn a_sink_gets_chunks_of_its_size_and_its_buffers_come_back() {
+        use std::io::Write as _;
+        let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (into, held) = (Arc::clone(&got), Arc::new(std::sync::Mutex::new(Vec::new())));
+        let keep = Arc::clone(&held);
+        let mut feed = to(1000, move |c: Chunk| {
+            into.lock().unwrap().push(c.len());
+            keep.lock().unwrap().push(c);
+            true
+        });
+        feed.write_all(&[1u8; 2500]).unwrap();
+        feed.finish().unwrap();
+        assert_eq!(*got.lock().unwrap(), [1000, 1000, 500]);
+        assert!(held.lock().unwrap().iter().all(|c| c.iter().all(|&b| b == 1)));
+        held.lock().unwrap().clear();
+        assert_eq!(feed.empty.try_iter().count(), 3, "dropped chunks give their buffers back");
+        let mut gone = to(10, |_| false);
+        let err = gone.write_all(&[0u8; 10]).unwrap_err();
+        assert!(is_receiver_gone(&err), "{err}");
     }
 
     #[test]
