@@ -16,6 +16,7 @@
 //! | [`cache_info`] | `nix-cache-info` |
 //! | [`export`] | `nix-store --export` streams |
 //! | [`temp`] | narwhal's temporary names (`.<name>.tmp-<pid>-<n>`) |
+//! | [`tree`] | the one walk over a directory tree on disk |
 //! | [`wire`] | integers and padded strings |
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -29,4 +30,5 @@ pub mod nixbase32;
 pub mod signature;
 pub mod store_path;
 pub mod temp;
+pub mod tree;
 pub mod wire;
