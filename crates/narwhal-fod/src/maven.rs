@@ -92,3 +92,52 @@ fn sidecar_sha1(path: &Path) -> Result<Expected, Error> {
         _ => Err(Error::Metadata { path: sidecar, why: "it does not start with a SHA-1 (40 hex digits)".into() }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+
+    #[test]
+    fn drops_the_records_of_the_capture_and_checks_sidecars() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m2 = tmp.path().join("m2");
+        let v = m2.join("org/example/lib/1.0");
+        fs::create_dir_all(&v).unwrap();
+        fs::create_dir_all(m2.join(".locks")).unwrap();
+        fs::write(m2.join(".locks/x.lock"), "").unwrap();
+        fs::write(v.join("lib-1.0.jar"), "jar").unwrap();
+        // printf jar | sha1sum
+        fs::write(v.join("lib-1.0.jar.sha1"), "96de9d6f4d0a6f6c5e1ba5c4e4fbb6f1b6e0b5a6  lib-1.0.jar\n").unwrap();
+        fs::write(v.join("_remote.repositories"), "#Wed Dec 02 14:33:42 UTC 2026\n").unwrap();
+        fs::write(v.join("lib-1.0.pom.lastUpdated"), "").unwrap();
+        fs::write(m2.join("org/example/lib/maven-metadata-central.xml"), "<metadata/>").unwrap();
+        fs::write(m2.join("org/example/lib/resolver-status.properties"), "").unwrap();
+
+        let err = layout(&m2, &tmp.path().join("bad")).unwrap_err();
+        assert!(matches!(err, Error::Checksum { .. }), "{err}");
+        assert!(!tmp.path().join("bad").exists());
+
+        let sha1 = narwhal_formats::hash::Hash::of(narwhal_formats::hash::Algorithm::Sha1, b"jar")
+            .encode(narwhal_formats::hash::Encoding::Base16);
+        fs::write(v.join("lib-1.0.jar.sha1"), format!("{sha1}\n")).unwrap();
+        let out = tmp.path().join("out");
+        let summary = layout(&m2, &out).unwrap();
+        assert_eq!((summary.files, summary.left_out), (3, 4));
+        assert!(out.join("org/example/lib/1.0/lib-1.0.jar").is_file());
+        assert!(out.join("org/example/lib/1.0/lib-1.0.jar.sha1").is_file());
+        assert_eq!(fs::read_to_string(out.join("org/example/lib/maven-metadata-local.xml")).unwrap(), "<metadata/>");
+    }
+
+    #[test]
+    fn two_different_listings_of_one_artifact_conflict() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m2 = tmp.path().join("m2");
+        fs::create_dir_all(m2.join("g/a")).unwrap();
+        fs::write(m2.join("g/a/maven-metadata-central.xml"), "<metadata>1</metadata>").unwrap();
+        fs::write(m2.join("g/a/maven-metadata-mirror.xml"), "<metadata>2</metadata>").unwrap();
+        let err = layout(&m2, &tmp.path().join("out")).unwrap_err();
+        assert!(matches!(err, Error::Conflict { .. }), "{err}");
+    }
+}

@@ -11,6 +11,11 @@ pub fn stdout() -> BufWriter<io::StdoutLock<'static>> {
     BufWriter::with_capacity(64 * 1024, io::stdout().lock())
 }
 
+/// One line on standard error (progress, warnings); a closed stderr is not an error.
+pub fn eprintln_line(s: &str) {
+    let _ = writeln!(io::stderr().lock(), "{s}");
+}
+
 /// Writes `contents` to `path` through a temporary file and a rename, so
 /// `path` never holds a partial file. With `overwrite` false an existing
 /// `path` is an error.
