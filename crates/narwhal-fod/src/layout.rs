@@ -181,23 +181,7 @@ pub(crate) fn is_sha1_name(name: &str) -> bool {
 
 /// What a file system entry is, in words.
 pub(crate) fn kind_of(meta: &fs::Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt as _;
-    let t = meta.file_type();
-    if t.is_dir() {
-        "directory"
-    } else if t.is_symlink() {
-        "symlink"
-    } else if t.is_file() {
-        "regular file"
-    } else if t.is_fifo() {
-        "FIFO"
-    } else if t.is_socket() {
-        "socket"
-    } else if t.is_block_device() || t.is_char_device() {
-        "device"
-    } else {
-        "special file"
-    }
+    narwhal_formats::tree::kind(meta.file_type())
 }
 
 /// Checks one name taken from the cache for use as a path component in OUT.

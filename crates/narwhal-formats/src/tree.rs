@@ -71,6 +71,26 @@ impl Iterator for Walk {
     }
 }
 
+/// What an entry is, in the words every message of narwhal's uses.
+pub fn kind(t: fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if t.is_dir() {
+        "directory"
+    } else if t.is_symlink() {
+        "symlink"
+    } else if t.is_file() {
+        "regular file"
+    } else if t.is_fifo() {
+        "named pipe"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "device"
+    } else {
+        "special file"
+    }
+}
+
 /// The names in `dir`, sorted bytewise.
 pub fn sorted_names(dir: &Path) -> io::Result<Vec<OsString>> {
     let mut names = fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name())).collect::<io::Result<Vec<_>>>()?;

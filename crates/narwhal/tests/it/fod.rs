@@ -437,7 +437,7 @@ fn fod_check_finds_store_references_fifos_and_timestamps() {
         lines,
         [
             "fails: lib/launcher.jar: references /nix/store/0123456789abcdfghijklmnpqrsvwxyz-openjdk-17, which a fixed-output derivation may not",
-            "fails: lib/pipe: is a FIFO, which a store path cannot hold",
+            "fails: lib/pipe: is a named pipe, which a store path cannot hold",
             "drifts: lib/resolver-status.properties: matches resolver-status.properties: Maven's times of its last update checks",
             "drifts: lib/resolver-status.properties: embeds the capture time (the date comment java.util.Properties writes: \"#Wed Dec 02 14:33:42 UTC 2026\")",
         ]
