@@ -17,6 +17,7 @@
 //! | [`export`] | `nix-store --export` streams |
 //! | [`pipe`] | byte streams handed to other threads in shared, recycled chunks |
 //! | [`temp`] | narwhal's temporary files and trees (`.<name>.tmp-<pid>-<random>`, tempfile's), `write_atomic` |
+//! | [`tree`] | the one walk over a directory tree on disk |
 //! | [`wire`] | integers and padded strings |
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -31,4 +32,5 @@ pub mod pipe;
 pub mod signature;
 pub mod store_path;
 pub mod temp;
+pub mod tree;
 pub mod wire;

@@ -118,6 +118,13 @@ pub enum Command {
     /// only once its NAR is there and matches it. Logs a line per request on stderr
     /// (NARWHAL_LOG=warn to quiet it); stops gracefully on SIGINT or SIGTERM.
     Serve(ServeArgs),
+    /// Capture a build tool's dependencies for a fixed-output derivation and print its outputHash.
+    ///
+    /// Lays a cache filled by one build with network out as a deterministic offline repository
+    /// (OUT, created whole) and prints the recursive NAR hash Nix will compute for it: no fake
+    /// hash, no failed build to copy the hash from.
+    #[command(subcommand)]
+    Fod(FodCommand),
     /// The buildpack phases (bin/detect, bin/compile and bin/release call these).
     #[command(subcommand, hide = true)]
     Buildpack(BuildpackCommand),
@@ -503,4 +510,38 @@ pub enum NarinfoCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FodCommand {
+    /// Lay out Gradle's cache (GRADLE_USER_HOME/caches/modules-2) as a Maven repository in OUT.
+    ///
+    /// Jars, poms, .module files and cached maven-metadata.xml listings, each checked against the
+    /// SHA-1 Gradle recorded; Gradle's locks and indexes are left out. Prints OUT's outputHash and
+    /// the attributes to paste into the fixed-output derivation.
+    Gradle {
+        /// The Gradle user home the capturing build used (`gradle -g DIR`; default ~/.gradle).
+        gradle_user_home: PathBuf,
+        /// The repository to create (it must not exist).
+        out: PathBuf,
+        /// Also write an init script that pins every repository of the offline build to
+        /// $NARWHAL_FOD_REPO (set it to the derivation's path): `gradle --offline --init-script FILE`.
+        #[arg(long)]
+        init_script: Option<PathBuf>,
+    },
+    /// Lay out Maven's local repository in OUT without its records of the capture.
+    ///
+    /// Drops _remote.repositories, *.lastUpdated and resolver-status.properties; cached listings
+    /// become maven-metadata-local.xml. Build offline with `mvn -o -Dmaven.repo.local=OUT`.
+    Maven {
+        /// Maven's local repository (default ~/.m2/repository).
+        m2_repo: PathBuf,
+        /// The repository to create (it must not exist).
+        out: PathBuf,
+    },
+    /// Report what in DIR would make a fixed-output derivation fail (store path references,
+    /// special files) or its hash drift (timestamps, host names, volatile files, permissions).
+    ///
+    /// Exits 1 when something would make it fail.
+    Check { dir: PathBuf },
 }

@@ -1,6 +1,6 @@
 //! Writing results: standard output for data, atomic files for everything kept.
 
-use std::io::{self, BufWriter};
+use std::io::{self, BufWriter, Write as _};
 
 /// Standard output, locked and buffered for bulk data.
 pub fn stdout() -> BufWriter<io::StdoutLock<'static>> {
@@ -11,3 +11,8 @@ pub fn stdout() -> BufWriter<io::StdoutLock<'static>> {
 /// Files the binary keeps (keys, narinfos, launchers) are written as every
 /// crate writes them: [`narwhal_formats::temp::write_atomic`].
 pub use narwhal_formats::temp::write_atomic;
+
+/// One line on standard error (progress, warnings); a closed stderr is not an error.
+pub fn eprintln_line(s: &str) {
+    let _ = writeln!(io::stderr().lock(), "{s}");
+}

@@ -88,16 +88,7 @@ impl Node {
         } else if ft.is_dir() {
             Ok(Self::Directory)
         } else {
-            use std::os::unix::fs::FileTypeExt as _;
-            let kind = if ft.is_socket() {
-                "socket"
-            } else if ft.is_fifo() {
-                "named pipe"
-            } else if ft.is_block_device() || ft.is_char_device() {
-                "device"
-            } else {
-                "special file"
-            };
+            let kind = crate::tree::kind(ft);
             Err(DumpError::UnsupportedType { path: path.to_owned(), kind })
         }
     }

@@ -1,6 +1,7 @@
 //! One module per command; each turns parsed arguments into library calls.
 
 mod fetch;
+mod fod;
 mod hash;
 mod image;
 mod key;
@@ -38,6 +39,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import { file, dest } => push::import(&file, &dest),
         Command::Serve(args) => serve::run(args),
         Command::Image(args) => image::run(&args),
+        Command::Fod(cmd) => fod::run(cmd),
         Command::Buildpack(BuildpackCommand::Detect { build_dir }) => {
             if crate::buildpack::heroku::detect(&build_dir) {
                 println_data("narwhal")

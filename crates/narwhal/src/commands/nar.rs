@@ -109,17 +109,11 @@ fn list(
 
 /// Refuses a path a NAR cannot hold (a device, FIFO or socket) before any byte is written.
 fn refuse_special(path: &std::path::Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::FileTypeExt as _;
     let meta = path.symlink_metadata().with_context(|| format!("cannot read {}", path.display()))?;
     let t = meta.file_type();
-    let kind = if t.is_fifo() {
-        "named pipe"
-    } else if t.is_socket() {
-        "socket"
-    } else if t.is_block_device() || t.is_char_device() {
-        "device"
-    } else {
+    if t.is_file() || t.is_dir() || t.is_symlink() {
         return Ok(());
-    };
+    }
+    let kind = narwhal_formats::tree::kind(t);
     bail!("{} is a {kind}, which a NAR cannot hold (only files, directories and symlinks)", path.display())
 }

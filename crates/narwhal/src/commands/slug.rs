@@ -17,7 +17,7 @@ use narwhal_slug::{Rules, HEROKU_SLUG_LIMIT};
 
 use super::fetch::{fetch_into, human};
 use crate::cli::SlugArgs;
-use crate::output::{stdout, write_atomic};
+use crate::output::{eprintln_line, stdout, write_atomic};
 
 /// The `result` links made, in root order.
 pub fn run(args: &SlugArgs) -> anyhow::Result<Vec<PathBuf>> {
@@ -201,8 +201,4 @@ fn report(app_dir: &Path, runtime_root: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn eprintln_line(s: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "{s}");
 }

@@ -9,6 +9,7 @@ mod buildpack;
 mod export;
 mod fetch;
 mod fetch_export;
+mod fod;
 mod hardening;
 mod hash;
 mod image;
