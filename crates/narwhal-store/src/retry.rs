@@ -12,6 +12,9 @@ pub struct Retry {
     pub initial_backoff: Duration,
 }
 
+/// The longest wait a server may ask for (`Retry-After`) before a retry.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
 impl Retry {
     /// Runs `attempt` (given its number, from 1) until it succeeds, fails with an error that
     /// `transient` says will not go away, or the attempts are used up. Before each retry,
@@ -19,6 +22,19 @@ impl Retry {
     pub fn run<T, E>(
         self,
         transient: impl Fn(&E) -> bool,
+        retrying: impl FnMut(u32, &E, Duration),
+        attempt: impl FnMut(u32) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.run_waiting(|e| transient(e).then_some(None), retrying, attempt)
+    }
+
+    /// [`Self::run`], where `transient` may also say how long to wait before the next try (a
+    /// server's `Retry-After`, at most [`MAX_WAIT`]) instead of the backoff: `None` for an error
+    /// that will not go away, `Some(None)` for the backoff, `Some(Some(wait))` for that wait.
+    /// The backoff doubles either way.
+    pub fn run_waiting<T, E>(
+        self,
+        transient: impl Fn(&E) -> Option<Option<Duration>>,
         mut retrying: impl FnMut(u32, &E, Duration),
         mut attempt: impl FnMut(u32) -> Result<T, E>,
     ) -> Result<T, E> {
@@ -27,15 +43,22 @@ impl Retry {
         loop {
             n += 1;
             match attempt(n) {
-                Err(e) if transient(&e) && n < self.attempts => {
-                    retrying(n + 1, &e, delay);
-                    std::thread::sleep(delay);
+                Err(e) if n < self.attempts => {
+                    let Some(asked) = transient(&e) else { return Err(e) };
+                    let wait = wait_for(asked, delay);
+                    retrying(n + 1, &e, wait);
+                    std::thread::sleep(wait);
                     delay = delay.saturating_mul(2);
                 }
                 other => return other,
             }
         }
     }
+}
+
+/// The wait before a retry: what the server asked for (at most [`MAX_WAIT`]), else the backoff.
+fn wait_for(asked: Option<Duration>, backoff: Duration) -> Duration {
+    asked.map_or(backoff, |w| w.min(MAX_WAIT))
 }
 
 #[cfg(test)]
@@ -60,5 +83,20 @@ mod tests {
         );
         assert_eq!((r, calls), (Err(10), 1), "a lasting error is not retried");
         assert_eq!(policy.run(|_: &u32| true, |_, _, _| {}, |n| if n == 2 { Ok(n) } else { Err(n) }), Ok(2));
+    }
+
+    #[test]
+    fn a_wait_the_server_asks_for_replaces_the_backoff() {
+        let policy = Retry { attempts: 3, initial_backoff: Duration::from_millis(1) };
+        let mut told = Vec::new();
+        let asked = |e: &u32| match e {
+            1 => Some(Some(Duration::from_millis(5))),
+            2 => Some(None),
+            _ => None,
+        };
+        let r: Result<(), u32> = policy.run_waiting(asked, |n, _, d| told.push((n, d)), Err);
+        assert_eq!(r, Err(3));
+        assert_eq!(told, vec![(2, Duration::from_millis(5)), (3, Duration::from_millis(2))]);
+        assert_eq!(wait_for(Some(Duration::from_secs(3600)), Duration::ZERO), MAX_WAIT);
     }
 }
