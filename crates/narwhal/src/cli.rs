@@ -165,6 +165,7 @@ pub struct DestArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[allow(clippy::struct_excessive_bools)] // independent switches
 pub struct ImageArgs {
     /// Store paths to put in the image with their closures; the first is the root of --entrypoint.
     /// With --from-export they may be left out: the export's last path is the root.

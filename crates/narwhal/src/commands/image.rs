@@ -139,6 +139,7 @@ fn root_path(store_dir: &StoreDir, arg: &str) -> anyhow::Result<StorePath> {
     Ok(path)
 }
 
+#[allow(clippy::too_many_lines)] // the steps of one command, in order
 pub fn run(args: &ImageArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let args = &with_config(args)?;
