@@ -428,7 +428,7 @@ pub struct Reuse {
 /// The tag moves only once every blob is in; on error the layout's tags stay as they were.
 /// A layer in `memo` that `present` says the destination has is not built again (roots' layers
 /// always are: the entrypoint check reads them); every layer built is recorded in `memo`.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::too_many_lines)]
 pub fn build(
     layout: &Layout,
     store_dir: &StoreDir,

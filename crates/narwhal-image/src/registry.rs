@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use narwhal_store::retry::Retry;
+use narwhal_store::retry::{Retry, Verdict};
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::{Method, StatusCode};
 
@@ -146,13 +146,13 @@ impl RegistryError {
     }
 
     /// Whether to try again, and after the wait the registry asked for (`Retry-After`) if it did.
-    fn retry_wait(&self) -> Option<Option<Duration>> {
+    fn retry_wait(&self) -> Verdict {
         match self {
-            Self::Unreachable { .. } => Some(None),
+            Self::Unreachable { .. } => Verdict::Backoff,
             Self::Status { status, retry_after, .. } if *status >= 500 || *status == 429 || *status == 408 => {
-                Some(retry_after.map(Duration::from_secs))
+                retry_after.map_or(Verdict::Backoff, |s| Verdict::After(Duration::from_secs(s)))
             }
-            _ => None,
+            _ => Verdict::Lasting,
         }
     }
 }

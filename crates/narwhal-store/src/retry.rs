@@ -12,6 +12,17 @@ pub struct Retry {
     pub initial_backoff: Duration,
 }
 
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The error will not go away: stop.
+    Lasting,
+    /// Try again after the backoff.
+    Backoff,
+    /// Try again after this wait (a server's `Retry-After`, at most [`MAX_WAIT`]).
+    After(Duration),
+}
+
 /// The longest wait a server may ask for (`Retry-After`) before a retry.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
@@ -25,16 +36,14 @@ impl Retry {
         retrying: impl FnMut(u32, &E, Duration),
         attempt: impl FnMut(u32) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.run_waiting(|e| transient(e).then_some(None), retrying, attempt)
+        self.run_waiting(|e| if transient(e) { Verdict::Backoff } else { Verdict::Lasting }, retrying, attempt)
     }
 
-    /// [`Self::run`], where `transient` may also say how long to wait before the next try (a
-    /// server's `Retry-After`, at most [`MAX_WAIT`]) instead of the backoff: `None` for an error
-    /// that will not go away, `Some(None)` for the backoff, `Some(Some(wait))` for that wait.
-    /// The backoff doubles either way.
+    /// [`Self::run`], where `verdict` may also say how long to wait before the next try (a
+    /// server's `Retry-After`) instead of the backoff. The backoff doubles either way.
     pub fn run_waiting<T, E>(
         self,
-        transient: impl Fn(&E) -> Option<Option<Duration>>,
+        verdict: impl Fn(&E) -> Verdict,
         mut retrying: impl FnMut(u32, &E, Duration),
         mut attempt: impl FnMut(u32) -> Result<T, E>,
     ) -> Result<T, E> {
@@ -44,8 +53,11 @@ impl Retry {
             n += 1;
             match attempt(n) {
                 Err(e) if n < self.attempts => {
-                    let Some(asked) = transient(&e) else { return Err(e) };
-                    let wait = wait_for(asked, delay);
+                    let wait = match verdict(&e) {
+                        Verdict::Lasting => return Err(e),
+                        Verdict::Backoff => delay,
+                        Verdict::After(asked) => asked.min(MAX_WAIT),
+                    };
                     retrying(n + 1, &e, wait);
                     std::thread::sleep(wait);
                     delay = delay.saturating_mul(2);
@@ -54,11 +66,6 @@ impl Retry {
             }
         }
     }
-}
-
-/// The wait before a retry: what the server asked for (at most [`MAX_WAIT`]), else the backoff.
-fn wait_for(asked: Option<Duration>, backoff: Duration) -> Duration {
-    asked.map_or(backoff, |w| w.min(MAX_WAIT))
 }
 
 #[cfg(test)]
@@ -90,13 +97,12 @@ mod tests {
         let policy = Retry { attempts: 3, initial_backoff: Duration::from_millis(1) };
         let mut told = Vec::new();
         let asked = |e: &u32| match e {
-            1 => Some(Some(Duration::from_millis(5))),
-            2 => Some(None),
-            _ => None,
+            1 => Verdict::After(Duration::from_millis(5)),
+            2 => Verdict::Backoff,
+            _ => Verdict::Lasting,
         };
         let r: Result<(), u32> = policy.run_waiting(asked, |n, _, d| told.push((n, d)), Err);
         assert_eq!(r, Err(3));
         assert_eq!(told, vec![(2, Duration::from_millis(5)), (3, Duration::from_millis(2))]);
-        assert_eq!(wait_for(Some(Duration::from_secs(3600)), Duration::ZERO), MAX_WAIT);
     }
 }

@@ -1,6 +1,7 @@
 //! `narwhal image`: an OCI image of closures, from binary caches or the local Nix store.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -306,13 +307,14 @@ pub fn run(args: &ImageArgs) -> anyhow::Result<()> {
         reuse.reused
     );
     if registry.is_some() {
-        summary.push_str(&format!(
+        let _ = write!(
+            summary,
             "; pushed to {to}: {} blobs uploaded ({}), {} mounted, {} already there",
             pushed.uploaded,
             human(pushed.uploaded_bytes),
             pushed.mounted,
             pushed.skipped
-        ));
+        );
     }
     progress.line(&format!("{summary}, in {seconds:.1} s"));
     let mut out = stdout();
