@@ -50,7 +50,8 @@ pub fn fetch_export(
     opts.reporter.reading_export(what, len);
     let mut counted = Counted { inner: input, n: 0, reporter: opts.reporter };
     let read = read_stream(&mut counted, what, store_dir, &manifest, opts)?;
-    let roots = check_closure(&read.paths, &manifest, roots, what, store_dir)?;
+    let present: BTreeSet<&str> = manifest.paths.keys().map(String::as_str).collect();
+    let roots = check_closure(&read.paths, &present, roots, what, store_dir)?;
 
     let mut done = read.staged;
     scan_all(&mut done, opts);
@@ -150,10 +151,12 @@ fn read_stream(
     Ok(read)
 }
 
-/// Checks that every reference is in the stream or the destination, and picks the roots.
-fn check_closure(
+/// Checks that every reference of the export's `paths` is in the stream or in `present` (base
+/// names already at the destination), and picks the roots: `roots`, each of which must be there,
+/// or else the stream's last path, which must be its top. Fetch and images check exports with it.
+pub fn check_closure(
     paths: &[ExportedPath],
-    manifest: &crate::manifest::Manifest,
+    present: &BTreeSet<&str>,
     roots: &[StorePath],
     what: &str,
     store_dir: &StoreDir,
@@ -161,8 +164,7 @@ fn check_closure(
     let Some(last) = paths.last() else {
         return Err(Error::EmptyExport { what: what.to_owned() });
     };
-    let have: BTreeSet<&str> =
-        paths.iter().map(|p| p.path.base_name()).chain(manifest.paths.keys().map(String::as_str)).collect();
+    let have: BTreeSet<&str> = paths.iter().map(|p| p.path.base_name()).chain(present.iter().copied()).collect();
     for p in paths {
         if let Some(r) = p.references.iter().find(|r| !have.contains(r.base_name())) {
             return Err(Error::ExportIncomplete {

@@ -22,7 +22,7 @@ mod substituters;
 
 pub use closure::{walk_closure, ClosurePath};
 pub use error::{Error, Failure, Why};
-pub use export::{fetch_export, ExportFetched};
+pub use export::{check_closure as check_export_closure, fetch_export, ExportFetched};
 pub use fetch::{fetch, FetchOptions, Summary};
 pub use manifest::{Manifest, ManifestEntry, MANIFEST_PATH};
 pub use report::{Quiet, Reporter, Source};

@@ -12,12 +12,15 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod archive;
 pub mod oci;
+pub mod read;
 pub mod registry;
+pub mod report;
 pub mod source;
 pub mod tar;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
@@ -26,8 +29,12 @@ use narwhal_formats::nar;
 use narwhal_formats::store_path::{StoreDir, StorePath};
 use thiserror::Error;
 
-use crate::oci::{Descriptor, History, ImageConfig, Layout, Manifest, RootFs, RunConfig};
-pub use crate::source::{CacheSource, LocalSource, NarSource};
+pub use crate::oci::History;
+use crate::oci::{Descriptor, ImageConfig, Layout, Manifest, RootFs, RunConfig};
+pub use crate::source::{CacheSource, ExportSource, LocalSource, NarSource};
+
+/// The `created_by` of every layer narwhal writes: how `--previous` tells them from a base's.
+pub const CREATED_BY: &str = "narwhal image";
 
 /// The most layers an image may have: overlay mounts stop near 127 lower directories.
 pub const MAX_LAYERS: usize = 125;
@@ -70,6 +77,24 @@ pub enum Error {
     MaxLayers(usize),
     #[error("{path} is not in the closure's sources")]
     NoSource { path: String },
+    #[error("the export {what}")]
+    Export {
+        what: String,
+        #[source]
+        source: narwhal_formats::export::Error,
+    },
+    #[error("{path} appears twice in the export {what}, with different NARs")]
+    ExportConflict { what: String, path: String },
+    #[error("invalid {file}: {why}")]
+    Config { file: String, why: String },
+    #[error("cannot use the image {image}: {why}")]
+    Image { image: String, why: String },
+    #[error("the image {0} is not there")]
+    ImageNotFound(String),
+    #[error("--max-layers {max} leaves no layer for the closure after the base image's {base}")]
+    BaseTooTall { max: usize, base: usize },
+    #[error(transparent)]
+    Registry(Box<registry::RegistryError>),
     #[error("{0} cannot be written: Docker's v2s2 format has no such media type")]
     Unsupported(&'static str),
 }
@@ -85,6 +110,18 @@ impl Error {
                 Some("the cache or store holds a NAR that does not match its narinfo; push the path again")
             }
             Self::Store(e) => e.hint(),
+            Self::Registry(e) => e.hint(),
+            Self::ImageNotFound(_) => Some(
+                "check the name and tag (skopeo inspect IMAGE shows what is there); name a layout as oci:DIR:TAG, a registry image as docker://HOST/REPO:TAG",
+            ),
+            Self::Image { .. } => Some("name an OCI image layout as oci:DIR[:TAG], or a registry image as docker://HOST/REPO[:TAG]"),
+            Self::Config { .. } => Some(
+                "the [image] table takes to, base, entrypoint, cmd, env, user, workdir, labels, ports, max-layers, compression (gzip, zstd, none), format (oci, v2s2), arch",
+            ),
+            Self::BaseTooTall { .. } => Some("raise --max-layers (at most 125), or use a base image with fewer layers"),
+            Self::Export { .. } | Self::ExportConflict { .. } => {
+                Some("write the export again: narwhal export ROOT -o FILE (or nix-store --export $(nix-store -qR ROOT))")
+            }
             _ => None,
         }
     }
@@ -131,6 +168,21 @@ impl Format {
         }
     }
 
+    /// A layer media type of either format (a base image's) as this format names it.
+    pub fn convert(self, media_type: &str) -> Result<String, Error> {
+        let compression = match media_type {
+            "application/vnd.oci.image.layer.v1.tar+gzip" | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+                LayerCompression::Gzip
+            }
+            "application/vnd.oci.image.layer.v1.tar+zstd" => LayerCompression::Zstd,
+            "application/vnd.oci.image.layer.v1.tar" | "application/vnd.docker.image.rootfs.diff.tar" => {
+                LayerCompression::None
+            }
+            other => return Ok(other.to_owned()),
+        };
+        Ok(self.layer_type(compression)?.to_owned())
+    }
+
     pub fn layer_type(self, compression: LayerCompression) -> Result<&'static str, Error> {
         Ok(match (self, compression) {
             (Self::Oci, LayerCompression::Gzip) => "application/vnd.oci.image.layer.v1.tar+gzip",
@@ -158,6 +210,20 @@ pub struct ImageOptions {
     pub created: String,
     /// A path that must exist in the closure: (store path, path inside it), the entrypoint.
     pub must_exist: Option<(StorePath, Vec<u8>)>,
+    /// The layers of the previous image (store path base names, bottom first), kept where they
+    /// still hold only paths of this closure: see [`plan`].
+    pub previous: Vec<Vec<String>>,
+    /// A base image's layers, below the closure's.
+    pub base: Option<Base>,
+}
+
+/// The part of a base image that goes into a new one: its layers (already in the layout) with
+/// their diffIDs and history, first.
+#[derive(Debug, Clone, Default)]
+pub struct Base {
+    pub layers: Vec<Descriptor>,
+    pub diff_ids: Vec<String>,
+    pub history: Vec<History>,
 }
 
 /// What was built.
@@ -166,6 +232,8 @@ pub struct Built {
     pub manifest: Descriptor,
     pub config: Descriptor,
     pub layers: Vec<Descriptor>,
+    /// For each layer, the digest of its tar (the config's `rootfs.diff_ids`).
+    pub diff_ids: Vec<String>,
     /// For each layer, the store paths it holds.
     pub contents: Vec<Vec<StorePath>>,
 }
@@ -174,15 +242,27 @@ pub struct Built {
 ///
 /// 1. Each root gets a layer of its own, last (the app changes most often; nothing above it
 ///    needs re-pushing when it does). If there are more roots than layers, they share the last.
-/// 2. The other paths of at least `floor` bytes get a layer each, largest first, as the budget
+/// 2. Stability across versions (`previous`, the layers of the image this one replaces, as
+///    store path base names): a previous layer whose paths are all still in the closure (and
+///    none is now a root) is kept as it was, in its place. A store path names its contents, so
+///    the same paths give the same tar and the same digest: the registry has that layer. A
+///    previous layer that lost a path dissolves, and its other paths are placed as new ones. If
+///    the kept layers leave no room for the rest, the smallest kept ones dissolve first.
+/// 3. The other paths of at least `floor` bytes get a layer each, largest first, as the budget
 ///    allows: such a layer's digest depends on that path alone, so it is reused whenever the path
 ///    is unchanged, whatever else changed (unlike size cohorts or a popularity ranking, where one
 ///    changed path moves the others).
-/// 3. The rest (small paths, and large ones past the budget) go into a few shared layers chosen by
+/// 4. The rest (small paths, and large ones past the budget) go into a few shared layers chosen by
 ///    their store path hash, not by rank: a path stays in the same bucket across versions, so a
 ///    change re-uploads only its bucket. The number of buckets is an eighth of the budget left
 ///    (at least one), and empty buckets are dropped.
-pub fn plan(paths: &[PathEntry], roots: &[StorePath], max_layers: usize, floor: u64) -> Vec<Vec<usize>> {
+pub fn plan(
+    paths: &[PathEntry],
+    roots: &[StorePath],
+    max_layers: usize,
+    floor: u64,
+    previous: &[Vec<String>],
+) -> Vec<Vec<usize>> {
     let max_layers = max_layers.max(1);
     let is_root = |p: &StorePath| roots.contains(p);
     let mut root_idx: Vec<usize> = Vec::new();
@@ -193,7 +273,7 @@ pub fn plan(paths: &[PathEntry], roots: &[StorePath], max_layers: usize, floor: 
             }
         }
     }
-    let mut others: Vec<usize> = (0..paths.len()).filter(|&i| !is_root(&paths[i].path)).collect();
+    let others: Vec<usize> = (0..paths.len()).filter(|&i| !is_root(&paths[i].path)).collect();
     if max_layers == 1 {
         let mut all = others;
         all.extend(root_idx);
@@ -209,6 +289,52 @@ pub fn plan(paths: &[PathEntry], roots: &[StorePath], max_layers: usize, floor: 
         layers
     };
     let budget = max_layers - root_layers.len();
+    let (kept, rest) = keep_previous(paths, &others, previous, budget);
+    let mut layers = kept;
+    let left = budget - layers.len();
+    layers.extend(plan_rest(paths, rest, left, floor));
+    layers.extend(root_layers);
+    layers
+}
+
+/// Step 2 of [`plan`]: the previous layers kept (within `budget`, leaving a layer for the rest
+/// when there is a rest), and the paths of `others` left to place.
+fn keep_previous(
+    paths: &[PathEntry],
+    others: &[usize],
+    previous: &[Vec<String>],
+    budget: usize,
+) -> (Vec<Vec<usize>>, Vec<usize>) {
+    let by_name: BTreeMap<&str, usize> = others.iter().map(|&i| (paths[i].path.base_name(), i)).collect();
+    let mut placed = vec![false; paths.len()];
+    let mut kept: Vec<Vec<usize>> = Vec::new();
+    for layer in previous {
+        let members: Option<Vec<usize>> = layer.iter().map(|n| by_name.get(n.as_str()).copied()).collect();
+        let Some(members) = members else { continue };
+        if members.is_empty() || members.iter().any(|&i| placed[i]) {
+            continue;
+        }
+        for &i in &members {
+            placed[i] = true;
+        }
+        kept.push(members);
+    }
+    let mut rest: Vec<usize> = others.iter().copied().filter(|&i| !placed[i]).collect();
+    loop {
+        let room = usize::from(!rest.is_empty());
+        if kept.len() + room <= budget {
+            break;
+        }
+        let size = |l: &Vec<usize>| l.iter().map(|&i| paths[i].nar_size).sum::<u64>();
+        let Some((smallest, _)) = kept.iter().enumerate().min_by_key(|(_, l)| size(l)) else { break };
+        rest.extend(kept.remove(smallest));
+    }
+    (kept, rest)
+}
+
+/// Steps 3 and 4 of [`plan`]: `others` in at most `budget` layers (at least one).
+fn plan_rest(paths: &[PathEntry], mut others: Vec<usize>, budget: usize, floor: u64) -> Vec<Vec<usize>> {
+    let budget = budget.max(1);
     others.sort_by(|&a, &b| paths[b].nar_size.cmp(&paths[a].nar_size).then_with(|| paths[a].path.cmp(&paths[b].path)));
     let big = others.iter().take_while(|&&i| paths[i].nar_size >= floor).count();
     let needs_buckets = big < others.len() || big > budget;
@@ -220,7 +346,6 @@ pub fn plan(paths: &[PathEntry], roots: &[StorePath], max_layers: usize, floor: 
         shared[bucket_of(&paths[i].path, buckets)].push(i);
     }
     layers.extend(shared.into_iter().filter(|b| !b.is_empty()));
-    layers.extend(root_layers);
     layers
 }
 
@@ -236,6 +361,10 @@ fn bucket_of(path: &StorePath, buckets: usize) -> usize {
 #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LayerMemo {
     pub layers: BTreeMap<String, MemoLayer>,
+    /// For each blob pushed (by digest), the `HOST/REPOSITORY`s it went to: where a push to
+    /// another repository of the same registry mounts it from instead of uploading it.
+    #[serde(default)]
+    pub pushed: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// What a layer came out as.
@@ -250,6 +379,31 @@ pub struct MemoLayer {
 impl LayerMemo {
     /// The most layers remembered; past it the memo starts again (it is only a shortcut).
     pub const MAX: usize = 10_000;
+
+    /// The repositories of `host` known to hold each blob, for [`registry::Registry::set_mount_sources`].
+    pub fn mount_sources(&self, host: &str) -> BTreeMap<String, Vec<String>> {
+        let prefix = format!("{host}/");
+        self.pushed
+            .iter()
+            .map(|(digest, repos)| {
+                (digest.clone(), repos.iter().filter_map(|r| r.strip_prefix(&prefix)).map(str::to_owned).collect())
+            })
+            .collect()
+    }
+
+    /// Records that `host/repository` now holds `digests`.
+    pub fn record_push<'d>(&mut self, host: &str, repository: &str, digests: impl IntoIterator<Item = &'d str>) {
+        if self.pushed.len() > Self::MAX {
+            self.pushed.clear();
+        }
+        for d in digests {
+            let repos = self.pushed.entry(d.to_owned()).or_default();
+            // A few repositories per blob are enough to mount from.
+            if repos.len() < 8 {
+                repos.insert(format!("{host}/{repository}"));
+            }
+        }
+    }
 
     /// The key of a layer holding `members` (sorted), as `opts` writes it.
     fn key(store_dir: &StoreDir, members: &[&PathEntry], opts: &ImageOptions) -> String {
@@ -274,7 +428,7 @@ pub struct Reuse {
 /// The tag moves only once every blob is in; on error the layout's tags stay as they were.
 /// A layer in `memo` that `present` says the destination has is not built again (roots' layers
 /// always are: the entrypoint check reads them); every layer built is recorded in `memo`.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::too_many_lines)]
 pub fn build(
     layout: &Layout,
     store_dir: &StoreDir,
@@ -285,14 +439,22 @@ pub fn build(
     tag: Option<&str>,
     memo: &mut LayerMemo,
     present: &(dyn Fn(&Descriptor) -> bool + Sync),
+    reporter: &dyn report::Reporter,
 ) -> Result<(Built, Reuse), Error> {
     if opts.max_layers == 0 || opts.max_layers > MAX_LAYERS {
         return Err(Error::MaxLayers(opts.max_layers));
     }
     opts.format.layer_type(opts.compression)?;
-    let plan = plan(paths, roots, opts.max_layers, opts.floor);
+    let base_layers = opts.base.as_ref().map_or(0, |b| b.layers.len());
+    let own_layers = opts
+        .max_layers
+        .checked_sub(base_layers)
+        .filter(|&n| n > 0)
+        .ok_or(Error::BaseTooTall { max: opts.max_layers, base: base_layers })?;
+    let plan = plan(paths, roots, own_layers, opts.floor, &opts.previous);
     let memo_ref = &*memo;
-    let outcomes = narwhal_store::parallel::try_map(&plan, opts.jobs, |layer| {
+    let indexed: Vec<(usize, &Vec<usize>)> = plan.iter().enumerate().collect();
+    let outcomes = narwhal_store::parallel::try_map(&indexed, opts.jobs, |&(index, layer)| {
         let mut members: Vec<&PathEntry> = layer.iter().map(|&i| &paths[i]).collect();
         members.sort_by(|a, b| a.path.cmp(&b.path));
         let key = LayerMemo::key(store_dir, &members, opts);
@@ -306,11 +468,17 @@ pub fn build(
             };
             if present(&descriptor) {
                 let paths = members.iter().map(|e| e.path.clone()).collect();
+                reporter.layer_done(index, &descriptor, false);
                 let out = LayerOut { descriptor, diff_id: known.diff_id.clone(), paths, seen: BTreeMap::new() };
                 return Ok::<_, Error>((key, out, false));
             }
         }
-        Ok((key, build_layer(layout, store_dir, &members, source, opts)?, true))
+        let names: Vec<StorePath> = members.iter().map(|m| m.path.clone()).collect();
+        reporter.layer_started(index, &names, members.iter().map(|m| m.nar_size).sum());
+        let progress = |n: u64| reporter.layer_progress(index, n);
+        let out = build_layer(layout, store_dir, &members, source, opts, &progress)?;
+        reporter.layer_done(index, &out.descriptor, true);
+        Ok((key, out, true))
     })?;
     let mut reuse = Reuse::default();
     if memo.layers.len() > LayerMemo::MAX {
@@ -342,20 +510,28 @@ pub fn build(
             });
         }
     }
-    let history = layers
-        .iter()
-        .map(|l| History {
-            created: opts.created.clone(),
-            created_by: "narwhal image".to_owned(),
-            comment: l.paths.iter().map(StorePath::to_string).collect::<Vec<_>>().join(" "),
-        })
-        .collect();
+    // A base image's layers first, as the format names them.
+    let base = opts.base.clone().unwrap_or_default();
+    let mut all_layers: Vec<Descriptor> = Vec::with_capacity(base.layers.len() + layers.len());
+    for d in &base.layers {
+        all_layers.push(Descriptor { media_type: opts.format.convert(&d.media_type)?, ..d.clone() });
+    }
+    all_layers.extend(layers.iter().map(|l| l.descriptor.clone()));
+    let mut diff_ids = base.diff_ids.clone();
+    diff_ids.extend(layers.iter().map(|l| l.diff_id.clone()));
+    let mut history = base.history.clone();
+    history.extend(layers.iter().map(|l| History {
+        created: opts.created.clone(),
+        created_by: CREATED_BY.to_owned(),
+        comment: l.paths.iter().map(StorePath::to_string).collect::<Vec<_>>().join(" "),
+        empty_layer: false,
+    }));
     let config = ImageConfig {
         created: opts.created.clone(),
         architecture: opts.architecture.clone(),
         os: "linux".to_owned(),
         config: opts.config.clone(),
-        rootfs: RootFs { kind: "layers".to_owned(), diff_ids: layers.iter().map(|l| l.diff_id.clone()).collect() },
+        rootfs: RootFs { kind: "layers".to_owned(), diff_ids: diff_ids.clone() },
         history,
     };
     let config_bytes = json(&config)?;
@@ -369,7 +545,7 @@ pub fn build(
         schema_version: 2,
         media_type: opts.format.manifest_type().to_owned(),
         config: config_desc.clone(),
-        layers: layers.iter().map(|l| l.descriptor.clone()).collect(),
+        layers: all_layers.clone(),
     };
     let manifest_bytes = json(&manifest)?;
     let manifest_desc = Descriptor {
@@ -379,12 +555,9 @@ pub fn build(
         annotations: BTreeMap::new(),
     };
     layout.set_tag(manifest_desc.clone(), tag)?;
-    let built = Built {
-        manifest: manifest_desc,
-        config: config_desc,
-        layers: layers.iter().map(|l| l.descriptor.clone()).collect(),
-        contents: layers.into_iter().map(|l| l.paths).collect(),
-    };
+    let mut contents: Vec<Vec<StorePath>> = vec![Vec::new(); base.layers.len()];
+    contents.extend(layers.into_iter().map(|l| l.paths));
+    let built = Built { manifest: manifest_desc, config: config_desc, layers: all_layers, diff_ids, contents };
     Ok((built, reuse))
 }
 
@@ -409,6 +582,7 @@ fn build_layer(
     members: &[&PathEntry],
     source: &dyn NarSource,
     opts: &ImageOptions,
+    progress: &dyn Fn(u64),
 ) -> Result<LayerOut, Error> {
     let first = members.first().map_or_else(String::new, |e| store_dir.display(&e.path).to_string());
     let layer_err = |source| Error::Layer { path: first.clone(), source };
@@ -434,7 +608,7 @@ fn build_layer(
         prefix.extend_from_slice(entry.path.base_name().as_bytes());
         let full = store_dir.display(&entry.path).to_string();
         let mut visitor = tar::NarToTar { tar: &mut tar, prefix, seen: Vec::new() };
-        let mut reader = source.open(entry)?;
+        let mut reader = Progressing { inner: source.open(entry)?, progress };
         nar::parse_to_end(&mut reader, &mut visitor).map_err(|source| Error::Nar { path: full.clone(), source })?;
         seen.insert(entry.path.clone(), visitor.seen);
     }
@@ -456,6 +630,20 @@ fn build_layer(
         paths: members.iter().map(|e| e.path.clone()).collect(),
         seen,
     })
+}
+
+/// A NAR stream that reports the bytes read.
+struct Progressing<'p, R> {
+    inner: R,
+    progress: &'p dyn Fn(u64),
+}
+
+impl<R: io::Read> io::Read for Progressing<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.progress)(n as u64);
+        Ok(n)
+    }
 }
 
 /// What the compressor is fed at a time. Deflate's output depends on how its input was split into
@@ -550,17 +738,36 @@ mod tests {
         let paths: Vec<PathEntry> =
             vec![entry('a', 10), entry('b', 5 << 20), entry('c', 3 << 20), entry('d', 100), entry('f', 2 << 20)];
         let roots = vec![paths[4].path.clone()];
-        let layers = plan(&paths, &roots, 70, 1 << 20);
+        let layers = plan(&paths, &roots, 70, 1 << 20, &[]);
         assert_eq!(
             layers,
             vec![vec![1], vec![2], vec![3, 0], vec![4]],
             "in a bucket by size; build sorts each layer by path"
         );
         // Two layers: everything below the root shares one.
-        assert_eq!(plan(&paths, &roots, 2, 1 << 20), vec![vec![1, 2, 3, 0], vec![4]]);
-        assert_eq!(plan(&paths, &roots, 1, 1 << 20).len(), 1);
+        assert_eq!(plan(&paths, &roots, 2, 1 << 20, &[]), vec![vec![1, 2, 3, 0], vec![4]]);
+        assert_eq!(plan(&paths, &roots, 1, 1 << 20, &[]).len(), 1);
         // A bucket does not depend on which other paths there are.
         let fewer: Vec<PathEntry> = vec![paths[0].clone(), paths[4].clone()];
-        assert_eq!(plan(&fewer, &roots, 70, 1 << 20), vec![vec![0], vec![1]]);
+        assert_eq!(plan(&fewer, &roots, 70, 1 << 20, &[]), vec![vec![0], vec![1]]);
+    }
+
+    #[test]
+    fn plan_keeps_the_previous_layers_that_still_hold_only_closure_paths() {
+        let paths: Vec<PathEntry> =
+            vec![entry('a', 10), entry('b', 5 << 20), entry('c', 3 << 20), entry('d', 100), entry('f', 2 << 20)];
+        let roots = vec![paths[4].path.clone()];
+        let name = |i: usize| paths[i].path.base_name().to_owned();
+        let gone = format!("{}-gone", "g".repeat(32));
+        // a+b were one layer, c+d another; d's layer also held a path that is gone now.
+        let previous = vec![vec![name(0), name(1)], vec![name(2), name(3), gone], vec![name(4)]];
+        let layers = plan(&paths, &roots, 70, 1 << 20, &previous);
+        assert_eq!(layers, vec![vec![0, 1], vec![2], vec![3], vec![4]], "{layers:?}");
+        // Too few layers for every kept one: the smallest dissolves.
+        let previous = vec![vec![name(0)], vec![name(1)], vec![name(2)], vec![name(3)]];
+        let layers = plan(&paths, &roots, 4, 1 << 20, &previous);
+        assert_eq!(layers.len(), 4, "{layers:?}");
+        assert_eq!(&layers[..2], &[vec![1], vec![2]], "{layers:?}");
+        assert_eq!(layers.last(), Some(&vec![4]));
     }
 }

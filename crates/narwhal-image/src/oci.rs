@@ -85,9 +85,15 @@ pub struct RootFs {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct History {
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub created: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub created_by: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub comment: String,
+    /// A base image's entries that made no layer (`ENV`, `CMD`) say so.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub empty_layer: bool,
 }
 
 /// `sha256:<hex>` of `bytes`.

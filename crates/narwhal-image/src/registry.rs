@@ -8,16 +8,43 @@
 //! `Authorization` header then). Transient failures (connection errors, 5xx, 429) are retried
 //! through the one retry loop.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::sync::Mutex;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use narwhal_store::retry::Retry;
+use narwhal_store::retry::{Retry, Verdict};
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::{Method, StatusCode};
 
 use crate::oci::{Descriptor, Layout};
+use crate::report::{Reporter, Sent};
+
+/// What a mount attempt gave.
+enum Mount {
+    /// No other repository is known to hold the blob.
+    NoSource,
+    Mounted,
+    /// The registry started an upload at this location instead.
+    Upload(String),
+}
+
+/// A blob's file, reporting the bytes read (sent) as it goes.
+struct Counted {
+    inner: File,
+    blob: Descriptor,
+    reporter: Arc<dyn Reporter>,
+}
+
+impl Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.reporter.blob_progress(&self.blob, n as u64);
+        Ok(n)
+    }
+}
 
 /// Whether `tag` is a valid image tag (a registry's or an OCI layout's): 1 to 128 characters of
 /// `A-Z a-z 0-9 . _ -`, not starting with `.` or `-`.
@@ -82,9 +109,18 @@ pub enum RegistryError {
         source: reqwest::Error,
     },
     #[error("{what}: HTTP {status} from {host}{}", if .body.is_empty() { String::new() } else { format!(": {}", .body) })]
-    Status { what: String, host: String, status: u16, body: String },
+    Status {
+        what: String,
+        host: String,
+        status: u16,
+        body: String,
+        /// The server's `Retry-After`, in seconds.
+        retry_after: Option<u64>,
+    },
     #[error("the registry {host} wants credentials ({challenge}) and {}", if *.sent { "refused the ones sent" } else { "none were given" })]
     Unauthorized { host: String, challenge: String, sent: bool },
+    #[error("cannot read the registry credentials in {file}: {why}")]
+    AuthFile { file: String, why: String },
     #[error("cannot read the blob {path}")]
     Blob {
         path: String,
@@ -100,17 +136,23 @@ impl RegistryError {
                 "give --creds USER:PASSWORD, NARWHAL_REGISTRY_CREDS, or log in so that ~/.docker/config.json \
                  ($REGISTRY_AUTH_FILE) holds the registry (Heroku: user _, password: your API key)",
             ),
+            Self::AuthFile { .. } => Some(
+                "the file holds {\"auths\": {\"HOST\": {\"auth\": \"base64 of USER:PASSWORD\"}}}, as docker login and skopeo login write it; fix it, or give --creds",
+            ),
             Self::Unreachable { .. } => Some("check the registry's host and port; loopback registries are spoken to over plain HTTP, others over HTTPS unless --insecure"),
             Self::Reference { .. } => Some("name the destination as docker://HOST/REPOSITORY[:TAG], e.g. docker://registry.heroku.com/APP/web"),
             _ => None,
         }
     }
 
-    fn is_transient(&self) -> bool {
+    /// Whether to try again, and after the wait the registry asked for (`Retry-After`) if it did.
+    fn retry_wait(&self) -> Verdict {
         match self {
-            Self::Unreachable { .. } => true,
-            Self::Status { status, .. } => *status >= 500 || *status == 429 || *status == 408,
-            _ => false,
+            Self::Unreachable { .. } => Verdict::Backoff,
+            Self::Status { status, retry_after, .. } if *status >= 500 || *status == 429 || *status == 408 => {
+                retry_after.map_or(Verdict::Backoff, |s| Verdict::After(Duration::from_secs(s)))
+            }
+            _ => Verdict::Lasting,
         }
     }
 }
@@ -120,6 +162,8 @@ impl RegistryError {
 pub struct PushReport {
     /// Blobs the registry already had (HEAD only).
     pub skipped: usize,
+    /// Blobs mounted from another repository of the registry.
+    pub mounted: usize,
     pub uploaded: usize,
     pub uploaded_bytes: u64,
 }
@@ -131,8 +175,12 @@ pub struct Registry {
     reference: Reference,
     creds: Option<(String, String)>,
     token: Mutex<Option<String>>,
-    /// Blobs a HEAD already found in the repository.
-    known: Mutex<std::collections::BTreeSet<String>>,
+    /// Blobs a HEAD already found in the repository, and blobs mounted into it.
+    known: Mutex<BTreeSet<String>>,
+    mounted: Mutex<BTreeSet<String>>,
+    /// Other repositories of this registry that hold a blob, by digest: mounted from, not uploaded.
+    mount_sources: BTreeMap<String, Vec<String>>,
+    reporter: Arc<dyn Reporter>,
     retry: Retry,
 }
 
@@ -149,9 +197,29 @@ impl Registry {
             reference,
             creds,
             token: Mutex::new(None),
-            known: Mutex::new(std::collections::BTreeSet::new()),
+            known: Mutex::new(BTreeSet::new()),
+            mounted: Mutex::new(BTreeSet::new()),
+            mount_sources: BTreeMap::new(),
+            reporter: Arc::new(crate::report::Quiet),
             retry: Retry { attempts: 4, initial_backoff: Duration::from_millis(500) },
         })
+    }
+
+    pub fn reference(&self) -> &Reference {
+        &self.reference
+    }
+
+    /// Where progress and retries are reported.
+    pub fn set_reporter(&mut self, reporter: Arc<dyn Reporter>) {
+        self.reporter = reporter;
+    }
+
+    /// Repositories of this registry known to hold each blob (by digest), for cross-repository
+    /// mounts: a blob one of them has is mounted (`POST …/blobs/uploads/?mount=…&from=…`) instead
+    /// of uploaded. The registry checks that the credentials may read the source; when it does
+    /// not mount, it starts an ordinary upload instead, which goes on.
+    pub fn set_mount_sources(&mut self, sources: BTreeMap<String, Vec<String>>) {
+        self.mount_sources = sources;
     }
 
     /// Pushes the blobs of `manifest` (config and layers, `jobs` at once) from `layout`, then the
@@ -163,14 +231,20 @@ impl Registry {
         blobs: &[Descriptor],
         jobs: usize,
     ) -> Result<PushReport, RegistryError> {
-        let done = narwhal_store::parallel::try_map(blobs, jobs, |blob| self.push_blob(layout, blob))?;
+        let done = narwhal_store::parallel::try_map(blobs, jobs, |blob| {
+            let how = self.push_blob(layout, blob)?;
+            self.reporter.blob_done(blob, how);
+            Ok::<_, RegistryError>(how)
+        })?;
         let mut report = PushReport::default();
-        for (blob, uploaded) in blobs.iter().zip(done) {
-            if uploaded {
-                report.uploaded += 1;
-                report.uploaded_bytes += blob.size;
-            } else {
-                report.skipped += 1;
+        for (blob, how) in blobs.iter().zip(done) {
+            match how {
+                Sent::Uploaded => {
+                    report.uploaded += 1;
+                    report.uploaded_bytes += blob.size;
+                }
+                Sent::Mounted => report.mounted += 1,
+                Sent::Skipped => report.skipped += 1,
             }
         }
         let path = layout.blob_path(&manifest.digest);
@@ -184,58 +258,160 @@ impl Registry {
         Ok(report)
     }
 
-    /// Whether the repository has `blob` (HEAD); an error counts as no.
+    /// Whether the repository has `blob` (HEAD), or has it now because it was mounted from
+    /// another repository; an error counts as no.
     pub fn has_blob(&self, blob: &Descriptor) -> bool {
         let url = format!("{}/v2/{}/blobs/{}", self.base, self.reference.repository, blob.digest);
         // One try: a probe that fails only costs building the layer.
         let once = Retry { attempts: 1, initial_backoff: Duration::ZERO };
-        let found = matches!(self.send_raw(&Method::HEAD, &url, &|r| r, once).map(|r| r.status()), Ok(StatusCode::OK));
-        if found {
-            self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(blob.digest.clone());
-        }
-        found
+        let head = self.send_raw("checking for a blob", &Method::HEAD, &url, &|r| r, once).map(|r| r.status());
+        let set = if matches!(head, Ok(StatusCode::OK)) {
+            &self.known
+        } else if matches!(self.mount(blob), Ok(Mount::Mounted)) {
+            &self.mounted
+        } else {
+            return false;
+        };
+        set.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(blob.digest.clone());
+        true
     }
 
-    /// One blob: nothing if the registry has it, else POST an upload and PUT the file from `layout`
-    /// (which must hold every blob the repository lacks). True if uploaded.
-    fn push_blob(&self, layout: &Layout, blob: &Descriptor) -> Result<bool, RegistryError> {
+    /// The manifest (or index) `reference` (a tag or a digest) names, as `(media type, bytes)`, at
+    /// most [`crate::read::MAX_DOCUMENT`] bytes; `None` when the registry has no such manifest.
+    pub fn get_manifest(&self, reference: &str) -> Result<Option<(String, Vec<u8>)>, RegistryError> {
+        let url = format!("{}/v2/{}/manifests/{reference}", self.base, self.reference.repository);
+        let accept = [
+            crate::oci::MEDIA_MANIFEST,
+            crate::oci::MEDIA_INDEX,
+            crate::Format::V2s2.manifest_type(),
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+        ]
+        .join(", ");
+        let what = format!("reading the manifest {}:{reference}", self.reference.repository);
+        let response =
+            self.send_raw(&what, &Method::GET, &url, &|r| r.header("Accept", accept.as_str()), self.retry)?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !response.status().is_success() {
+            return Err(self.status_error(&what, response));
+        }
+        let media_type = response
+            .headers()
+            .get("Content-Type")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_owned())
+            .unwrap_or_default();
+        let mut bytes = Vec::new();
+        let limit = crate::read::MAX_DOCUMENT;
+        let mut body = response.take(limit + 1);
+        std::io::Read::read_to_end(&mut body, &mut bytes)
+            .map_err(|source| RegistryError::Blob { path: url.clone(), source })?;
+        if bytes.len() as u64 > limit {
+            return Err(RegistryError::Status {
+                what,
+                host: self.reference.host.clone(),
+                status: 200,
+                body: format!("the manifest is larger than {limit} bytes"),
+                retry_after: None,
+            });
+        }
+        Ok(Some((media_type, bytes)))
+    }
+
+    /// Copies the blob `digest` into `out`; fails past `limit` bytes. Returns the bytes copied.
+    pub fn get_blob(&self, digest: &str, out: &mut dyn std::io::Write, limit: u64) -> Result<u64, RegistryError> {
+        let url = format!("{}/v2/{}/blobs/{digest}", self.base, self.reference.repository);
+        let what = format!("reading the blob {digest} of {}", self.reference.repository);
+        let response = self.send(&what, &Method::GET, &url, |r| r)?;
+        let mut body = response.take(limit + 1);
+        let n = std::io::copy(&mut body, out).map_err(|source| RegistryError::Blob { path: url.clone(), source })?;
+        if n > limit {
+            return Err(RegistryError::Status {
+                what,
+                host: self.reference.host.clone(),
+                status: 200,
+                body: format!("the blob is larger than its {limit} bytes"),
+                retry_after: None,
+            });
+        }
+        Ok(n)
+    }
+
+    /// One blob: nothing if the registry has it, a mount if another repository has it, else POST
+    /// an upload and PUT the file from `layout` (which must hold every blob the repository lacks).
+    fn push_blob(&self, layout: &Layout, blob: &Descriptor) -> Result<Sent, RegistryError> {
         let repo = &self.reference.repository;
         let url = format!("{}/v2/{repo}/blobs/{}", self.base, blob.digest);
+        if self.mounted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&blob.digest) {
+            return Ok(Sent::Mounted);
+        }
         if self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&blob.digest) {
-            return Ok(false);
+            return Ok(Sent::Skipped);
         }
         let head = self.send_status(&format!("checking for {}", blob.digest), &Method::HEAD, &url, |r| r)?;
         if head == StatusCode::OK {
-            return Ok(false);
+            return Ok(Sent::Skipped);
         }
-        let start = format!("{}/v2/{repo}/blobs/uploads/", self.base);
-        let what = format!("starting the upload of {}", blob.digest);
-        let response = self.send(&what, &Method::POST, &start, |r| r.header("Content-Length", "0"))?;
-        let location =
-            response.headers().get("Location").and_then(|l| l.to_str().ok()).map(str::to_owned).ok_or_else(|| {
-                RegistryError::Status {
-                    what: what.clone(),
-                    host: self.reference.host.clone(),
-                    status: response.status().as_u16(),
-                    body: "no Location header".to_owned(),
-                }
-            })?;
-        let location = if location.starts_with('/') { format!("{}{location}", self.base) } else { location };
+        let location = match self.mount(blob)? {
+            Mount::Mounted => return Ok(Sent::Mounted),
+            Mount::Upload(location) => location,
+            Mount::NoSource => {
+                let start = format!("{}/v2/{repo}/blobs/uploads/", self.base);
+                let what = format!("starting the upload of {}", blob.digest);
+                let response = self.send(&what, &Method::POST, &start, |r| r.header("Content-Length", "0"))?;
+                self.location(&what, &response)?
+            }
+        };
         let sep = if location.contains('?') { '&' } else { '?' };
         let put = format!("{location}{sep}digest={}", blob.digest);
         let path = layout.blob_path(&blob.digest);
         let what = format!("uploading {}", blob.digest);
+        self.reporter.blob_started(blob);
         self.send(&what, &Method::PUT, &put, |r| {
             match File::open(&path) {
-                Ok(file) => r
-                    .header("Content-Type", "application/octet-stream")
-                    .header("Content-Length", blob.size.to_string())
-                    .body(reqwest::blocking::Body::sized(file, blob.size)),
+                Ok(file) => {
+                    let counted = Counted { inner: file, blob: blob.clone(), reporter: Arc::clone(&self.reporter) };
+                    r.header("Content-Type", "application/octet-stream")
+                        .header("Content-Length", blob.size.to_string())
+                        .body(reqwest::blocking::Body::sized(counted, blob.size))
+                }
                 // Sent empty: the registry refuses the digest, and the error names the blob.
                 Err(_) => r.body(Vec::new()),
             }
         })?;
-        Ok(true)
+        Ok(Sent::Uploaded)
+    }
+
+    /// Mounts `blob` from the first other repository of this registry known to hold it.
+    fn mount(&self, blob: &Descriptor) -> Result<Mount, RegistryError> {
+        let repo = &self.reference.repository;
+        let Some(from) = self.mount_sources.get(&blob.digest).and_then(|r| r.iter().find(|r| *r != repo)) else {
+            return Ok(Mount::NoSource);
+        };
+        let url = format!("{}/v2/{repo}/blobs/uploads/?mount={}&from={from}", self.base, blob.digest);
+        let what = format!("mounting {} from {from}", blob.digest);
+        let response = self.send(&what, &Method::POST, &url, |r| r.header("Content-Length", "0"))?;
+        if response.status() == StatusCode::CREATED {
+            return Ok(Mount::Mounted);
+        }
+        // 202: the registry did not mount, and started an ordinary upload instead.
+        Ok(Mount::Upload(self.location(&what, &response)?))
+    }
+
+    /// An upload's `Location`, absolute.
+    fn location(&self, what: &str, response: &Response) -> Result<String, RegistryError> {
+        let location =
+            response.headers().get("Location").and_then(|l| l.to_str().ok()).map(str::to_owned).ok_or_else(|| {
+                RegistryError::Status {
+                    what: what.to_owned(),
+                    host: self.reference.host.clone(),
+                    status: response.status().as_u16(),
+                    body: "no Location header".to_owned(),
+                    retry_after: None,
+                }
+            })?;
+        Ok(if location.starts_with('/') { format!("{}{location}", self.base) } else { location })
     }
 
     fn send(
@@ -245,7 +421,7 @@ impl Registry {
         url: &str,
         build: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<Response, RegistryError> {
-        let response = self.send_raw(method, url, &build, self.retry)?;
+        let response = self.send_raw(what, method, url, &build, self.retry)?;
         if response.status().is_success() {
             Ok(response)
         } else {
@@ -261,7 +437,7 @@ impl Registry {
         url: &str,
         build: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<StatusCode, RegistryError> {
-        let response = self.send_raw(method, url, &build, self.retry)?;
+        let response = self.send_raw(what, method, url, &build, self.retry)?;
         match response.status() {
             s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(s),
             _ => Err(self.status_error(what, response)),
@@ -270,40 +446,66 @@ impl Registry {
 
     fn status_error(&self, what: &str, response: Response) -> RegistryError {
         let status = response.status().as_u16();
+        // Seconds; an HTTP date is taken as no answer (the backoff applies).
+        let retry_after = response
+            .headers()
+            .get("Retry-After")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
         let body: String = response.text().unwrap_or_default().lines().next().unwrap_or("").chars().take(300).collect();
-        RegistryError::Status { what: what.to_owned(), host: self.reference.host.clone(), status, body }
+        RegistryError::Status { what: what.to_owned(), host: self.reference.host.clone(), status, body, retry_after }
     }
 
     /// Sends with the current credentials; on a 401 answers the challenge once and sends again.
+    /// Connection failures and 5xx, 429 and 408 answers are tried again (`retry`), after the
+    /// registry's `Retry-After` when it gives one.
     fn send_raw(
         &self,
+        what: &str,
         method: &Method,
         url: &str,
         build: &dyn Fn(RequestBuilder) -> RequestBuilder,
         retry: Retry,
     ) -> Result<Response, RegistryError> {
-        retry.run(
-            RegistryError::is_transient,
-            |_, _, _| {},
+        retry.run_waiting(
+            RegistryError::retry_wait,
+            |attempt, e, wait| self.reporter.retrying(what, attempt, &e.to_string(), wait),
             |_| {
-                let response = self.authorized(url, build(self.client.request(method.clone(), url)))?;
-                if response.status() != StatusCode::UNAUTHORIZED {
-                    return Ok(response);
+                let response = self.answered(method, url, build)?;
+                let status = response.status();
+                if status.is_server_error()
+                    || status == StatusCode::TOO_MANY_REQUESTS
+                    || status == StatusCode::REQUEST_TIMEOUT
+                {
+                    return Err(self.status_error(what, response));
                 }
-                let challenge =
-                    response.headers().get("WWW-Authenticate").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-                self.answer(&challenge)?;
-                let again = self.authorized(url, build(self.client.request(method.clone(), url)))?;
-                if again.status() == StatusCode::UNAUTHORIZED {
-                    return Err(RegistryError::Unauthorized {
-                        host: self.reference.host.clone(),
-                        challenge,
-                        sent: self.creds.is_some(),
-                    });
-                }
-                Ok(again)
+                Ok(response)
             },
         )
+    }
+
+    fn answered(
+        &self,
+        method: &Method,
+        url: &str,
+        build: &dyn Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Response, RegistryError> {
+        let response = self.authorized(url, build(self.client.request(method.clone(), url)))?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        let challenge =
+            response.headers().get("WWW-Authenticate").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        self.answer(&challenge)?;
+        let again = self.authorized(url, build(self.client.request(method.clone(), url)))?;
+        if again.status() == StatusCode::UNAUTHORIZED {
+            return Err(RegistryError::Unauthorized {
+                host: self.reference.host.clone(),
+                challenge,
+                sent: self.creds.is_some(),
+            });
+        }
+        Ok(again)
     }
 
     /// Sends `request` for `url` with the token or the credentials, but only to the registry itself:
@@ -363,15 +565,39 @@ impl Registry {
     }
 }
 
-/// The credentials for `host` in a docker/skopeo auth file (`{"auths": {"HOST": {"auth": base64(user:pass)}}}`).
-pub fn credentials_from_auth_file(text: &str, host: &str) -> Option<(String, String)> {
-    let doc: serde_json::Value = serde_json::from_str(text).ok()?;
-    let auths = doc.get("auths")?.as_object()?;
-    let entry = auths.get(host).or_else(|| auths.get(&format!("https://{host}")))?;
-    let auth = entry.get("auth")?.as_str()?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(auth).ok()?;
-    let (user, pass) = String::from_utf8(decoded).ok()?.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned()))?;
-    Some((user, pass))
+/// The credentials for `host` in a docker/skopeo auth file (`{"auths": {"HOST": {"auth":
+/// base64("USER:PASSWORD")}}}`, keys also as `https://HOST` or `https://HOST/v1/`; `username` and
+/// `password` fields are taken too). `None` when the file has no entry for `host`; an error names
+/// what is wrong with a file that is not such a document (`file` names it).
+pub fn credentials_from_auth_file(
+    text: &str,
+    host: &str,
+    file: &str,
+) -> Result<Option<(String, String)>, RegistryError> {
+    let bad = |why: &str| RegistryError::AuthFile { file: file.to_owned(), why: why.to_owned() };
+    let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(&format!("not JSON: {e}")))?;
+    let Some(auths) = doc.get("auths") else { return Ok(None) };
+    let auths = auths.as_object().ok_or_else(|| bad("\"auths\" is not an object"))?;
+    let key_host = |k: &str| {
+        let k = k.strip_prefix("https://").or_else(|| k.strip_prefix("http://")).unwrap_or(k);
+        k.split('/').next().unwrap_or(k).to_owned()
+    };
+    let Some((_, entry)) = auths.iter().find(|(k, _)| key_host(k) == host) else { return Ok(None) };
+    let field = |name: &str| entry.get(name).and_then(serde_json::Value::as_str).filter(|v| !v.is_empty());
+    if let Some(auth) = field("auth") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(auth.trim())
+            .map_err(|_| bad(&format!("the \"auth\" of {host} is not base64")))?;
+        let text = String::from_utf8(decoded).map_err(|_| bad(&format!("the \"auth\" of {host} is not UTF-8")))?;
+        let (user, pass) = text
+            .split_once(':')
+            .ok_or_else(|| bad(&format!("the \"auth\" of {host} is not base64 of USER:PASSWORD")))?;
+        return Ok(Some((user.to_owned(), pass.to_owned())));
+    }
+    match (field("username"), field("password")) {
+        (Some(user), Some(pass)) => Ok(Some((user.to_owned(), pass.to_owned()))),
+        _ => Ok(None),
+    }
 }
 
 #[cfg(test)]
@@ -394,11 +620,20 @@ mod tests {
         {
             assert!(Reference::parse(bad).is_err(), "{bad}");
         }
-        let file = r#"{"auths":{"registry.heroku.com":{"auth":"XzpzZWNyZXQ="}}}"#;
+        let file = r#"{"auths":{"registry.heroku.com":{"auth":"XzpzZWNyZXQ="},"https://other.io/v1/":{"username":"u","password":"p"}}}"#;
         assert_eq!(
-            credentials_from_auth_file(file, "registry.heroku.com"),
+            credentials_from_auth_file(file, "registry.heroku.com", "f").unwrap(),
             Some(("_".to_owned(), "secret".to_owned()))
         );
-        assert_eq!(credentials_from_auth_file(file, "other.io"), None);
+        assert_eq!(credentials_from_auth_file(file, "other.io", "f").unwrap(), Some(("u".to_owned(), "p".to_owned())));
+        assert_eq!(credentials_from_auth_file(file, "third.io", "f").unwrap(), None);
+        for bad in [
+            "{",
+            r#"{"auths":[]}"#,
+            r#"{"auths":{"h.io":{"auth":"!!"}}}"#,
+            r#"{"auths":{"h.io":{"auth":"bm9jb2xvbg=="}}}"#,
+        ] {
+            assert!(credentials_from_auth_file(bad, "h.io", "f").is_err(), "{bad}");
+        }
     }
 }

@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::PathBuf;
 
+use narwhal_formats::export::{CheckOnly, ExportReader, ExportedPath};
 use narwhal_formats::hash::{Hash, Hasher};
 use narwhal_formats::narinfo::NarInfo;
-use narwhal_formats::store_path::StorePath;
+use narwhal_formats::store_path::{StoreDir, StorePath};
 use narwhal_store::{BinaryCache, Compression};
 
 use crate::{Error, PathEntry};
@@ -59,6 +60,68 @@ impl NarSource for CacheSource<'_> {
         let decoded =
             compression.decoder(raw).map_err(|source| Error::Layer { path: entry.path.to_string(), source })?;
         Ok(Box::new(Verifying::new(decoded, entry)))
+    }
+}
+
+/// The paths of a `nix-store --export` stream. The stream is read once, in order, so each NAR
+/// is spooled to a file of its own (in a temporary directory, removed on drop) as the export's
+/// strict parser reads it, with its NarHash and NarSize computed on the way; layers then read the
+/// spooled NARs, checked against those hashes again. An export has no signatures: its trust is
+/// whoever wrote it (hence `--no-verify`), and its closure is checked by the caller.
+pub struct ExportSource {
+    /// Holds the spooled NARs; removed with the source.
+    _dir: narwhal_formats::temp::TempDir,
+    nars: BTreeMap<StorePath, PathBuf>,
+}
+
+impl ExportSource {
+    /// Reads the export `input` (named `what` in messages) to its end; returns the source and
+    /// every path of the stream in its order (a path repeated with the same NAR once).
+    pub fn read(input: &mut dyn Read, what: &str, store_dir: &StoreDir) -> Result<(Self, Vec<ExportedPath>), Error> {
+        let dir = narwhal_formats::temp::dir_in(&std::env::temp_dir(), "narwhal-export").map_err(|source| Error::Io {
+            what: "cannot create a temporary directory in",
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        let mut reader = ExportReader::new(io::BufReader::with_capacity(256 * 1024, input), store_dir.clone());
+        let mut nars = BTreeMap::new();
+        let mut paths: Vec<ExportedPath> = Vec::new();
+        for index in 0.. {
+            let file = dir.path().join(format!("{index}.nar"));
+            let export_err = |source| Error::Export { what: what.to_owned(), source };
+            let io_err = |source| Error::Io { what: "cannot spool the export to", path: file.clone(), source };
+            let mut out = io::BufWriter::new(std::fs::File::create(&file).map_err(io_err)?);
+            let Some(exported) = reader.next_path_copying(&mut CheckOnly, &mut out).map_err(export_err)? else {
+                let _ = std::fs::remove_file(&file);
+                break;
+            };
+            std::io::Write::flush(&mut out).map_err(io_err)?;
+            if let Some(earlier) = paths.iter().find(|p| p.path == exported.path) {
+                if earlier.nar_hash != exported.nar_hash {
+                    return Err(Error::ExportConflict {
+                        what: what.to_owned(),
+                        path: store_dir.display(&exported.path).to_string(),
+                    });
+                }
+                let _ = std::fs::remove_file(&file);
+                continue;
+            }
+            nars.insert(exported.path.clone(), file);
+            paths.push(exported);
+        }
+        Ok((Self { _dir: dir, nars }, paths))
+    }
+}
+
+impl NarSource for ExportSource {
+    fn open(&self, entry: &PathEntry) -> Result<Box<dyn Read + Send + '_>, Error> {
+        let file = self.nars.get(&entry.path).ok_or_else(|| Error::NoSource { path: entry.path.to_string() })?;
+        let f = std::fs::File::open(file).map_err(|source| Error::Io {
+            what: "cannot read the spooled NAR",
+            path: file.clone(),
+            source,
+        })?;
+        Ok(Box::new(Verifying::new(io::BufReader::with_capacity(256 * 1024, f), entry)))
     }
 }
 

@@ -15,6 +15,20 @@ pub struct Retry {
     pub initial_backoff: Duration,
 }
 
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The error will not go away: stop.
+    Lasting,
+    /// Try again after the backoff.
+    Backoff,
+    /// Try again after this wait (a server's `Retry-After`, at most [`MAX_WAIT`]).
+    After(Duration),
+}
+
+/// The longest wait a server may ask for (`Retry-After`) before a retry.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
 impl Retry {
     /// Runs `attempt` (given its number, from 1) until it succeeds, fails with an error that
     /// `transient` says will not go away, or the attempts are used up. Before each retry,
@@ -22,6 +36,17 @@ impl Retry {
     pub fn run<T, E>(
         self,
         transient: impl Fn(&E) -> bool,
+        retrying: impl FnMut(u32, &E, Duration),
+        attempt: impl FnMut(u32) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.run_waiting(|e| if transient(e) { Verdict::Backoff } else { Verdict::Lasting }, retrying, attempt)
+    }
+
+    /// [`Self::run`], where `verdict` may also say how long to wait before the next try (a
+    /// server's `Retry-After`) instead of the backoff. The backoff doubles either way.
+    pub fn run_waiting<T, E>(
+        self,
+        verdict: impl Fn(&E) -> Verdict,
         mut retrying: impl FnMut(u32, &E, Duration),
         mut attempt: impl FnMut(u32) -> Result<T, E>,
     ) -> Result<T, E> {
@@ -30,9 +55,14 @@ impl Retry {
         loop {
             n += 1;
             match attempt(n) {
-                Err(e) if transient(&e) && n < self.attempts => {
-                    retrying(n + 1, &e, delay);
-                    std::thread::sleep(delay);
+                Err(e) if n < self.attempts => {
+                    let wait = match verdict(&e) {
+                        Verdict::Lasting => return Err(e),
+                        Verdict::Backoff => delay,
+                        Verdict::After(asked) => asked.min(MAX_WAIT),
+                    };
+                    retrying(n + 1, &e, wait);
+                    std::thread::sleep(wait);
                     delay = delay.saturating_mul(2);
                 }
                 other => return other,
@@ -63,5 +93,19 @@ mod tests {
         );
         assert_eq!((r, calls), (Err(10), 1), "a lasting error is not retried");
         assert_eq!(policy.run(|_: &u32| true, |_, _, _| {}, |n| if n == 2 { Ok(n) } else { Err(n) }), Ok(2));
+    }
+
+    #[test]
+    fn a_wait_the_server_asks_for_replaces_the_backoff() {
+        let policy = Retry { attempts: 3, initial_backoff: Duration::from_millis(1) };
+        let mut told = Vec::new();
+        let asked = |e: &u32| match e {
+            1 => Verdict::After(Duration::from_millis(5)),
+            2 => Verdict::Backoff,
+            _ => Verdict::Lasting,
+        };
+        let r: Result<(), u32> = policy.run_waiting(asked, |n, _, d| told.push((n, d)), Err);
+        assert_eq!(r, Err(3));
+        assert_eq!(told, vec![(2, Duration::from_millis(5)), (3, Duration::from_millis(2))]);
     }
 }

@@ -101,3 +101,57 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
+
+/// A loopback proxy in front of `upstream` (a registry) whose first `faults` connections get
+/// `status` with `Retry-After: 1` and are closed, instead of being passed on: a registry that is
+/// briefly overloaded. Every later connection is passed through as it is.
+pub struct Flaky {
+    pub addr: SocketAddr,
+}
+
+impl Flaky {
+    pub fn start(upstream: SocketAddr, faults: usize, status: u16) -> Self {
+        use std::io::{Read as _, Write as _};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut left = faults;
+            for conn in listener.incoming() {
+                let Ok(mut client) = conn else { continue };
+                if left > 0 {
+                    left -= 1;
+                    // The request head, then the answer; the connection is closed.
+                    let _ = client.set_read_timeout(Some(Duration::from_secs(5)));
+                    let (mut head, mut buf) = (Vec::new(), [0u8; 4096]);
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+                        match client.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = write!(
+                        client,
+                        "HTTP/1.1 {status} Busy\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(upstream) else { continue };
+                let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone()) else { continue };
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2, &mut s2);
+                    let _ = s2.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let (mut client, mut server) = (client, server);
+                    let _ = std::io::copy(&mut server, &mut client);
+                    let _ = client.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        Self { addr }
+    }
+
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+}

@@ -171,15 +171,20 @@ pub struct DestArgs {
     pub level: Option<u32>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
+#[allow(clippy::struct_excessive_bools)] // independent switches
 pub struct ImageArgs {
     /// Store paths to put in the image with their closures; the first is the root of --entrypoint.
-    #[arg(required = true)]
+    /// With --from-export they may be left out: the export's last path is the root.
+    #[arg(required_unless_present = "from_export")]
     pub roots: Vec<String>,
-    /// Where the image goes: `oci:DIR[:TAG]` (an OCI image layout; created, or a tag added to it) or
-    /// `docker://HOST/REPO[:TAG]` (a registry: blobs it lacks, then the manifest).
+    /// Where the image goes: `oci:DIR[:TAG]` (an OCI image layout; created, or a tag added to it),
+    /// `oci-archive:FILE[:TAG]` (that layout in a tar), `docker-archive:FILE[:[NAME:]TAG]` (what
+    /// `docker load` reads; uncompressed layers) or `docker://HOST/REPO[:TAG]` (a registry: blobs
+    /// it lacks, then the manifest).
+    /// Required here or as `to` in narwhal.toml's `[image]` table.
     #[arg(long)]
-    pub to: String,
+    pub to: Option<String>,
     /// Registry credentials, `USER:PASSWORD` (else $NARWHAL_REGISTRY_CREDS, else the registry's entry in
     /// $REGISTRY_AUTH_FILE or ~/.docker/config.json).
     #[arg(long, env = "NARWHAL_REGISTRY_CREDS", hide_env_values = true)]
@@ -196,6 +201,20 @@ pub struct ImageArgs {
     /// Accept paths from --from caches without a valid signature (NAR hashes are still checked).
     #[arg(long)]
     pub no_verify: bool,
+    /// Read the closure from a `nix-store --export` stream (a file, or `-` for standard input)
+    /// instead of caches or the local store. Exports carry no signatures, so this needs --no-verify.
+    #[arg(long, value_name = "FILE|-", conflicts_with = "from")]
+    pub from_export: Option<String>,
+    /// The image this one replaces (`oci:DIR[:TAG]` or `docker://HOST/REPO[:TAG]`): its layers that
+    /// still hold only paths of this closure are kept as they were, so they keep their digests.
+    /// Default: the image the destination's tag names now, when there is one.
+    #[arg(long, value_name = "IMAGE")]
+    pub previous: Option<String>,
+    /// A base image whose layers go first, for a shell or CA certificates from elsewhere
+    /// (`oci:DIR[:TAG]` or `docker://HOST/REPO[:TAG]`). Its Env (PATH after the roots' bin),
+    /// ports and labels are kept; its Entrypoint, Cmd and WorkingDir when this image sets none.
+    #[arg(long, value_name = "IMAGE")]
+    pub base: Option<String>,
     /// The program to run: relative to the first root (`bin/server`) or an absolute path in the closure.
     #[arg(long)]
     pub entrypoint: Option<String>,
@@ -205,9 +224,10 @@ pub struct ImageArgs {
     /// An environment variable, `NAME=VALUE`; repeat for several. PATH starts with the roots' bin.
     #[arg(long)]
     pub env: Vec<String>,
-    /// The user the image runs as (non-root by default, as Heroku and most platforms run images).
-    #[arg(long, default_value = "65534:65534")]
-    pub user: String,
+    /// The user the image runs as (non-root by default, as Heroku and most platforms run images)
+    /// [default: 65534:65534].
+    #[arg(long)]
+    pub user: Option<String>,
     /// The working directory.
     #[arg(long)]
     pub workdir: Option<String>,
@@ -217,18 +237,19 @@ pub struct ImageArgs {
     /// A port the image listens on, `PORT[/tcp|/udp]`; repeat for several.
     #[arg(long)]
     pub port: Vec<String>,
-    /// The most layers (overlay mounts stop near 127).
-    #[arg(long, default_value_t = narwhal_image::DEFAULT_MAX_LAYERS, value_parser = counted(1, narwhal_image::MAX_LAYERS as u64))]
-    pub max_layers: usize,
-    /// Layer compression (gzip is what every registry and client takes).
-    #[arg(long, value_parser = ["gzip", "zstd", "none"], default_value = "gzip")]
-    pub compression: String,
-    /// Manifest format: `oci`, or `v2s2` (Docker's schema 2, which Heroku's registry requires).
-    #[arg(long, value_parser = ["oci", "v2s2"], default_value = "oci")]
-    pub format: String,
-    /// The image's architecture (GOARCH names: amd64, arm64, …).
-    #[arg(long, default_value = "amd64")]
-    pub arch: String,
+    /// The most layers, 1 to 125 (overlay mounts stop near 127) [default: 70].
+    #[arg(long, value_parser = counted(1, narwhal_image::MAX_LAYERS as u64))]
+    pub max_layers: Option<usize>,
+    /// Layer compression (gzip is what every registry and client takes) [default: gzip].
+    #[arg(long, value_parser = ["gzip", "zstd", "none"])]
+    pub compression: Option<String>,
+    /// Manifest format: `oci`, or `v2s2` (Docker's schema 2, which Heroku's registry requires)
+    /// [default: oci].
+    #[arg(long, value_parser = ["oci", "v2s2"])]
+    pub format: Option<String>,
+    /// The image's architecture (GOARCH names: amd64, arm64, …) [default: amd64].
+    #[arg(long)]
+    pub arch: Option<String>,
     /// The source revision, as the `org.opencontainers.image.revision` label.
     #[arg(long)]
     pub rev: Option<String>,
@@ -244,6 +265,17 @@ pub struct ImageArgs {
     /// The Nix database to read (read-only), without --from.
     #[arg(long, default_value = narwhal_push::DEFAULT_DB)]
     pub store_db: PathBuf,
+    /// Print one JSON object on stdout (the manifest digest, each layer and what was sent) instead
+    /// of the digest alone.
+    #[arg(long)]
+    pub json: bool,
+    /// The narwhal.toml whose `[image]` table gives defaults for these flags [default:
+    /// ./narwhal.toml when there is one].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Plain lines instead of progress bars on a terminal.
+    #[arg(long, env = "NARWHAL_NO_PROGRESS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_progress: bool,
 }
 
 #[derive(Debug, Args)]
