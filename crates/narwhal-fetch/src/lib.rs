@@ -20,6 +20,7 @@ mod pipe;
 mod report;
 mod roots;
 mod substituters;
+pub mod verify;
 
 pub use closure::{walk_closure, ClosurePath};
 pub use error::{Error, Failure, Why};

@@ -1,6 +1,7 @@
 //! One module per command; each turns parsed arguments into library calls.
 
 mod fetch;
+mod gc;
 mod hash;
 mod image;
 mod key;
@@ -9,6 +10,7 @@ mod narinfo;
 mod push;
 mod serve;
 mod slug;
+mod verify;
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -37,6 +39,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export { paths, output } => push::export(&paths, output.as_deref()),
         Command::Import { file, dest } => push::import(&file, &dest),
         Command::Serve(args) => serve::run(args),
+        Command::Gc(args) => gc::run(&args),
+        Command::Verify(args) => verify::run(&args),
         Command::Image(args) => image::run(&args),
         Command::Buildpack(BuildpackCommand::Detect { build_dir }) => {
             if crate::buildpack::heroku::detect(&build_dir) {

@@ -9,6 +9,7 @@ mod buildpack;
 mod export;
 mod fetch;
 mod fetch_export;
+mod gc;
 mod hardening;
 mod hash;
 mod image;
@@ -20,6 +21,7 @@ mod narinfo;
 mod push;
 mod push_http;
 mod serve;
+mod verify;
 
 use std::path::Path;
 use std::process::{Command, Output};
