@@ -42,15 +42,17 @@ pub fn verify_tree(dest: &Path, jobs: usize) -> Result<(usize, Vec<(String, Tree
         }
         Ok(match nar::dump_to_hash(&path, Algorithm::Sha256) {
             Ok((hash, _)) if hash.to_string() == **expected => None,
-            Ok((hash, _)) => {
-                Some(((*name).clone(), TreeProblem::Changed { expected: (*expected).clone(), actual: hash.to_string() }))
-            }
+            Ok((hash, _)) => Some((
+                (*name).clone(),
+                TreeProblem::Changed { expected: (*expected).clone(), actual: hash.to_string() },
+            )),
             Err(e) => Some(((*name).clone(), TreeProblem::Unreadable(e.to_string()))),
         })
     })?;
     let mut problems: Vec<(String, TreeProblem)> = checked.into_iter().flatten().collect();
     let listed = |name: &str| manifest.paths.contains_key(name);
-    let on_disk = fs::read_dir(dest).map_err(|source| Error::Io { what: "cannot read", path: dest.to_owned(), source })?;
+    let on_disk =
+        fs::read_dir(dest).map_err(|source| Error::Io { what: "cannot read", path: dest.to_owned(), source })?;
     for entry in on_disk.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         // Only names shaped like store paths: a CNB workspace keeps the app's own files beside them.

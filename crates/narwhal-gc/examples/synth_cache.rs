@@ -34,7 +34,8 @@ fn main() {
         let file_hash = Hash::of(Algorithm::Sha256, &nar);
         let url = keys::nar(&file_hash, "");
         cache.put(&url, &nar, keys::NAR_TYPE)?;
-        let mut info = NarInfo::new(store_dir.clone(), path(i), url, Hash::of(Algorithm::Sha256, &nar), nar.len() as u64);
+        let mut info =
+            NarInfo::new(store_dir.clone(), path(i), url, Hash::of(Algorithm::Sha256, &nar), nar.len() as u64);
         info.compression = Some("none".to_owned());
         info.file_hash = Some(file_hash);
         info.file_size = Some(nar.len() as u64);

@@ -20,9 +20,10 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         "w" => 604_800,
         _ => return Err(bad()),
     };
-    let total = n.checked_mul(seconds).filter(|s| *s <= 100 * 365 * 86_400).ok_or_else(|| {
-        format!("{text:?} is longer than a hundred years")
-    })?;
+    let total = n
+        .checked_mul(seconds)
+        .filter(|s| *s <= 100 * 365 * 86_400)
+        .ok_or_else(|| format!("{text:?} is longer than a hundred years"))?;
     Ok(Duration::from_secs(total))
 }
 

@@ -14,9 +14,9 @@ use narwhal_store::{keys, parallel, CacheWriter};
 use crate::duration::millis;
 use crate::error::Error;
 use crate::lease::Lease;
-use narwhal_store::gc_window::hostname;
 use crate::scan::{hash_str, Scan, NONE};
 use crate::{now_ms, GcReporter};
+use narwhal_store::gc_window::hostname;
 
 /// Which part of a collection to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,7 +180,12 @@ pub fn gc(cache: &dyn CacheWriter, opts: &GcOptions<'_>) -> Result<Summary, Erro
     Ok(summary)
 }
 
-fn run(cache: &dyn CacheWriter, opts: &GcOptions<'_>, summary: &mut Summary, mut lease: Option<&mut Lease<'_>>) -> Result<(), Error> {
+fn run(
+    cache: &dyn CacheWriter,
+    opts: &GcOptions<'_>,
+    summary: &mut Summary,
+    mut lease: Option<&mut Lease<'_>>,
+) -> Result<(), Error> {
     let index = opts.index_dir.as_ref().map(|d| crate::scan::index_path(d, cache.url()));
     let grace = millis(opts.grace);
     if opts.phase != Phase::Two {
@@ -520,7 +525,8 @@ fn sweep(
     opts: &GcOptions<'_>,
     lease: &mut Option<&mut Lease<'_>>,
 ) -> Result<(), Error> {
-    let total = plan.waves.iter().map(Vec::len).sum::<usize>() + plan.listings.len() + plan.logs.len() + plan.nars.len();
+    let total =
+        plan.waves.iter().map(Vec::len).sum::<usize>() + plan.listings.len() + plan.logs.len() + plan.nars.len();
     opts.reporter.stage("deleting");
     opts.reporter.deleting(total);
     let delete = |key: &String| {

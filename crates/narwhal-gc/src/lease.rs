@@ -41,7 +41,8 @@ impl<'a> Lease<'a> {
         let now = now_ms();
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let token = format!("{:x}-{now:x}-{nanos:x}", std::process::id());
-        let body = Body { host: hostname(), pid: std::process::id(), token, acquired_ms: now, expires_ms: now + ttl_ms };
+        let body =
+            Body { host: hostname(), pid: std::process::id(), token, acquired_ms: now, expires_ms: now + ttl_ms };
         let data = serde_json::to_vec(&body).unwrap_or_default();
         let created = cache.put_new(keys::GC_LEASE, &data, keys::JSON_TYPE)?;
         if !created {
@@ -105,7 +106,10 @@ impl<'a> Lease<'a> {
 }
 
 fn refused(cache: &dyn CacheWriter, current: Option<Body>) -> Error {
-    let (owner, until) = current.map_or_else(|| ("an unknown holder".to_owned(), "unknown".to_owned()), |b| (b.owner(), format_ms(b.expires_ms)));
+    let (owner, until) = current.map_or_else(
+        || ("an unknown holder".to_owned(), "unknown".to_owned()),
+        |b| (b.owner(), format_ms(b.expires_ms)),
+    );
     Error::Leased { cache: cache.url().to_owned(), owner, until }
 }
 

@@ -298,9 +298,19 @@ impl Scan {
     fn classify(&mut self, o: Listed, narinfos: &mut Vec<ListedNarinfo>) {
         let key = o.key.as_str();
         if let Some(h) = key.strip_suffix(".narinfo").and_then(hash_part) {
-            narinfos.push(ListedNarinfo { hash: h, etag_fp: etag_fingerprint(&o), size: o.size, modified_ms: o.modified_ms });
+            narinfos.push(ListedNarinfo {
+                hash: h,
+                etag_fp: etag_fingerprint(&o),
+                size: o.size,
+                modified_ms: o.modified_ms,
+            });
         } else if key.starts_with("nar/") {
-            self.nars.push(Nar { key: o.key.into_boxed_str(), present: true, size: o.size, modified_ms: o.modified_ms });
+            self.nars.push(Nar {
+                key: o.key.into_boxed_str(),
+                present: true,
+                size: o.size,
+                modified_ms: o.modified_ms,
+            });
         } else if let Some(h) = key.strip_suffix(".ls").and_then(hash_part) {
             self.listings.insert(h);
         } else if let Some(name) = key.strip_prefix("log/") {

@@ -150,21 +150,27 @@ fn check_one(
     opts: &VerifyOptions<'_>,
 ) -> Result<Vec<Finding>, Error> {
     let key = keys::narinfo_of_hash(hash);
-    let finding = |problem, path: &str, detail: String| Finding { problem, path: path.to_owned(), detail, repaired: false };
+    let finding =
+        |problem, path: &str, detail: String| Finding { problem, path: path.to_owned(), detail, repaired: false };
     let Some(bytes) = cache.get(&key)? else {
         // Listed, then deleted meanwhile: nothing to check.
         return Ok(if given { vec![finding(Problem::NoNarinfo, hash, key)] } else { Vec::new() });
     };
-    let info = match std::str::from_utf8(&bytes).map_err(|e| e.to_string()).and_then(|t| {
-        NarInfo::parse(t, store_dir).map_err(|e| e.to_string())
-    }) {
+    let info = match std::str::from_utf8(&bytes)
+        .map_err(|e| e.to_string())
+        .and_then(|t| NarInfo::parse(t, store_dir).map_err(|e| e.to_string()))
+    {
         Ok(info) => info,
         Err(why) => return Ok(vec![finding(Problem::Unreadable, &key, why)]),
     };
     let path = store_dir.display(&info.path).to_string();
     let mut out = Vec::new();
     if !opts.trusted.is_empty() && info.valid_signers(&opts.trusted).is_empty() {
-        let detail = if info.sigs.is_empty() { "unsigned".to_owned() } else { format!("{} signature(s), none valid", info.sigs.len()) };
+        let detail = if info.sigs.is_empty() {
+            "unsigned".to_owned()
+        } else {
+            format!("{} signature(s), none valid", info.sigs.len())
+        };
         out.push(finding(Problem::BadSignature, &path, detail));
     }
     for r in info.references().iter().filter(|r| **r != info.path) {
@@ -203,7 +209,12 @@ fn check_nar(cache: &dyn BinaryCache, info: &NarInfo, contents: bool) -> Result<
 
 /// Fetches the NAR of `info` from `from` (under its URL there, else under the URL `from`'s own
 /// narinfo names), checks all four fields against `info`, and stores it under `info.url`.
-fn repair(cache: &dyn CacheWriter, from: &dyn BinaryCache, info: &NarInfo, opts: &VerifyOptions<'_>) -> Result<bool, Error> {
+fn repair(
+    cache: &dyn CacheWriter,
+    from: &dyn BinaryCache,
+    info: &NarInfo,
+    opts: &VerifyOptions<'_>,
+) -> Result<bool, Error> {
     let mut urls = vec![info.url.clone()];
     if let Some(bytes) = from.get(&keys::narinfo(&info.path))? {
         if let Ok(theirs) = NarInfo::parse(&String::from_utf8_lossy(&bytes), &info.store_dir) {

@@ -67,7 +67,10 @@ pub trait CacheWriter: BinaryCache {
     /// progress are left out. Returns the number of requests made.
     fn list_objects(&self, prefix: &str, each: &mut dyn FnMut(Listed)) -> Result<u64, StoreError> {
         let _ = (prefix, each);
-        Err(StoreError::new(self.url(), StoreErrorKind::Unsupported("this cache cannot be listed with modification times")))
+        Err(StoreError::new(
+            self.url(),
+            StoreErrorKind::Unsupported("this cache cannot be listed with modification times"),
+        ))
     }
 
     /// Stores `data` as `key` only if `key` does not exist (a conditional PUT, `If-None-Match: *`,

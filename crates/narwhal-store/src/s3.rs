@@ -735,8 +735,11 @@ impl CacheWriter for S3Cache {
     fn replace_if(&self, key: &str, data: &[u8], content_type: &str, etag: &str) -> Result<bool, StoreError> {
         let path = self.path(key)?;
         let version = UpdateVersion { e_tag: Some(etag.to_owned()), version: None };
-        let options =
-            PutOptions { mode: PutMode::Update(version), attributes: attributes(content_type), ..PutOptions::default() };
+        let options = PutOptions {
+            mode: PutMode::Update(version),
+            attributes: attributes(content_type),
+            ..PutOptions::default()
+        };
         match self.block_on(self.store.put_opts(&path, PutPayload::from(data.to_vec()), options)) {
             Ok(_) => Ok(true),
             Err(object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. }) => Ok(false),
@@ -759,7 +762,8 @@ impl CacheWriter for S3Cache {
             let page = parse_uploads(&body);
             for upload in &page.uploads {
                 if upload.initiated_ms < before_ms {
-                    let path = Path::parse(&upload.key).map_err(|_| StoreError::new(self.key_url(&upload.key), StoreErrorKind::InvalidKey))?;
+                    let path = Path::parse(&upload.key)
+                        .map_err(|_| StoreError::new(self.key_url(&upload.key), StoreErrorKind::InvalidKey))?;
                     let query = vec![("uploadId".to_owned(), upload.id.clone())];
                     self.signed_request(reqwest::Method::DELETE, &path, query, &upload.key)?;
                     aborted.push(upload.key.strip_prefix(strip.as_str()).unwrap_or(&upload.key).to_owned());

@@ -111,9 +111,16 @@ pub fn run(args: &GcArgs) -> anyhow::Result<()> {
 fn print_summary(s: &Summary) -> anyhow::Result<()> {
     let mut out = stdout();
     let verb = if s.dry_run { "would delete" } else { "deleted" };
-    for key in [&s.deleted.pins, &s.deleted.narinfos, &s.deleted.listings, &s.deleted.logs, &s.deleted.nars, &s.deleted.uploads]
-        .into_iter()
-        .flatten()
+    for key in [
+        &s.deleted.pins,
+        &s.deleted.narinfos,
+        &s.deleted.listings,
+        &s.deleted.logs,
+        &s.deleted.nars,
+        &s.deleted.uploads,
+    ]
+    .into_iter()
+    .flatten()
     {
         writeln!(out, "{verb} {key}")?;
     }

@@ -54,7 +54,11 @@ fn verify_cache(cache: &str, args: &VerifyArgs) -> anyhow::Result<()> {
     print_report(&report, args.json)?;
     if report.failed() {
         let wrong = report.findings.iter().filter(|f| !f.repaired).count();
-        return Err(VerificationFailed(format!("{wrong} problem(s) in {} ({} paths checked)", report.cache, report.checked)).into());
+        return Err(VerificationFailed(format!(
+            "{wrong} problem(s) in {} ({} paths checked)",
+            report.cache, report.checked
+        ))
+        .into());
     }
     Ok(())
 }
@@ -98,7 +102,10 @@ fn verify_dir(dir: &Path, args: &VerifyArgs) -> anyhow::Result<()> {
                 serde_json::json!({ "path": name, "problem": problem, "detail": detail })
             })
             .collect();
-        serde_json::to_writer_pretty(&mut out, &serde_json::json!({ "dir": root, "checked": checked, "problems": list }))?;
+        serde_json::to_writer_pretty(
+            &mut out,
+            &serde_json::json!({ "dir": root, "checked": checked, "problems": list }),
+        )?;
         writeln!(out)?;
     } else {
         for (name, p) in &problems {
@@ -108,7 +115,12 @@ fn verify_dir(dir: &Path, args: &VerifyArgs) -> anyhow::Result<()> {
     }
     out.flush()?;
     if !problems.is_empty() {
-        return Err(VerificationFailed(format!("{} of {checked} paths in {} do not match the manifest", problems.len(), root.display())).into());
+        return Err(VerificationFailed(format!(
+            "{} of {checked} paths in {} do not match the manifest",
+            problems.len(),
+            root.display()
+        ))
+        .into());
     }
     let _ = writeln!(std::io::stderr().lock(), "{}: {checked} paths match the manifest", root.display());
     Ok(())
@@ -117,7 +129,9 @@ fn verify_dir(dir: &Path, args: &VerifyArgs) -> anyhow::Result<()> {
 fn describe(p: &TreeProblem) -> (&'static str, String) {
     match p {
         TreeProblem::Missing => ("missing", String::new()),
-        TreeProblem::Changed { expected, actual } => ("changed", format!("(NAR hash {actual}, the manifest says {expected})")),
+        TreeProblem::Changed { expected, actual } => {
+            ("changed", format!("(NAR hash {actual}, the manifest says {expected})"))
+        }
         TreeProblem::Unreadable(why) => ("unreadable", why.clone()),
         TreeProblem::Unlisted => ("not in the manifest", String::new()),
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use narwhal_formats::narinfo::NarInfo;
 use narwhal_formats::store_path::StoreDir;
-use narwhal_store::{BinaryCache as _, CacheWriter};
+use narwhal_store::CacheWriter;
 use narwhal_testkit::garage::Garage;
 use narwhal_testkit::{closure, file_url, gc_fixture, nix_copy_from, tempdir};
 
@@ -57,7 +57,9 @@ impl TestCache {
     pub fn open(&self) -> Box<dyn CacheWriter> {
         let url = narwhal_store::CacheUrl::parse(&self.url).unwrap();
         match &url.location {
-            narwhal_store::Location::File(dir) => Box::new(narwhal_store::file::FileCache::new(dir.clone(), self.url.clone())),
+            narwhal_store::Location::File(dir) => {
+                Box::new(narwhal_store::file::FileCache::new(dir.clone(), self.url.clone()))
+            }
             _ => {
                 let env = self.env.clone();
                 let config = narwhal_store::s3::S3Config::from_url_and_env(&url, |k| {
@@ -72,10 +74,11 @@ impl TestCache {
     /// Every key of the cache.
     pub fn keys(&self) -> BTreeSet<String> {
         let mut keys = BTreeSet::new();
-        self.open().list_objects("", &mut |o| {
-            keys.insert(o.key);
-        })
-        .unwrap();
+        self.open()
+            .list_objects("", &mut |o| {
+                keys.insert(o.key);
+            })
+            .unwrap();
         keys
     }
 
@@ -203,7 +206,10 @@ fn collects_what_no_pin_needs(cache: &TestCache) {
     let pins = dry["pins"].as_array().unwrap();
     let web = pins.iter().find(|p| p["key"] == "pins/web").unwrap();
     assert_eq!(web["paths"].as_u64().unwrap(), closure(&a).len() as u64, "{dry}");
-    assert_eq!(cache.keys().iter().filter(|k| k.starts_with("gc/")).cloned().collect::<Vec<_>>(), vec!["gc/orphans.json"]);
+    assert_eq!(
+        cache.keys().iter().filter(|k| k.starts_with("gc/")).cloned().collect::<Vec<_>>(),
+        vec!["gc/orphans.json"]
+    );
 
     // Real Nix, signatures required, substitutes every kept root.
     cache.nix_copy(&a, &tmp.path().join("nix-a"), &public);
@@ -280,10 +286,10 @@ fn pushes_during_both_phases(cache: &TestCache) {
     let (stop, read) = reader(cache);
     let log = tmp.path().join("gc.log");
     let mut gc = spawn(
-        cache.narwhal().args(["gc", "--in", &cache.url, "--no-index", "--keep-since", "0s", "--grace", "2s"]).args([
-            "--nar-delay",
-            "0s",
-        ]),
+        cache
+            .narwhal()
+            .args(["gc", "--in", &cache.url, "--no-index", "--keep-since", "0s", "--grace", "2s"])
+            .args(["--nar-delay", "0s"]),
         &log,
     );
     let store = cache.open();
@@ -291,7 +297,10 @@ fn pushes_during_both_phases(cache: &TestCache) {
     // During phase 1: a push that re-uses the candidate C, and one of a new closure (D) that
     // shares lib with A, still running when phase 2 starts.
     cache.push(&[&c], &sec);
-    let mut late = spawn(cache.narwhal().arg("push").arg(&d).args(["--to", &cache.url, "--key-file"]).arg(&sec), &tmp.path().join("push.log"));
+    let mut late = spawn(
+        cache.narwhal().arg("push").arg(&d).args(["--to", &cache.url, "--key-file"]).arg(&sec),
+        &tmp.path().join("push.log"),
+    );
     assert!(gc.wait().unwrap().success(), "{}", std::fs::read_to_string(&log).unwrap());
     assert!(late.wait().unwrap().success(), "{}", std::fs::read_to_string(tmp.path().join("push.log")).unwrap());
     stop.store(true, Ordering::Relaxed);
@@ -328,7 +337,8 @@ fn a_killed_gc_leaves_a_consistent_cache_and_the_next_one_completes() {
     let zero = ["--keep-since", "0s", "--nar-delay", "0s", "--no-index"];
     // Between the phases: phase 1 done, the run waiting for its grace period.
     cache.push(&[&a, &b, &c], &sec);
-    let mut waiting = spawn(cache.narwhal().args(["gc", "--in", &cache.url, "--grace", "1h"]).args(zero), &tmp.path().join("1.log"));
+    let mut waiting =
+        spawn(cache.narwhal().args(["gc", "--in", &cache.url, "--grace", "1h"]).args(zero), &tmp.path().join("1.log"));
     assert!(eventually(|| phase(store.as_ref()) == 1));
     waiting.kill().unwrap();
     waiting.wait().unwrap();
@@ -365,7 +375,10 @@ fn a_second_gc_refuses_while_one_runs() {
     let store = cache.open();
     assert!(eventually(|| phase(store.as_ref()) == 1));
     let err = fails(cache.narwhal().args(["gc", "--in", &cache.url, "--grace", "0s"]));
-    assert!(err.contains("another garbage collection holds") && err.contains(&format!("process {}", first.id())), "{err}");
+    assert!(
+        err.contains("another garbage collection holds") && err.contains(&format!("process {}", first.id())),
+        "{err}"
+    );
     let err = crate::fails_with(cache.narwhal().args(["gc", "--in", &cache.url, "--dry-run", "--grace", "10x"]), 2);
     assert!(err.contains("\"10x\" is not a duration"), "{err}");
     first.kill().unwrap();

@@ -66,12 +66,24 @@ fn verify_finds_each_planted_fault_and_repairs_the_nars() {
     };
     edit(&glibc, &|t| {
         t.lines()
-            .map(|l| if let Some(sig) = l.strip_prefix("Sig: ") { format!("Sig: {}A{}\n", &sig[..20], &sig[21..]) } else { format!("{l}\n") })
+            .map(|l| {
+                if let Some(sig) = l.strip_prefix("Sig: ") {
+                    format!("Sig: {}A{}\n", &sig[..20], &sig[21..])
+                } else {
+                    format!("{l}\n")
+                }
+            })
             .collect()
     });
     edit(&app, &|t| {
         t.lines()
-            .map(|l| if let Some(n) = l.strip_prefix("NarSize: ") { format!("NarSize: {}\n", n.parse::<u64>().unwrap() + 8) } else { format!("{l}\n") })
+            .map(|l| {
+                if let Some(n) = l.strip_prefix("NarSize: ") {
+                    format!("NarSize: {}\n", n.parse::<u64>().unwrap() + 8)
+                } else {
+                    format!("{l}\n")
+                }
+            })
             .collect()
     });
 
@@ -85,10 +97,16 @@ fn verify_finds_each_planted_fault_and_repairs_the_nars() {
     assert!(has("bad-signature", &glibc), "{found:?}");
     assert!(has("damaged-nar", &app), "{found:?}");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let app_detail = report["findings"].as_array().unwrap().iter().find(|f| f["problem"] == "damaged-nar" && f["path"] == app.to_str().unwrap()).unwrap();
+    let app_detail = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["problem"] == "damaged-nar" && f["path"] == app.to_str().unwrap())
+        .unwrap();
     assert!(app_detail["detail"].as_str().unwrap().contains("NarSize"), "{app_detail}");
     // The text report, by problem.
-    let text = narwhal_testkit::output(narwhal().args(["verify", "--in", &url, "--trusted-public-key", &cache.public_key]));
+    let text =
+        narwhal_testkit::output(narwhal().args(["verify", "--in", &url, "--trusted-public-key", &cache.public_key]));
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("missing NAR (1):") && text.contains("reference without a narinfo (1):"), "{text}");
 
@@ -99,7 +117,10 @@ fn verify_finds_each_planted_fault_and_repairs_the_nars() {
     assert_eq!(repaired.len(), 2, "{repaired:?}");
     assert!(repaired.contains(&busybox.display().to_string()) && repaired.contains(&data.display().to_string()));
     let after = findings(&ok_or_3(&mut verify()));
-    assert!(!after.iter().any(|(k, p, _)| (k == "damaged-nar" && Path::new(p) == busybox) || k == "missing-nar"), "{after:?}");
+    assert!(
+        !after.iter().any(|(k, p, _)| (k == "damaged-nar" && Path::new(p) == busybox) || k == "missing-nar"),
+        "{after:?}"
+    );
     assert_eq!(std::fs::read(nar_of(&busybox)).unwrap(), std::fs::read(cache.nar_of(&busybox)).unwrap());
     assert_eq!(std::fs::read(nar_of(&data)).unwrap(), std::fs::read(cache.nar_of(&data)).unwrap());
     let err = fails_verification(narwhal().args(["verify", "--in", &url]).arg(&hello));
@@ -118,7 +139,8 @@ fn verify_dir_finds_a_changed_byte_and_a_missing_file() {
     let cache = Cache::new(&["app"], "zstd");
     let tmp = tempdir();
     let dest = tmp.path().join("deploy");
-    ok(&mut fetch_cmd(&file_url(&cache.dir, ""), &cache.public_key, &cache.root, &dest).args(["--prefix", "/app/store"]));
+    ok(&mut fetch_cmd(&file_url(&cache.dir, ""), &cache.public_key, &cache.root, &dest)
+        .args(["--prefix", "/app/store"]));
     ok(narwhal().arg("verify").arg(&dest));
     let [data, busybox] = ["data", "busybox"].map(deploy_fixture);
     let in_dest = |p: &Path| dest.join(p.file_name().unwrap());
