@@ -31,7 +31,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
 pub fn display(d: Duration) -> String {
     let s = d.as_secs();
     for (unit, len) in [("w", 604_800), ("d", 86_400), ("h", 3600), ("m", 60)] {
-        if s > 0 && s % len == 0 {
+        if s > 0 && s.is_multiple_of(len) {
             return format!("{}{unit}", s / len);
         }
     }

@@ -231,7 +231,7 @@ impl Scan {
         })?;
         scan.list_requests = requests;
         reporter.listed(listed);
-        narinfos.sort_unstable_by(|a, b| a.hash.cmp(&b.hash));
+        narinfos.sort_unstable_by_key(|a| a.hash);
         narinfos.dedup_by(|a, b| a.hash == b.hash);
         scan.nars.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         scan.listed_nars = scan.nars.len();
@@ -365,14 +365,13 @@ impl Scan {
                         if r == l.hash {
                             continue;
                         }
-                        match hashes.binary_search(&r) {
-                            Ok(j) => refs.push(j as u32),
-                            Err(_) => {
-                                let next = (listed.len() + missing.len()) as u32;
-                                let j = *missing.entry(r).or_insert(next);
-                                refs.push(j);
-                                pending_missing.push((i as u32, r));
-                            }
+                        if let Ok(j) = hashes.binary_search(&r) {
+                            refs.push(j as u32);
+                        } else {
+                            let next = (listed.len() + missing.len()) as u32;
+                            let j = *missing.entry(r).or_insert(next);
+                            refs.push(j);
+                            pending_missing.push((i as u32, r));
                         }
                     }
                     node.refs = refs.into_boxed_slice();

@@ -56,18 +56,15 @@ impl TestCache {
     /// The cache, opened here for looking at it.
     pub fn open(&self) -> Box<dyn CacheWriter> {
         let url = narwhal_store::CacheUrl::parse(&self.url).unwrap();
-        match &url.location {
-            narwhal_store::Location::File(dir) => {
-                Box::new(narwhal_store::file::FileCache::new(dir.clone(), self.url.clone()))
-            }
-            _ => {
-                let env = self.env.clone();
-                let config = narwhal_store::s3::S3Config::from_url_and_env(&url, |k| {
-                    env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
-                })
-                .unwrap();
-                Box::new(narwhal_store::s3::S3Cache::new(config, &narwhal_store::http::HttpOptions::default()).unwrap())
-            }
+        if let narwhal_store::Location::File(dir) = &url.location {
+            Box::new(narwhal_store::file::FileCache::new(dir.clone(), self.url.clone()))
+        } else {
+            let env = self.env.clone();
+            let config = narwhal_store::s3::S3Config::from_url_and_env(&url, |k| {
+                env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+            })
+            .unwrap();
+            Box::new(narwhal_store::s3::S3Cache::new(config, &narwhal_store::http::HttpOptions::default()).unwrap())
         }
     }
 

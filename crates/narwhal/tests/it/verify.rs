@@ -139,8 +139,7 @@ fn verify_dir_finds_a_changed_byte_and_a_missing_file() {
     let cache = Cache::new(&["app"], "zstd");
     let tmp = tempdir();
     let dest = tmp.path().join("deploy");
-    ok(&mut fetch_cmd(&file_url(&cache.dir, ""), &cache.public_key, &cache.root, &dest)
-        .args(["--prefix", "/app/store"]));
+    ok(fetch_cmd(&file_url(&cache.dir, ""), &cache.public_key, &cache.root, &dest).args(["--prefix", "/app/store"]));
     ok(narwhal().arg("verify").arg(&dest));
     let [data, busybox] = ["data", "busybox"].map(deploy_fixture);
     let in_dest = |p: &Path| dest.join(p.file_name().unwrap());
