@@ -69,6 +69,9 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// `verify DIR` on a directory without `.narwhal/manifest.json` (nor `store/.narwhal/…`).
+    #[error("{} holds no narwhal manifest (.narwhal/manifest.json)", .0.display())]
+    NoManifest(PathBuf),
     #[error("invalid root {root:?}: {why}")]
     InvalidRoot { root: String, why: String },
     #[error("no pin {key} in any cache{}", if *.waited > 0 { format!(" after waiting {} s", .waited) } else { String::new() })]
@@ -158,6 +161,9 @@ impl Error {
     pub fn hint(&self) -> Option<&'static str> {
         match self {
             Error::Store(e) => e.hint(),
+            Error::NoManifest(_) => {
+                Some("give the directory narwhal fetch or slug filled (a fetch destination, a slug's app directory)")
+            }
             Error::NotFound { tried, .. } if tried.iter().any(|f| f.why.is_signature()) => Some(
                 "add the cache's public key with --trusted-public-key (as in nix.conf's trusted-public-keys), or sign the paths",
             ),

@@ -19,6 +19,7 @@ mod manifest;
 mod report;
 mod roots;
 mod substituters;
+pub mod verify;
 
 pub use closure::{walk_closure, ClosurePath};
 pub use error::{Error, Failure, Why};

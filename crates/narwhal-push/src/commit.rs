@@ -7,6 +7,7 @@ use std::path::Path;
 use narwhal_formats::narinfo::NarInfo;
 use narwhal_formats::signature::SecretKey;
 use narwhal_formats::store_path::StoreDir;
+use narwhal_store::gc_window::{deleting_now, GcWindow};
 use narwhal_store::{keys, CacheWriter};
 
 use crate::error::Error;
@@ -20,9 +21,9 @@ pub(crate) fn ensure_cache_info(dest: &dyn CacheWriter, store_dir: &StoreDir) ->
 }
 
 /// Uploads the compressed NAR at `file` as `url`, unless the cache has it (NARs are named by their
-/// FileHash, so one there is the same bytes).
-pub(crate) fn store_nar(dest: &dyn CacheWriter, url: &str, file: &Path) -> Result<(), Error> {
-    if !dest.exists(url)? {
+/// FileHash, so one there is the same bytes) and no GC window lists it as a candidate.
+pub(crate) fn store_nar(dest: &dyn CacheWriter, url: &str, file: &Path, gc: &GcGuard) -> Result<(), Error> {
+    if gc.nar_is_candidate(url) || !dest.exists(url)? {
         dest.put_file(url, file, keys::NAR_TYPE)?;
     }
     Ok(())
@@ -42,4 +43,60 @@ pub(crate) fn sign(narinfo: &mut NarInfo, key: Option<&SecretKey>) -> Result<(),
 pub(crate) fn commit(dest: &dyn CacheWriter, narinfo: &NarInfo) -> Result<(), Error> {
     dest.put(&keys::narinfo(&narinfo.path), narinfo.to_string().as_bytes(), keys::NARINFO_TYPE)?;
     Ok(())
+}
+
+/// What a push knows of a garbage collection's window ([`narwhal_store::gc_window`]): candidates
+/// of the closure are uploaded again, and each commit first checks that the window has not moved.
+#[derive(Debug, Default)]
+pub(crate) struct GcGuard {
+    /// The window open when the push started (phase 1), if any.
+    window: Option<GcWindow>,
+}
+
+/// How long a push waits for a GC's phase 2 to finish: `NARWHAL_GC_WAIT` seconds, else an hour.
+fn gc_wait() -> u64 {
+    std::env::var("NARWHAL_GC_WAIT").ok().and_then(|v| v.parse().ok()).unwrap_or(3600)
+}
+
+impl GcGuard {
+    /// Reads the window of `dest`; while one is deleting (phase 2), waits for it to close.
+    pub(crate) fn open(dest: &dyn CacheWriter) -> Result<Self, Error> {
+        let started = std::time::Instant::now();
+        loop {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            match GcWindow::read(dest)? {
+                // A GC that died deleting left its window: it stands as candidates, as in phase 1.
+                Some(w) if deleting_now(dest, &w, now)? => {
+                    let waited = started.elapsed().as_secs();
+                    if waited >= gc_wait() {
+                        return Err(Error::GcBusy { cache: dest.url().to_owned(), owner: w.owner, waited });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                }
+                window => return Ok(Self { window }),
+            }
+        }
+    }
+
+    /// Whether the window lists the narinfo of `hash_part` (the push then uploads it again).
+    pub(crate) fn path_is_candidate(&self, hash_part: &str) -> bool {
+        self.window.as_ref().is_some_and(|w| w.narinfos.contains(hash_part))
+    }
+
+    pub(crate) fn nar_is_candidate(&self, url: &str) -> bool {
+        self.window.as_ref().is_some_and(|w| w.nars.contains(url))
+    }
+
+    /// Before a commit: with a window open at the start, it must still be the same, in the same
+    /// phase, written by the same GC; otherwise the push starts over (after phase 2 is done), as
+    /// what it skipped may be gone.
+    pub(crate) fn check(&self, dest: &dyn CacheWriter) -> Result<(), Error> {
+        let Some(open) = &self.window else { return Ok(()) };
+        match GcWindow::read(dest)? {
+            Some(now) if now.mark_ms == open.mark_ms && now.phase == open.phase && now.owner == open.owner => Ok(()),
+            _ => Err(Error::GcMoved { cache: dest.url().to_owned(), owner: open.owner.clone() }),
+        }
+    }
 }

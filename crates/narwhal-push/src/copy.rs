@@ -15,7 +15,7 @@ use narwhal_formats::store_path::{StoreDir, StorePath};
 use narwhal_store::keys;
 use narwhal_store::{BinaryCache, CacheWriter, Compression};
 
-use crate::commit;
+use crate::commit::{self, GcGuard};
 use crate::error::Error;
 use crate::push::{compress_with, missing_paths, run_workers, summarize, temp_nar, Commits, PushOptions, PushSummary};
 
@@ -57,17 +57,37 @@ pub fn push_from_cache(
         return Ok(PushSummary::default());
     };
     commit::ensure_cache_info(dest, &store_dir)?;
+    let mut moved = 0;
+    loop {
+        match copy_once(source, closure, dest, opts, keep_compression) {
+            // A GC moved on meanwhile: start over, at most three times (as `push`).
+            Err(Error::GcMoved { .. }) if moved < 3 => moved += 1,
+            other => return other,
+        }
+    }
+}
+
+fn copy_once(
+    source: &dyn BinaryCache,
+    closure: &[NarInfo],
+    dest: &dyn CacheWriter,
+    opts: &PushOptions<'_>,
+    keep_compression: bool,
+) -> Result<PushSummary, Error> {
+    let gc = GcGuard::open(dest)?;
     let paths: Vec<StorePath> = closure.iter().map(|i| i.path.clone()).collect();
-    let todo: BTreeSet<StorePath> = missing_paths(&paths, dest, opts.jobs.max(8))?.into_iter().collect();
+    let mut todo: BTreeSet<StorePath> = missing_paths(&paths, dest, opts.jobs.max(8))?.into_iter().collect();
+    todo.extend(paths.into_iter().filter(|p| gc.path_is_candidate(p.hash_part())));
     opts.reporter.planned(closure.len(), todo.len());
     let work: Vec<&NarInfo> = closure.iter().filter(|i| todo.contains(&i.path)).collect();
     let commits = Commits::default();
     let results = run_workers(&work, opts.jobs, &commits, |info| {
-        copy_one(source, info, dest, opts, keep_compression, &todo, &commits)
+        copy_one(source, info, dest, opts, keep_compression, &todo, &commits, &gc)
     });
     summarize(closure.len(), work.len(), results)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn copy_one(
     source: &dyn BinaryCache,
     info: &NarInfo,
@@ -76,6 +96,7 @@ fn copy_one(
     keep_compression: bool,
     pending: &BTreeSet<StorePath>,
     commits: &Commits,
+    gc: &GcGuard,
 ) -> Result<(u64, u64), Error> {
     let full = info.store_dir.display(&info.path).to_string();
     let from = Compression::from_str(info.compression())
@@ -127,7 +148,7 @@ fn copy_one(
         (nar_hash, nar_size, file_hash, file_size, url, opts.compression.name().to_owned())
     };
     Digests { nar_hash, nar_size, file_hash: None, file_size: None }.check(info).map_err(&mismatch)?;
-    commit::store_nar(dest, &url, &tmp)?;
+    commit::store_nar(dest, &url, &tmp, gc)?;
     drop(tmp);
 
     let mut narinfo = NarInfo::new(info.store_dir.clone(), info.path.clone(), url, nar_hash, nar_size);
@@ -143,6 +164,7 @@ fn copy_one(
     if !commits.wait_for(info.references(), pending, &info.path) {
         return Ok((0, 0));
     }
+    gc.check(dest)?;
     commit::commit(dest, &narinfo)?;
     commits.mark(&info.path);
     opts.reporter.uploaded(&info.path, nar_size, file_size);

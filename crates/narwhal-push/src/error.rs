@@ -26,6 +26,13 @@ pub enum Error {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A garbage collection of the cache moved on while this push ran (its window closed or entered
+    /// phase 2); the push starts over, so it commits nothing that names a path being deleted.
+    #[error("a garbage collection of {cache} ({owner}) moved on during the push")]
+    GcMoved { cache: String, owner: String },
+    /// A GC's phase 2 is still deleting after the wait.
+    #[error("a garbage collection of {cache} ({owner}) is still deleting after {waited} s")]
+    GcBusy { cache: String, owner: String, waited: u64 },
     #[error("the source cache's narinfos")]
     Cycle(#[from] narwhal_formats::store_path::Cycle),
     #[error("cannot sign {path}")]
@@ -87,6 +94,10 @@ impl Error {
         match self {
             Error::Local(e) => e.hint(),
             Error::Store(e) => e.hint(),
+            Error::GcMoved { .. } => Some("push again: the next push re-uploads what the collection deleted"),
+            Error::GcBusy { .. } => {
+                Some("push again once `narwhal gc` has finished (NARWHAL_GC_WAIT sets the wait, in seconds)")
+            }
             Error::NotInSource { .. } => Some("push the closure into the source cache first, or check --from"),
             Error::SourceHash { .. } | Error::SourceNarInfo { .. } | Error::SourceMismatch { .. } | Error::Cycle(_) => {
                 Some("the source cache is corrupt or was tampered with; nothing of this path was committed")

@@ -10,7 +10,7 @@ use narwhal_formats::store_path::{StoreDir, StorePath};
 use narwhal_store::keys;
 use narwhal_store::CacheWriter;
 
-use crate::commit;
+use crate::commit::{self, GcGuard};
 use crate::error::Error;
 use crate::local::{LocalStore, PathInfo};
 use crate::push::{compress_with, temp_nar, PushOptions, PushSummary};
@@ -40,6 +40,8 @@ pub fn import(
     opts: &PushOptions<'_>,
 ) -> Result<PushSummary, Error> {
     commit::ensure_cache_info(dest, store_dir)?;
+    // A stream cannot start over: a GC that moves on during the import fails it (run it again).
+    let gc = GcGuard::open(dest)?;
     let mut reader = ExportReader::new(input, store_dir.clone());
     let mut summary = PushSummary::default();
     let mut committed: BTreeSet<StorePath> = BTreeSet::new();
@@ -57,13 +59,13 @@ pub fn import(
         summary.paths += 1;
         let (nar_hash, nar_size, file_hash, file_size) = compressed;
         let key = keys::narinfo(&path.path);
-        if dest.exists(&key)? {
+        if !gc.path_is_candidate(path.path.hash_part()) && dest.exists(&key)? {
             summary.already_there += 1;
             committed.insert(path.path.clone());
             continue;
         }
         let url = keys::nar(&file_hash, opts.compression.extension());
-        commit::store_nar(dest, &url, &tmp)?;
+        commit::store_nar(dest, &url, &tmp, &gc)?;
         drop(tmp);
         let mut info = NarInfo::new(store_dir.clone(), path.path.clone(), url, nar_hash, nar_size);
         info.compression = Some(opts.compression.name().to_owned());
@@ -79,9 +81,9 @@ pub fn import(
         summary.nar_bytes += nar_size;
         summary.file_bytes += file_size;
         waiting.push(info);
-        commit_ready(dest, &mut waiting, &mut committed)?;
+        commit_ready(dest, &mut waiting, &mut committed, &gc)?;
     }
-    commit_ready(dest, &mut waiting, &mut committed)?;
+    commit_ready(dest, &mut waiting, &mut committed, &gc)?;
     if let Some(stuck) = waiting.first() {
         let missing = stuck
             .references()
@@ -99,6 +101,7 @@ fn commit_ready(
     dest: &dyn CacheWriter,
     waiting: &mut Vec<NarInfo>,
     committed: &mut BTreeSet<StorePath>,
+    gc: &GcGuard,
 ) -> Result<(), Error> {
     loop {
         let mut progressed = false;
@@ -119,6 +122,7 @@ fn commit_ready(
             }
             if ready {
                 let info = waiting.remove(i);
+                gc.check(dest)?;
                 commit::commit(dest, &info)?;
                 committed.insert(info.path);
                 progressed = true;

@@ -16,7 +16,7 @@ use narwhal_formats::temp::{NamedTempFile, TempPath};
 use narwhal_store::keys;
 use narwhal_store::{BinaryCache, CacheWriter};
 
-use crate::commit;
+use crate::commit::{self, GcGuard};
 use crate::error::Error;
 use crate::local::{LocalStore, PathInfo};
 
@@ -140,7 +140,31 @@ pub fn push(
     opts: &PushOptions<'_>,
 ) -> Result<PushSummary, Error> {
     commit::ensure_cache_info(dest, local.store_dir())?;
-    let todo = missing(closure, dest, opts.jobs.max(8))?;
+    let mut moved = 0;
+    loop {
+        match push_once(local, closure, dest, opts) {
+            // A GC moved on meanwhile: start over (its phase 2 is over by then), at most three times.
+            Err(Error::GcMoved { .. }) if moved < 3 => moved += 1,
+            other => return other,
+        }
+    }
+}
+
+fn push_once(
+    local: &LocalStore,
+    closure: &[PathInfo],
+    dest: &dyn CacheWriter,
+    opts: &PushOptions<'_>,
+) -> Result<PushSummary, Error> {
+    let gc = GcGuard::open(dest)?;
+    let mut todo = missing(closure, dest, opts.jobs.max(8))?;
+    // Candidates of a GC window count as missing: uploaded again, they are newer than its mark.
+    let again: Vec<StorePath> = closure
+        .iter()
+        .filter(|i| gc.path_is_candidate(i.path.hash_part()) && !todo.contains(&i.path))
+        .map(|i| i.path.clone())
+        .collect();
+    todo.extend(again);
     opts.reporter.planned(closure.len(), todo.len());
     let todo_set: BTreeSet<StorePath> = todo.iter().cloned().collect();
     // The database connection stays on this thread; workers get what they need.
@@ -151,7 +175,7 @@ pub fn push(
 
     let committed = Commits::default();
     let results = run_workers(&work, opts.jobs, &committed, |(info, real)| {
-        push_one(&store_dir, info, real, dest, opts, &todo_set, &committed)
+        push_one(&store_dir, info, real, dest, opts, &todo_set, &committed, &gc)
     });
     summarize(closure.len(), work.len(), results)
 }
@@ -220,6 +244,7 @@ impl Commits {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn push_one(
     store_dir: &StoreDir,
     info: &PathInfo,
@@ -228,6 +253,7 @@ fn push_one(
     opts: &PushOptions<'_>,
     pending: &BTreeSet<StorePath>,
     commits: &Commits,
+    gc: &GcGuard,
 ) -> Result<(u64, u64), Error> {
     let full = store_dir.display(&info.path).to_string();
     let tmp = temp_nar(opts, &format!("narwhal-push-{}", info.path.hash_part()))?;
@@ -236,7 +262,7 @@ fn push_one(
         return Err(Error::Modified { path: full, expected: info.nar_hash.to_string(), actual: nar_hash.to_string() });
     }
     let url = keys::nar(&file_hash, opts.compression.extension());
-    commit::store_nar(dest, &url, &tmp)?;
+    commit::store_nar(dest, &url, &tmp, gc)?;
     drop(tmp);
 
     let mut narinfo = NarInfo::new(store_dir.clone(), info.path.clone(), url, nar_hash, nar_size);
@@ -252,6 +278,7 @@ fn push_one(
     if !commits.wait_for(&info.references, pending, &info.path) {
         return Ok((0, 0));
     }
+    gc.check(dest)?;
     commit::commit(dest, &narinfo)?;
     commits.mark(&info.path);
     opts.reporter.uploaded(&info.path, nar_size, file_size);

@@ -59,6 +59,9 @@ pub enum StoreErrorKind {
     /// The answer to a Hydra job URL is not a finished, successful build with outputs.
     #[error("{0}")]
     Hydra(HydraProblem),
+    /// A garbage collection's state object (`gc/pending.json`, `gc/lease.json`) does not parse.
+    #[error("unreadable garbage-collection state: {0}")]
+    BadGcState(String),
     #[error(transparent)]
     Io(io::Error),
     #[error(transparent)]
@@ -141,6 +144,12 @@ impl StoreError {
             StoreErrorKind::Credentials(_) => Some(
                 "set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a ?profile= that ~/.aws/credentials \
                  ($AWS_SHARED_CREDENTIALS_FILE) holds",
+            ),
+            StoreErrorKind::BadGcState(_) => Some(
+                "a newer narwhal or another tool wrote it; use that narwhal, or delete the object once no GC runs",
+            ),
+            StoreErrorKind::Unsupported(_) => Some(
+                "run the command against the directory or bucket itself (for narwhal serve: the directory or s3:// bucket it serves)",
             ),
             StoreErrorKind::BadToken { .. } => Some("the token file must hold the token alone on its first line"),
             StoreErrorKind::Hydra(HydraProblem::Failed) => {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::error::{StoreError, StoreErrorKind};
 use crate::lock::{DirLock, LOCK_FILE};
-use crate::{check_key, BinaryCache, CacheWriter};
+use crate::{check_key, BinaryCache, CacheWriter, Listed};
 
 pub struct FileCache {
     root: PathBuf,
@@ -144,6 +144,66 @@ impl CacheWriter for FileCache {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.io(key, e)),
         }
+    }
+
+    fn list_objects(&self, prefix: &str, each: &mut dyn FnMut(Listed)) -> Result<u64, StoreError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let mut requests = 0;
+        // An explicit stack of directories (key prefix, path): no recursion.
+        let mut todo = vec![(String::new(), self.root.clone())];
+        while let Some((base, dir)) = todo.pop() {
+            requests += 1;
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.io(&base, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| self.io(&base, e))?;
+                let Ok(name) = entry.file_name().into_string() else { continue };
+                // Temporary names and the lock file start with '.'.
+                if name.starts_with('.') {
+                    continue;
+                }
+                let key = format!("{base}{name}");
+                let Ok(meta) = entry.metadata() else { continue };
+                if meta.is_dir() {
+                    let sub = format!("{key}/");
+                    if sub.starts_with(prefix) || prefix.starts_with(&sub) {
+                        todo.push((sub, entry.path()));
+                    }
+                } else if meta.is_file() && key.starts_with(prefix) {
+                    let modified_ms = meta.mtime().saturating_mul(1000) + meta.mtime_nsec() / 1_000_000;
+                    let etag = format!("{}-{}.{}-{}", meta.len(), meta.mtime(), meta.mtime_nsec(), meta.ino());
+                    each(Listed { key, size: meta.len(), modified_ms, etag });
+                }
+            }
+        }
+        Ok(requests)
+    }
+
+    fn put_new(&self, key: &str, data: &[u8], _content_type: &str) -> Result<bool, StoreError> {
+        let path = self.target(key)?;
+        // Without overwriting, the rename into place fails when the name exists, also when it
+        // appeared meanwhile: the atomic create-if-absent of a directory.
+        match narwhal_formats::temp::write_atomic(&path, data, 0o666, false) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(self.io(key, e)),
+        }
+    }
+
+    fn replace_if(&self, key: &str, data: &[u8], content_type: &str, etag: &str) -> Result<bool, StoreError> {
+        let mut current = None;
+        self.list_objects(key, &mut |o| {
+            if o.key == key {
+                current = Some(o.etag);
+            }
+        })?;
+        if current.as_deref() != Some(etag) {
+            return Ok(false);
+        }
+        self.put(key, data, content_type).map(|()| true)
     }
 }
 

@@ -9,6 +9,13 @@ pub const CACHE_INFO: &str = "nix-cache-info";
 pub const CACHE_INFO_TYPE: &str = "text/x-nix-cache-info";
 pub const NARINFO_TYPE: &str = "text/x-nix-narinfo";
 pub const NAR_TYPE: &str = "application/x-nix-nar";
+/// The window an unfinished garbage collection opened ([`crate::gc_window`]).
+pub const GC_PENDING: &str = "gc/pending.json";
+/// The lease of the one garbage collection running.
+pub const GC_LEASE: &str = "gc/lease.json";
+/// NARs no narinfo names any more, and since when (a NAR goes only after `--nar-delay`).
+pub const GC_ORPHANS: &str = "gc/orphans.json";
+pub const JSON_TYPE: &str = "application/json";
 
 /// `<hash>.narinfo`, the commit point of `path`.
 pub fn narinfo(path: &StorePath) -> String {

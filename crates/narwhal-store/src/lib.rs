@@ -17,11 +17,13 @@ pub mod closure;
 pub mod compression;
 pub mod error;
 pub mod file;
+pub mod gc_window;
 pub mod http;
 pub mod http_writer;
 pub mod hydra;
 pub mod keys;
 pub mod lock;
+pub mod nar_check;
 pub mod parallel;
 pub mod pin;
 pub mod retry;
@@ -63,6 +65,50 @@ pub trait CacheWriter: BinaryCache {
 
     /// The keys directly under the directory-like `prefix` (such as `pins/`), sorted.
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Every object whose key starts with `prefix` (`""`: the whole cache), at any depth, in no
+    /// particular order, given to `each` as the listing shows it (size, modification time, ETag):
+    /// no request per object, and no list of them all in memory. Temporary names of writes in
+    /// progress are left out. Returns the number of requests made.
+    fn list_objects(&self, prefix: &str, each: &mut dyn FnMut(Listed)) -> Result<u64, StoreError> {
+        let _ = (prefix, each);
+        Err(StoreError::new(
+            self.url(),
+            StoreErrorKind::Unsupported("this cache cannot be listed with modification times"),
+        ))
+    }
+
+    /// Stores `data` as `key` only if `key` does not exist (a conditional PUT, `If-None-Match: *`,
+    /// or an exclusive link); `Ok(false)` when it exists.
+    fn put_new(&self, key: &str, data: &[u8], content_type: &str) -> Result<bool, StoreError> {
+        let _ = (key, data, content_type);
+        Err(StoreError::new(self.url(), StoreErrorKind::Unsupported("this cache has no conditional writes")))
+    }
+
+    /// Replaces `key` with `data` only if it still is the object `etag` names (`If-Match`);
+    /// `Ok(false)` when it changed or is gone.
+    fn replace_if(&self, key: &str, data: &[u8], content_type: &str, etag: &str) -> Result<bool, StoreError> {
+        let _ = (key, data, content_type, etag);
+        Err(StoreError::new(self.url(), StoreErrorKind::Unsupported("this cache has no conditional writes")))
+    }
+
+    /// Aborts the incomplete multipart uploads started before `before_ms` (Unix milliseconds);
+    /// returns their keys. Backends without multipart uploads have none.
+    fn abort_uploads(&self, before_ms: i64) -> Result<Vec<String>, StoreError> {
+        let _ = before_ms;
+        Ok(Vec::new())
+    }
+}
+
+/// One object as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
+    /// Last modification, Unix milliseconds.
+    pub modified_ms: i64,
+    /// What changes whenever the object does (S3's ETag; size, mtime and inode for a directory).
+    pub etag: String,
 }
 
 /// Opens the cache at `url` for writing (`file:///dir`, `/dir`, `s3://bucket[/prefix]`,

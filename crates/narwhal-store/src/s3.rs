@@ -50,7 +50,7 @@ use object_store::list::{PaginatedListOptions, PaginatedListStore as _};
 use object_store::path::Path;
 use object_store::{
     Attribute, Attributes, BackoffConfig, ClientOptions, HeaderValue, MultipartUpload, ObjectStore as _,
-    ObjectStoreExt as _, PutMultipartOptions, PutOptions, PutPayload, RetryConfig,
+    ObjectStoreExt as _, PutMode, PutMultipartOptions, PutOptions, PutPayload, RetryConfig, UpdateVersion,
 };
 use tokio::task::JoinSet;
 use tokio_util::io::{StreamReader, SyncIoBridge};
@@ -58,7 +58,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 use crate::error::{StoreError, StoreErrorKind};
 use crate::http::HttpOptions;
 use crate::url::{CacheUrl, Location};
-use crate::{check_key, BinaryCache, CacheWriter};
+use crate::{check_key, BinaryCache, CacheWriter, Listed};
 
 /// S3's smallest part (except the last one).
 pub const MIN_PART_SIZE: u64 = 5 << 20;
@@ -440,6 +440,38 @@ impl S3Cache {
         StoreError::new(url, StoreErrorKind::Io(io::Error::from(e)))
     }
 
+    /// Sends a request signed in its URL (for what `object_store` has no call for: multipart upload
+    /// listing and abort); returns the body.
+    fn signed_request(
+        &self,
+        method: reqwest::Method,
+        path: &Path,
+        query: Vec<(String, String)>,
+        key: &str,
+    ) -> Result<String, StoreError> {
+        use object_store::signer::{SignedUrlOptions, Signer as _};
+        let options = SignedUrlOptions::default().with_query(query);
+        let url = self
+            .block_on(self.store.signed_url_opts(method.clone(), path, Duration::from_secs(300), &options))
+            .map_err(|e| self.error(key, e))?;
+        let transport = |e: reqwest::Error| {
+            let source = Box::new(Unreachable { server: self.server.clone(), cause: e.to_string() });
+            StoreError::new(self.key_url(key), StoreErrorKind::Transport { attempts: 1, source })
+        };
+        self.block_on(async {
+            let response = reqwest::Client::new().request(method, url.as_str()).send().await.map_err(transport)?;
+            let status = response.status().as_u16();
+            let body = response.text().await.map_err(transport)?;
+            if (200..300).contains(&status) {
+                Ok(body)
+            } else if body.contains(NO_SUCH_BUCKET) {
+                Err(self.no_bucket())
+            } else {
+                Err(StoreError::new(self.key_url(key), StoreErrorKind::Status { status, attempts: 1 }))
+            }
+        })
+    }
+
     fn put_payload(&self, key: &str, path: &Path, payload: PutPayload, content_type: &str) -> Result<(), StoreError> {
         let options = PutOptions { attributes: attributes(content_type), ..PutOptions::default() };
         self.block_on(self.store.put_opts(path, payload, options)).map(drop).map_err(|e| self.error(key, e))
@@ -778,6 +810,167 @@ impl CacheWriter for S3Cache {
             Err(e) => Err(self.error(key, e)),
         }
     }
+
+    fn list_objects(&self, prefix: &str, each: &mut dyn FnMut(Listed)) -> Result<u64, StoreError> {
+        let strip = if self.prefix.is_empty() { String::new() } else { format!("{}/", self.prefix) };
+        let full = format!("{strip}{prefix}");
+        let mut requests = 0;
+        let mut page_token = None;
+        // ListObjectsV2 pages of 1,000 keys: one request per 1,000 objects, no HEAD.
+        loop {
+            let options = PaginatedListOptions { page_token, ..PaginatedListOptions::default() };
+            requests += 1;
+            let page = self
+                .block_on(self.store.list_paginated(Some(full.as_str()).filter(|p| !p.is_empty()), options))
+                .map_err(|e| self.error(prefix, e))?;
+            for o in page.result.objects {
+                let Some(key) = o.location.as_ref().strip_prefix(strip.as_str()) else { continue };
+                if key.starts_with(prefix) {
+                    each(Listed {
+                        key: key.to_owned(),
+                        size: o.size,
+                        modified_ms: o.last_modified.timestamp_millis(),
+                        etag: o.e_tag.unwrap_or_default(),
+                    });
+                }
+            }
+            page_token = page.page_token;
+            if page_token.is_none() {
+                break;
+            }
+        }
+        self.bucket_seen.store(true, Ordering::Relaxed);
+        Ok(requests)
+    }
+
+    fn put_new(&self, key: &str, data: &[u8], content_type: &str) -> Result<bool, StoreError> {
+        let path = self.path(key)?;
+        let options =
+            PutOptions { mode: PutMode::Create, attributes: attributes(content_type), ..PutOptions::default() };
+        match self.block_on(self.store.put_opts(&path, PutPayload::from(data.to_vec()), options)) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
+            Err(e) => Err(self.error(key, e)),
+        }
+    }
+
+    fn replace_if(&self, key: &str, data: &[u8], content_type: &str, etag: &str) -> Result<bool, StoreError> {
+        let path = self.path(key)?;
+        let version = UpdateVersion { e_tag: Some(etag.to_owned()), version: None };
+        let options = PutOptions {
+            mode: PutMode::Update(version),
+            attributes: attributes(content_type),
+            ..PutOptions::default()
+        };
+        match self.block_on(self.store.put_opts(&path, PutPayload::from(data.to_vec()), options)) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.error(key, e)),
+        }
+    }
+
+    fn abort_uploads(&self, before_ms: i64) -> Result<Vec<String>, StoreError> {
+        let strip = if self.prefix.is_empty() { String::new() } else { format!("{}/", self.prefix) };
+        let mut aborted = Vec::new();
+        let mut markers: Option<(String, String)> = None;
+        // ListMultipartUploads, 1,000 a page; at most 1,000 pages.
+        for _ in 0..1000 {
+            let mut query = vec![("uploads".to_owned(), String::new()), ("prefix".to_owned(), strip.clone())];
+            if let Some((key, id)) = &markers {
+                query.push(("key-marker".to_owned(), key.clone()));
+                query.push(("upload-id-marker".to_owned(), id.clone()));
+            }
+            let body = self.signed_request(reqwest::Method::GET, &Path::default(), query, "")?;
+            let page = parse_uploads(&body);
+            for upload in &page.uploads {
+                if upload.initiated_ms < before_ms {
+                    let path = Path::parse(&upload.key)
+                        .map_err(|_| StoreError::new(self.key_url(&upload.key), StoreErrorKind::InvalidKey))?;
+                    let query = vec![("uploadId".to_owned(), upload.id.clone())];
+                    self.signed_request(reqwest::Method::DELETE, &path, query, &upload.key)?;
+                    aborted.push(upload.key.strip_prefix(strip.as_str()).unwrap_or(&upload.key).to_owned());
+                }
+            }
+            match page.next {
+                Some(next) => markers = Some(next),
+                None => break,
+            }
+        }
+        Ok(aborted)
+    }
+}
+
+/// Incomplete multipart uploads, as ListMultipartUploads answers.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct UploadsPage {
+    uploads: Vec<PendingUpload>,
+    /// The key and upload id markers of the next page, when the answer is truncated.
+    next: Option<(String, String)>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct PendingUpload {
+    key: String,
+    id: String,
+    initiated_ms: i64,
+}
+
+/// The text of the first `<tag>…</tag>` in `xml`, unescaped.
+fn xml_text(xml: &str, tag: &str) -> Option<String> {
+    let (_, rest) = xml.split_once(&format!("<{tag}>"))?;
+    let (text, _) = rest.split_once(&format!("</{tag}>"))?;
+    Some(
+        text.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&"),
+    )
+}
+
+fn parse_uploads(xml: &str) -> UploadsPage {
+    let mut page = UploadsPage::default();
+    for part in xml.split("<Upload>").skip(1) {
+        let part = part.split("</Upload>").next().unwrap_or_default();
+        let (Some(key), Some(id)) = (xml_text(part, "Key"), xml_text(part, "UploadId")) else { continue };
+        // An upload whose start cannot be read is left alone.
+        let initiated_ms = xml_text(part, "Initiated").and_then(|t| parse_rfc3339_ms(&t)).unwrap_or(i64::MAX);
+        page.uploads.push(PendingUpload { key, id, initiated_ms });
+    }
+    let head = xml.split("<Upload>").next().unwrap_or_default();
+    if xml_text(head, "IsTruncated").as_deref() == Some("true") {
+        if let (Some(k), Some(u)) = (xml_text(head, "NextKeyMarker"), xml_text(head, "NextUploadIdMarker")) {
+            page.next = Some((k, u));
+        }
+    }
+    page
+}
+
+/// `2026-12-02T14:00:00.000Z` as Unix milliseconds (UTC only, as S3 writes it).
+fn parse_rfc3339_ms(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { text.get(r)?.parse().ok() };
+    if b.len() < 20 || b.get(4) != Some(&b'-') || b.get(10) != Some(&b'T') || !text.ends_with('Z') {
+        return None;
+    }
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let ms = match text.get(19..text.len() - 1) {
+        Some(frac) if frac.starts_with('.') => frac.get(1..)?.get(..3.min(frac.len() - 1))?.parse::<i64>().ok()?,
+        _ => 0,
+    };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000 + ms)
 }
 
 #[cfg(test)]
@@ -860,5 +1053,19 @@ mod tests {
         for bad in [&b"<Error><Code></Code></Error>"[..], b"<Code>a b</Code>", b"<Code>x", b"\xff<Code>x</Code>", b""] {
             assert_eq!(s3_code(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn multipart_uploads_listed() {
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:01.500Z"), Some(1500));
+        assert_eq!(parse_rfc3339_ms("2026-12-02T14:00:00Z"), Some(1_796_220_000_000));
+        assert_eq!(parse_rfc3339_ms("2026-13-02T14:00:00Z"), None);
+        assert_eq!(parse_rfc3339_ms("é"), None);
+        let xml = "<ListMultipartUploadsResult><IsTruncated>true</IsTruncated><NextKeyMarker>b</NextKeyMarker>\
+                   <NextUploadIdMarker>2</NextUploadIdMarker><Upload><Key>nar/a&amp;b</Key><UploadId>1</UploadId>\
+                   <Initiated>1970-01-01T00:00:02.000Z</Initiated></Upload><Upload><Key>x</Key></Upload>";
+        let page = parse_uploads(xml);
+        assert_eq!(page.uploads, vec![PendingUpload { key: "nar/a&b".into(), id: "1".into(), initiated_ms: 2000 }]);
+        assert_eq!(page.next, Some(("b".into(), "2".into())));
     }
 }

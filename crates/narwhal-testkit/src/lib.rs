@@ -76,6 +76,15 @@ pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(path)
 }
 
+/// Builds (or finds) the attribute `attr` of `fixtures/gc.nix` (closures sharing paths, for the
+/// garbage-collection tests) with real Nix; returns its store path.
+pub fn gc_fixture(attr: &str) -> PathBuf {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/gc.nix");
+    let path = run_text(nix("nix-build").arg(file).args(["-A", attr, "--no-out-link", "--quiet"]));
+    assert!(path.starts_with("/nix/store/"), "nix-build printed {path:?}");
+    PathBuf::from(path)
+}
+
 /// All fixtures, by name.
 pub fn format_fixtures() -> Vec<(&'static str, PathBuf)> {
     // One nix-build for all: Nix locks and builds them once even when tests run in parallel.

@@ -125,6 +125,22 @@ pub enum Command {
     /// hash, no failed build to copy the hash from.
     #[command(subcommand)]
     Fod(FodCommand),
+    /// Delete what no pin, recent push or given path needs from a directory or S3 cache, never
+    /// breaking a closure, while pushes go on.
+    ///
+    /// Phase 1 marks (pins after --keep/--keep-days, narinfos younger than --keep-since, PATHs,
+    /// everything younger than --grace) and publishes the candidates in gc/pending.json, which
+    /// `narwhal push` honours; phase 2, one grace period later, deletes those still unreachable:
+    /// narinfos referrers first, their listings and logs, then NARs no narinfo names once
+    /// --nar-delay has passed. Without --phase, one run does both, waiting in between.
+    Gc(GcArgs),
+    /// Check a cache (signatures, NARs, references), or a deployed directory against its manifest.
+    ///
+    /// `verify --in URL [PATH...]` checks every narinfo (or those of PATHs); `--repair --from URL`
+    /// fetches missing or damaged NARs again. `verify DIR` checks each path of a fetched tree, a
+    /// slug or a CNB workspace against the relocated NAR hash in its manifest. Exit status 3 when
+    /// anything is wrong.
+    Verify(VerifyArgs),
     /// The buildpack phases (bin/detect, bin/compile and bin/release call these).
     #[command(subcommand, hide = true)]
     Buildpack(BuildpackCommand),
@@ -576,4 +592,89 @@ pub enum FodCommand {
     ///
     /// Exits 1 when something would make it fail.
     Check { dir: PathBuf },
+}
+
+/// A duration as `30d`, `6h`, `90m` or `0s`.
+fn duration(text: &str) -> Result<std::time::Duration, String> {
+    narwhal_gc::duration::parse(text)
+}
+
+#[derive(Debug, Args)]
+#[allow(clippy::struct_excessive_bools)]
+pub struct GcArgs {
+    /// More roots: store paths (or hash parts) kept with their closures.
+    pub paths: Vec<String>,
+    /// The cache: file:///dir, /dir or s3://bucket[/prefix] (for `narwhal serve`, what it serves).
+    #[arg(long = "in")]
+    pub cache: String,
+    /// Narinfos written more recently than this are roots.
+    #[arg(long, default_value = "30d", value_parser = duration)]
+    pub keep_since: std::time::Duration,
+    /// Everything written more recently is kept (pushes in flight); phase 2 comes this long after phase 1.
+    #[arg(long, default_value = "6h", value_parser = duration)]
+    pub grace: std::time::Duration,
+    /// A NAR no narinfo names is deleted only this long after (Nix caches narinfos for 30 days).
+    #[arg(long, default_value = "30d", value_parser = duration)]
+    pub nar_delay: std::time::Duration,
+    /// Keep only the N newest revision pins (NAME@REV) of each name; the others are deleted first.
+    #[arg(long, value_parser = counted(1, 100_000))]
+    pub keep: Option<usize>,
+    /// Keep revision pins created within this many days (with --keep, either rule keeps a pin).
+    #[arg(long, value_parser = counted(0, 36_500))]
+    pub keep_days: Option<usize>,
+    /// Run only phase 1 (publish the candidates) or phase 2 (delete them, waiting for the grace period).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub phase: Option<u8>,
+    /// Delete nothing: list what would go, the bytes freed, and what each pin keeps.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Requests at once.
+    #[arg(long, short = 'j', value_parser = counted(1, MAX_JOBS))]
+    pub jobs: Option<usize>,
+    /// Keep the index of narinfos here (default $XDG_CACHE_HOME/narwhal, else ~/.cache/narwhal).
+    #[arg(long, env = "NARWHAL_GC_INDEX")]
+    pub index_dir: Option<PathBuf>,
+    /// Read every narinfo, keeping no index.
+    #[arg(long)]
+    pub no_index: bool,
+    /// How long the lease lasts unless renewed (a GC killed holds the cache this long at most).
+    #[arg(long, default_value = "1h", value_parser = duration)]
+    pub lease: std::time::Duration,
+    /// Never draw progress bars.
+    #[arg(long, env = "NARWHAL_NO_PROGRESS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+#[allow(clippy::struct_excessive_bools)]
+pub struct VerifyArgs {
+    /// With --in: store paths (or hash parts) to check, else every narinfo. Without: one deployed directory.
+    pub targets: Vec<String>,
+    /// The cache to check (file:///dir, /dir, s3://bucket, http(s)://… with PATHs).
+    #[arg(long = "in")]
+    pub cache: Option<String>,
+    /// Trusted public key (`name:base64`); without one, signatures are not checked.
+    #[arg(long = "trusted-public-key", env = "NARWHAL_TRUSTED_PUBLIC_KEYS", value_delimiter = ' ')]
+    pub trusted_public_keys: Vec<String>,
+    /// Also decompress each NAR and check NarSize and NarHash.
+    #[arg(long, requires = "cache")]
+    pub contents: bool,
+    /// Fetch missing or damaged NARs again from --from, checked against the narinfo.
+    #[arg(long, requires = "from")]
+    pub repair: bool,
+    /// The cache to repair from.
+    #[arg(long, requires = "repair")]
+    pub from: Option<String>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Paths checked at once.
+    #[arg(long, short = 'j', value_parser = counted(1, MAX_JOBS))]
+    pub jobs: Option<usize>,
+    /// Never draw progress bars.
+    #[arg(long, env = "NARWHAL_NO_PROGRESS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_progress: bool,
 }

@@ -42,6 +42,7 @@ pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
             .or_else(|| hint_of(cause, narwhal_serve::config::ConfigError::hint))
             .or_else(|| hint_of(cause, narwhal_image::registry::RegistryError::hint))
             .or_else(|| hint_of(cause, narwhal_image::Error::hint))
+            .or_else(|| hint_of(cause, narwhal_gc::Error::hint))
             .or_else(|| hint_of(cause, narwhal_store::pin::PinsError::hint))
             .or_else(|| hint_of(cause, narwhal_store::StoreError::hint))
             .or_else(|| hint_of(cause, narwhal_fod::Error::hint));

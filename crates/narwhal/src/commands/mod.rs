@@ -2,6 +2,7 @@
 
 mod fetch;
 mod fod;
+mod gc;
 mod hash;
 mod image;
 mod key;
@@ -10,6 +11,7 @@ mod narinfo;
 mod push;
 mod serve;
 mod slug;
+mod verify;
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -38,6 +40,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export { paths, output } => push::export(&paths, output.as_deref()),
         Command::Import { file, dest } => push::import(&file, &dest),
         Command::Serve(args) => serve::run(args),
+        Command::Gc(args) => gc::run(&args),
+        Command::Verify(args) => verify::run(&args),
         Command::Image(args) => image::run(&args),
         Command::Fod(cmd) => fod::run(cmd),
         Command::Buildpack(BuildpackCommand::Detect { build_dir }) => {

@@ -10,6 +10,7 @@ mod export;
 mod fetch;
 mod fetch_export;
 mod fod;
+mod gc;
 mod hardening;
 mod hash;
 mod image;
@@ -21,6 +22,7 @@ mod narinfo;
 mod push;
 mod push_http;
 mod serve;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
