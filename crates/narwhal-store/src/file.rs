@@ -2,7 +2,8 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::path::PathBuf;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
 
 use crate::error::{StoreError, StoreErrorKind};
 use crate::lock::{DirLock, LOCK_FILE};
@@ -159,4 +160,29 @@ impl CacheWriter for FileCache {
             Err(e) => Err(self.io(key, e)),
         }
     }
+}
+
+/// Writes `contents` to `path` through a temporary file and a rename, so
+/// `path` never holds a partial file. With `overwrite` false an existing
+/// `path` is an error.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32, overwrite: bool) -> std::io::Result<()> {
+    if !overwrite && std::fs::symlink_metadata(path).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{} already exists", path.display()),
+        ));
+    }
+    let tmp = narwhal_formats::temp::sibling(path).ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{} is not a file name", path.display()))
+    })?;
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        std::io::Write::write_all(&mut f, contents)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
