@@ -94,7 +94,7 @@ pub fn slices(app_dir: &Path) -> Result<Vec<String>, Error> {
     let entries = std::fs::read_dir(app_dir).map_err(Error::io("read the app directory", app_dir))?;
     let mut names: Vec<String> = entries
         .flatten()
-        .map(|e| e.file_name())
+        .map(|e| std::fs::DirEntry::file_name(&e))
         .filter(|n| narwhal_slug::is_store_path_name(n.as_encoded_bytes()))
         .filter_map(|n| n.into_string().ok())
         .collect();

@@ -200,6 +200,7 @@ impl Lifecycle {
 
     /// Detects, restores, builds and exports the app whose source is `app_src` (copied to a fresh
     /// app directory, as a platform does for each build).
+    #[allow(clippy::too_many_lines)]
     pub fn build(&mut self, app_src: &Path) -> Build {
         self.runs += 1;
         let run = self.work.path().join(format!("run-{}", self.runs));
@@ -342,6 +343,7 @@ impl Lifecycle {
     }
 
     /// Validates the buildpack's output and builds the image.
+    #[allow(clippy::too_many_lines)]
     fn export(&self, app: &Path, layers: &Path) -> Result<(Image, Vec<String>, Vec<String>), String> {
         let previous = self.image.as_ref();
         let image_dir = tempdir();
@@ -372,7 +374,7 @@ impl Lifecycle {
                 let Some(old) = previous.and_then(|p| p.layers.get(&name)) else {
                     return Err(format!("{name}.toml says launch = true but there is no {name}/ and no such layer in the previous image"));
                 };
-                let old_dir = previous.map(|p| p.layer_dir(&name)).unwrap_or_default();
+                let old_dir = previous.map_or_else(PathBuf::new, |p| p.layer_dir(&name));
                 copy_tree(&old_dir, &image_layers.join(&name));
                 old.digest.clone()
             };
@@ -552,15 +554,11 @@ fn apply_env_dirs(env: &mut BTreeMap<String, String>, dirs: &[PathBuf]) {
             let value = fs::read_to_string(dir.join(&file)).unwrap();
             let delim = delims.get(var).cloned().unwrap_or_default();
             let old = env.get(var).cloned().unwrap_or_default();
-            let new = match suffix {
-                "" | "override" => value,
-                "default" if old.is_empty() => value,
-                "default" | "delim" => continue,
-                "append" if old.is_empty() => value,
-                "append" => format!("{old}{delim}{value}"),
-                "prepend" if old.is_empty() => value,
-                "prepend" => format!("{value}{delim}{old}"),
-                // The lifecycle ignores files with other suffixes.
+            let new = match (suffix, old.is_empty()) {
+                ("" | "override", _) | ("default" | "append" | "prepend", true) => value,
+                ("append", false) => format!("{old}{delim}{value}"),
+                ("prepend", false) => format!("{value}{delim}{old}"),
+                // `.default` of a set variable, `.delim` (read above), and suffixes the lifecycle ignores.
                 _ => continue,
             };
             env.insert(var.to_owned(), new);
@@ -647,6 +645,7 @@ fn check_layer_toml(table: &toml::Table) -> Result<(), String> {
 
 type Launch = (Vec<Process>, Vec<Vec<String>>, BTreeMap<String, String>);
 
+#[allow(clippy::too_many_lines)]
 fn check_launch(launch: &toml::Table) -> Result<Launch, String> {
     let strings = |v: Option<&toml::Value>, what: &str| -> Result<Vec<String>, String> {
         match v {
@@ -818,7 +817,7 @@ fn walk_rel(root: &Path) -> Vec<PathBuf> {
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let dir = root.join(&rel);
-        let mut names: Vec<_> = fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
+        let mut names: Vec<_> = fs::read_dir(&dir).unwrap().flatten().map(|e| fs::DirEntry::file_name(&e)).collect();
         names.sort();
         for name in names.into_iter().rev() {
             let child = rel.join(&name);
