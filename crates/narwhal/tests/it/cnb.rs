@@ -237,8 +237,11 @@ fn the_package_parses_and_its_image_validates() {
     let layout = tmp.path().join("layout");
     let dest = format!("oci:{}:0.0.0", layout.display());
     run(narwhal().args(["buildpack", "package-cnb"]).arg(tmp.path().join("bp2")).args(["--image", &dest]));
-    let validate =
-        output(std::process::Command::new("oci-image-tool").args(["validate", "--type", "imageLayout"]).arg(&layout));
+    let validate = output(
+        std::process::Command::new("oci-image-tool")
+            .args(["validate", "--type", "image", "--ref", "name=0.0.0"])
+            .arg(&layout),
+    );
     assert!(
         validate.status.success(),
         "{}{}",
