@@ -534,31 +534,104 @@ pub fn build(
         rootfs: RootFs { kind: "layers".to_owned(), diff_ids: diff_ids.clone() },
         history,
     };
-    let config_bytes = json(&config)?;
+    let (manifest_desc, config_desc) = commit_image(layout, &config, &all_layers, opts.format, tag)?;
+    let mut contents: Vec<Vec<StorePath>> = vec![Vec::new(); base.layers.len()];
+    contents.extend(layers.into_iter().map(|l| l.paths));
+    let built = Built { manifest: manifest_desc, config: config_desc, layers: all_layers, diff_ids, contents };
+    Ok((built, reuse))
+}
+
+/// Stores the config and the manifest of `layers`, then moves `tag` to it: the image's commit point.
+/// Returns the manifest's and the config's descriptors.
+pub fn commit_image(
+    layout: &Layout,
+    config: &ImageConfig,
+    layers: &[Descriptor],
+    format: Format,
+    tag: Option<&str>,
+) -> Result<(Descriptor, Descriptor), Error> {
+    let config_bytes = json(config)?;
     let config_desc = Descriptor {
-        media_type: opts.format.config_type().to_owned(),
+        media_type: format.config_type().to_owned(),
         digest: layout.put_blob(&config_bytes)?,
         size: config_bytes.len() as u64,
         annotations: BTreeMap::new(),
     };
     let manifest = Manifest {
         schema_version: 2,
-        media_type: opts.format.manifest_type().to_owned(),
+        media_type: format.manifest_type().to_owned(),
         config: config_desc.clone(),
-        layers: all_layers.clone(),
+        layers: layers.to_vec(),
     };
     let manifest_bytes = json(&manifest)?;
     let manifest_desc = Descriptor {
-        media_type: opts.format.manifest_type().to_owned(),
+        media_type: format.manifest_type().to_owned(),
         digest: layout.put_blob(&manifest_bytes)?,
         size: manifest_bytes.len() as u64,
         annotations: BTreeMap::new(),
     };
     layout.set_tag(manifest_desc.clone(), tag)?;
-    let mut contents: Vec<Vec<StorePath>> = vec![Vec::new(); base.layers.len()];
-    contents.extend(layers.into_iter().map(|l| l.paths));
-    let built = Built { manifest: manifest_desc, config: config_desc, layers: all_layers, diff_ids, contents };
-    Ok((built, reuse))
+    Ok((manifest_desc, config_desc))
+}
+
+/// One entry of a [`files_layer`], by its path inside the image (no leading `/`).
+pub enum FileEntry {
+    Dir(String),
+    /// A host file copied in.
+    File {
+        name: String,
+        from: PathBuf,
+        executable: bool,
+    },
+    Symlink {
+        name: String,
+        target: String,
+    },
+}
+
+/// An uncompressed layer of `entries`, in order, stored in `layout` (a buildpack image's layer:
+/// the same files give the same bytes). Returns its descriptor; its diffID is its digest.
+pub fn files_layer(layout: &Layout, entries: &[FileEntry]) -> Result<Descriptor, Error> {
+    let mut temp = layout.temp_blob()?;
+    let layer_err = |path: &str| {
+        let path = path.to_owned();
+        move |source| Error::Layer { path, source }
+    };
+    let (hash, size) = {
+        let hashing = HashingWriter::new(Algorithm::Sha256, BufWriter::new(temp.as_file_mut()));
+        let mut tar = tar::TarWriter::new(hashing);
+        for entry in entries {
+            match entry {
+                FileEntry::Dir(name) => tar.directory(name.as_bytes()).map_err(layer_err(name))?,
+                FileEntry::Symlink { name, target } => {
+                    tar.symlink(name.as_bytes(), target.as_bytes()).map_err(layer_err(name))?;
+                }
+                FileEntry::File { name, from, executable } => {
+                    let mut file = std::fs::File::open(from).map_err(|source| Error::Io {
+                        what: "cannot read",
+                        path: from.clone(),
+                        source,
+                    })?;
+                    let len = file
+                        .metadata()
+                        .map_err(|source| Error::Io { what: "cannot read", path: from.clone(), source })?
+                        .len();
+                    tar.file(name.as_bytes(), *executable, len, &mut file).map_err(layer_err(name))?;
+                }
+            }
+        }
+        let (hash, size, mut out) = tar.finish().map_err(layer_err("the end of the layer"))?.finish();
+        io::Write::flush(&mut out).map_err(layer_err("the layer"))?;
+        (hash, size)
+    };
+    let digest = format!("sha256:{}", hash.encode(Encoding::Base16));
+    layout.commit_blob(temp, &digest)?;
+    Ok(Descriptor {
+        media_type: "application/vnd.oci.image.layer.v1.tar".to_owned(),
+        digest,
+        size,
+        annotations: BTreeMap::new(),
+    })
 }
 
 fn json(value: &impl serde::Serialize) -> Result<Vec<u8>, Error> {

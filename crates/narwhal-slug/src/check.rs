@@ -41,6 +41,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::elf::{self, DynamicInfo};
+use crate::layout::Layout;
 use crate::prune::STORE_DIR_NAME;
 use crate::tree::{Walk, WalkError, MAX_DEPTH};
 
@@ -147,10 +148,25 @@ impl fmt::Display for Problem {
 /// run time. Problems are sorted by path; a file's own problems keep their
 /// order (interpreter first, then libraries in `DT_NEEDED` order).
 pub fn check(slug_dir: &Path, runtime_root: &str) -> Result<Vec<Problem>, Error> {
+    check_layout(slug_dir, runtime_root, Layout::Slug)
+}
+
+/// [`check()`] for a store laid out as `layout` in `slug_dir`, which is `runtime_root` at run time
+/// (`/workspace` for a [`Layout::Flat`] store).
+pub fn check_layout(slug_dir: &Path, runtime_root: &str, layout: Layout) -> Result<Vec<Problem>, Error> {
     let resolver = Resolver::new(slug_dir, runtime_root)?;
     let mut problems = Vec::new();
     let mut elves = Vec::new();
-    for entry in Walk::new(&slug_dir.join(STORE_DIR_NAME)) {
+    let roots: Vec<PathBuf> = match layout {
+        Layout::Slug => vec![slug_dir.join(STORE_DIR_NAME)],
+        Layout::Flat => layout
+            .entries(slug_dir)
+            .map_err(|source| Error::Io { path: slug_dir.to_path_buf(), source })?
+            .into_iter()
+            .map(|e| e.path)
+            .collect(),
+    };
+    for entry in roots.iter().flat_map(|r| Walk::new(r)) {
         let entry = entry.map_err(walk_error)?;
         let rel = entry.path.strip_prefix(slug_dir).map_or_else(|_| entry.path.clone(), Path::to_path_buf);
         let mut dir = resolver.root.clone();

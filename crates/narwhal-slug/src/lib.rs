@@ -11,6 +11,9 @@
 //! | find what no longer resolves | [`check()`] -> [`Problem`]s (warnings) |
 //! | see what is big | [`size_report`] -> [`SizeReport`], [`HEROKU_SLUG_LIMIT`] |
 //!
+//! A Cloud Native Buildpack keeps the store paths beside the app's files instead
+//! (`/workspace/<hash>-<name>`): the `*_layout` functions take a [`Layout`].
+//!
 //! [`elf`] is the small ELF reader [`check()`] uses.
 //!
 //! A pure library: no printing, no network, no global state. It touches only
@@ -22,12 +25,14 @@
 pub mod check;
 pub mod elf;
 pub mod filter;
+pub mod layout;
 pub mod prune;
 pub mod size;
 mod tree;
 
-pub use check::{check, Problem, ProblemKind};
+pub use check::{check, check_layout, Problem, ProblemKind};
 pub use filter::Rules;
-pub use prune::{prune, PruneReport};
-pub use size::{size_report, SizeReport, HEROKU_SLUG_LIMIT};
+pub use layout::{is_store_path_name, Layout};
+pub use prune::{prune, prune_layout, PruneReport};
+pub use size::{size_report, size_report_layout, SizeReport, HEROKU_SLUG_LIMIT};
 pub use tree::MAX_DEPTH;

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::filter::Rules;
+use crate::layout::Layout;
 use crate::tree::{apparent_len, sorted_names, Walk, WalkError, MAX_DEPTH};
 
 /// The store directory's name inside a slug.
@@ -80,15 +81,36 @@ pub struct PruneReport {
 /// which is the root the rules' paths are relative to. If `store` itself is
 /// excluded, it goes entirely.
 pub fn prune(slug_store_parent: &Path, rules: &Rules) -> Result<PruneReport, Error> {
+    prune_layout(slug_store_parent, Layout::Slug, rules)
+}
+
+/// [`prune()`] for a store laid out as `layout` in `app_dir`. In a [`Layout::Flat`] store the
+/// rules see each store path as `store/<hash>-<name>`, and `store` itself is never removed
+/// (it is the app directory).
+pub fn prune_layout(app_dir: &Path, layout: Layout, rules: &Rules) -> Result<PruneReport, Error> {
     let mut report = PruneReport::default();
-    let store = slug_store_parent.join(STORE_DIR_NAME);
-    let meta = fs::symlink_metadata(&store).map_err(|source| Error::Read { path: store.clone(), source })?;
-    let rel = PathBuf::from(STORE_DIR_NAME);
-    if rules.is_excluded(rel.as_os_str().as_bytes(), meta.is_dir()) {
-        let bytes = with_writable_dir(slug_store_parent, || remove_tree(&store, &meta))?;
-        report.push(rel, meta.is_dir(), bytes);
-    } else if meta.is_dir() {
-        prune_dir(&store, &rel, rules, &mut report)?;
+    if layout == Layout::Slug {
+        let store = app_dir.join(STORE_DIR_NAME);
+        let meta = fs::symlink_metadata(&store).map_err(|source| Error::Read { path: store.clone(), source })?;
+        let rel = PathBuf::from(STORE_DIR_NAME);
+        if rules.is_excluded(rel.as_os_str().as_bytes(), meta.is_dir()) {
+            let bytes = with_writable_dir(app_dir, || remove_tree(&store, &meta))?;
+            report.push(rel, meta.is_dir(), bytes);
+        } else if meta.is_dir() {
+            prune_dir(&store, &rel, rules, &mut report)?;
+        }
+    } else {
+        let entries = layout.entries(app_dir).map_err(|source| Error::Read { path: app_dir.to_path_buf(), source })?;
+        for entry in entries {
+            let meta =
+                fs::symlink_metadata(&entry.path).map_err(|source| Error::Read { path: entry.path.clone(), source })?;
+            if rules.is_excluded(entry.rel.as_os_str().as_bytes(), meta.is_dir()) {
+                let bytes = with_writable_dir(app_dir, || remove_tree(&entry.path, &meta))?;
+                report.push(entry.rel, meta.is_dir(), bytes);
+            } else if meta.is_dir() {
+                prune_dir(&entry.path, &entry.rel, rules, &mut report)?;
+            }
+        }
     }
     // Component-wise order is walk order: a directory's contents right after it.
     report.removed.sort_by(|a, b| a.path.cmp(&b.path));

@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+use crate::layout::Layout;
 use crate::prune::STORE_DIR_NAME;
-use crate::tree::{apparent_len, sorted_names, Walk, WalkError, MAX_DEPTH};
+use crate::tree::{apparent_len, Walk, WalkError, MAX_DEPTH};
 
 /// Heroku's limit on a compressed slug: 1 GiB.
 pub const HEROKU_SLUG_LIMIT: u64 = 1 << 30;
@@ -79,13 +80,19 @@ pub struct SizeReport {
 
 /// Measures every top-level entry of `slug_dir/store`, never following symlinks.
 pub fn size_report(slug_dir: &Path) -> Result<SizeReport, Error> {
-    let store = slug_dir.join(STORE_DIR_NAME);
-    let names = sorted_names(&store).map_err(|source| Error::Io { path: store.clone(), source })?;
+    size_report_layout(slug_dir, Layout::Slug)
+}
+
+/// [`size_report`] of a store laid out as `layout` in `slug_dir`: its store paths only, never the
+/// app's own files.
+pub fn size_report_layout(slug_dir: &Path, layout: Layout) -> Result<SizeReport, Error> {
+    let store = layout.store_dir(slug_dir);
+    let entries = layout.entries(slug_dir).map_err(|source| Error::Io { path: store.clone(), source })?;
     let mut report =
         SizeReport { tar_bytes: tar_entry_bytes(STORE_DIR_NAME.len() as u64, 0, 0), ..SizeReport::default() };
-    for name in names {
+    for crate::layout::TopEntry { name, path, .. } in entries {
         let mut bytes = 0;
-        for entry in Walk::new(&store.join(&name)) {
+        for entry in Walk::new(&path) {
             let entry = entry.map_err(walk_error)?;
             let len = apparent_len(&entry.meta);
             bytes += len;

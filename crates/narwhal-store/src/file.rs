@@ -215,3 +215,4 @@ fn copy_new(from: &std::path::Path, to: &std::path::Path) -> io::Result<()> {
         let _ = std::fs::remove_file(to);
     })
 }
+

@@ -226,6 +226,49 @@ impl Isolated {
         crate::output(&mut cmd)
     }
 
+    /// [`Isolated::run`] starting in `cwd` (an absolute path inside the root), with file descriptor 3
+    /// open for writing to the host file `fd3` when given (as a CNB launcher gives exec.d programs).
+    /// The root is entered with util-linux `unshare --root --wd --setgid --setuid`, which, unlike
+    /// `chroot`, can start elsewhere than `/`; supplementary groups are dropped.
+    pub fn run_at(&self, cwd: &str, argv: &[&str], env: &[(&str, &str)], fd3: Option<&Path>) -> Output {
+        assert!(!argv.is_empty(), "isolate: empty command");
+        assert!(self.host_path(cwd).is_dir(), "isolate: {cwd} is not a directory in the root");
+        let enter = |c: &mut Command| {
+            c.arg(tool("env")).arg("-i");
+            c.args(env.iter().map(|(k, v)| format!("{k}={v}")));
+            c.arg(tool("unshare"))
+                .arg(format!("--root={}", self.root().display()))
+                .arg(format!("--wd={cwd}"))
+                .arg(format!("--setgid={NOBODY}"))
+                .arg(format!("--setuid={NOBODY}"))
+                .arg("--");
+        };
+        // fd 3 is opened on the host side, before the root is entered.
+        let with_fd3 = |c: &mut Command| {
+            if let Some(f) = fd3 {
+                c.args(["/bin/sh", "-c", r#"f=$1; shift; exec "$@" 3>"$f""#, "sh"]).arg(f);
+            }
+        };
+        let mut cmd = match mode() {
+            Mode::Namespaces => {
+                let mut c = unshare();
+                c.arg(tool("mount")).arg(self.root());
+                with_fd3(&mut c);
+                enter(&mut c);
+                c
+            }
+            Mode::ChrootOnly => {
+                let mut c = Command::new("/bin/sh");
+                c.args(["-c", r#"exec "$@""#, "sh"]).env_clear().stdin(Stdio::null());
+                with_fd3(&mut c);
+                enter(&mut c);
+                c
+            }
+        };
+        cmd.args(argv);
+        crate::output(&mut cmd)
+    }
+
     /// [`Isolated::run`], panicking with stderr unless the command succeeds; returns stdout as text.
     pub fn run_ok(&self, argv: &[&str], env: &[(&str, &str)]) -> String {
         let out = self.run(argv, env);
@@ -248,7 +291,7 @@ fn create_dir_mode(dir: &Path, mode: u32) {
 /// Copies `src` to `dest` (which does not exist): symlinks as symlinks, files and directories with their
 /// permission bits. A directory gets its mode after its entries are written, so read-only store
 /// directories copy.
-fn copy_tree(src: &Path, dest: &Path) {
+pub(crate) fn copy_tree(src: &Path, dest: &Path) {
     let meta = fs::symlink_metadata(src).unwrap_or_else(|e| panic!("isolate: {}: {e}", src.display()));
     let ft = meta.file_type();
     let mode = fs::Permissions::from_mode(meta.mode() & 0o7777);

@@ -12,6 +12,7 @@ use std::process::{Command, Output, Stdio};
 
 pub use tempfile::TempDir;
 
+pub mod cnb;
 pub mod garage;
 pub mod http;
 pub mod isolate;

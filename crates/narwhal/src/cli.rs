@@ -327,6 +327,17 @@ pub enum BuildpackCommand {
     Compile { build_dir: PathBuf, cache_dir: PathBuf, env_dir: PathBuf },
     /// Heroku's `bin/release BUILD_DIR`.
     Release { build_dir: PathBuf },
+    /// Write the Cloud Native Buildpack into DIR: buildpack.toml, bin/narwhal (this binary) and
+    /// bin/detect, bin/build linking to it.
+    ///
+    /// Example: `narwhal buildpack package-cnb ./cnb --image docker://registry.example.com/narwhal:0.1.0`
+    PackageCnb {
+        /// A new directory for the buildpack.
+        dir: PathBuf,
+        /// Also write it as a buildpack image (what `pack` and Fir's `project.toml` name).
+        #[arg(long, value_name = "oci:DIR[:TAG]|docker://HOST/REPO[:TAG]")]
+        image: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

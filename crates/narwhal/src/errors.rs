@@ -128,9 +128,25 @@ fn is_verification(err: &anyhow::Error) -> bool {
     })
 }
 
+/// An error a front end already printed in its own style (the buildpack's ` !     ` lines); `report`
+/// prints nothing more and exits with the code the error would have had.
+#[derive(Debug, thiserror::Error)]
+#[error("reported")]
+pub struct Reported(u8);
+
+impl Reported {
+    pub fn wrap(err: anyhow::Error) -> anyhow::Error {
+        let code = if is_verification(&err) { EXIT_VERIFICATION } else { EXIT_FAILED };
+        anyhow::Error::new(Self(code))
+    }
+}
+
 pub fn report(err: &anyhow::Error) -> ExitCode {
     if is_broken_pipe(err) {
         return ExitCode::SUCCESS;
+    }
+    if let Some(Reported(code)) = err.downcast_ref::<Reported>() {
+        return ExitCode::from(*code);
     }
     let mut stderr = io::stderr().lock();
     let _ = writeln!(stderr, "error: {}", one_line(err));

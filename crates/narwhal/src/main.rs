@@ -12,6 +12,11 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
+    // Started as a Cloud Native Buildpack's bin/detect or bin/build (links to this binary).
+    if std::env::args_os().next().is_some_and(|a| narwhal_cnb::is_cnb(&a)) {
+        narwhal_cnb::run();
+        return ExitCode::SUCCESS;
+    }
     errors::install_panic_hook();
     raise_open_files_limit();
     let cli = cli::Cli::parse();

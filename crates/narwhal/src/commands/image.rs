@@ -541,6 +541,98 @@ fn read_export(
     Ok((paths, source))
 }
 
+/// The buildpack directory `dir` (see `narwhal_buildpack::cnb::package`) as a buildpack image at
+/// `to`: one layer holding `/cnb/buildpacks/<id>/<version>/`, and the labels pack and the
+/// lifecycle read (`io.buildpacks.buildpackage.metadata`, `io.buildpacks.buildpack.layers`).
+/// Returns the manifest's digest.
+pub fn buildpack_image(dir: &Path, version: &str, to: &str) -> anyhow::Result<String> {
+    use narwhal_buildpack::cnb::{BUILDPACK_API, BUILDPACK_ID};
+    use narwhal_image::FileEntry;
+    let destination = destination(to)?;
+    let staging;
+    let (layout_dir, tag) = match &destination {
+        Destination::Layout(d, tag) => (d.clone(), tag.clone()),
+        Destination::Registry(reference) => {
+            staging = narwhal_formats::temp::dir_in(&std::env::temp_dir(), "narwhal-image")
+                .context("cannot create a temporary directory")?;
+            (staging.path().join("layout"), Some(reference.tag.clone()))
+        }
+        Destination::OciArchive(..) | Destination::DockerArchive(..) => {
+            bail!("a buildpack image goes to oci:DIR[:TAG] or docker://HOST/REPO[:TAG], not to {to}")
+        }
+    };
+    let layout = Layout::open(&layout_dir)?;
+    let base = format!("cnb/buildpacks/{}/{version}", BUILDPACK_ID.replace('/', "_"));
+    let mut entries: Vec<FileEntry> = Vec::new();
+    let mut at = String::new();
+    for part in base.split('/') {
+        at = if at.is_empty() { part.to_owned() } else { format!("{at}/{part}") };
+        entries.push(FileEntry::Dir(at.clone()));
+    }
+    entries.push(FileEntry::File {
+        name: format!("{base}/buildpack.toml"),
+        from: dir.join("buildpack.toml"),
+        executable: false,
+    });
+    entries.push(FileEntry::Dir(format!("{base}/bin")));
+    entries.push(FileEntry::File {
+        name: format!("{base}/bin/narwhal"),
+        from: dir.join("bin/narwhal"),
+        executable: true,
+    });
+    for phase in ["build", "detect"] {
+        entries.push(FileEntry::Symlink { name: format!("{base}/bin/{phase}"), target: "narwhal".to_owned() });
+    }
+    let layer = narwhal_image::files_layer(&layout, &entries)?;
+    let targets = serde_json::json!([{ "os": "linux", "arch": "amd64" }]);
+    let metadata = serde_json::json!({ "id": BUILDPACK_ID, "version": version, "name": "narwhal", "targets": targets });
+    let entry = serde_json::json!({
+        "api": BUILDPACK_API, "name": "narwhal", "targets": targets, "layerDiffID": layer.digest,
+    });
+    let mut versions = serde_json::Map::new();
+    versions.insert(version.to_owned(), entry);
+    let mut layers = serde_json::Map::new();
+    layers.insert(BUILDPACK_ID.to_owned(), serde_json::Value::Object(versions));
+    let layers = serde_json::Value::Object(layers);
+    let mut run = RunConfig::default();
+    run.labels.insert("io.buildpacks.buildpackage.metadata".to_owned(), metadata.to_string());
+    run.labels.insert("io.buildpacks.buildpack.layers".to_owned(), layers.to_string());
+    let created = "1980-01-01T00:00:01Z".to_owned();
+    let config = narwhal_image::oci::ImageConfig {
+        created: created.clone(),
+        architecture: "amd64".to_owned(),
+        os: "linux".to_owned(),
+        config: run,
+        rootfs: narwhal_image::oci::RootFs { kind: "layers".to_owned(), diff_ids: vec![layer.digest.clone()] },
+        history: vec![narwhal_image::oci::History {
+            created,
+            created_by: "narwhal buildpack package-cnb".to_owned(),
+            comment: format!("{BUILDPACK_ID} {version}"),
+            empty_layer: false,
+        }],
+    };
+    let (manifest, config) =
+        narwhal_image::commit_image(&layout, &config, std::slice::from_ref(&layer), Format::Oci, tag.as_deref())?;
+    layout.finish()?;
+    if let Destination::Registry(reference) = &destination {
+        let creds = registry_credentials(None, &reference.host)?;
+        let registry = Registry::new(reference.clone(), creds, false)?;
+        let report = registry.push(&Layout::open(&layout_dir)?, &manifest, &[layer, config], 2)?;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "pushed {}/{}:{}: {} blobs uploaded ({}), {} mounted, {} already there",
+            reference.host,
+            reference.repository,
+            reference.tag,
+            report.uploaded,
+            human(report.uploaded_bytes),
+            report.mounted,
+            report.skipped
+        );
+    }
+    Ok(manifest.digest)
+}
+
 /// Where the layer memo lives: `$XDG_CACHE_HOME/narwhal` or `~/.cache/narwhal`; none without either.
 fn memo_file() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")

@@ -19,11 +19,10 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use crate::cli::{BuildpackCommand, Cli, Command};
+use crate::cli::{Cli, Command};
 
 pub use fetch::human;
-pub use push::export_with_env;
-pub use slug::run as slug_run;
+pub use image::buildpack_image;
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -44,17 +43,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => verify::run(&args),
         Command::Image(args) => image::run(&args),
         Command::Fod(cmd) => fod::run(cmd),
-        Command::Buildpack(BuildpackCommand::Detect { build_dir }) => {
-            if crate::buildpack::heroku::detect(&build_dir) {
-                println_data("narwhal")
-            } else {
-                anyhow::bail!("no narwhal.toml or default.nix in {}", build_dir.display())
-            }
-        }
-        Command::Buildpack(BuildpackCommand::Compile { build_dir, cache_dir, env_dir }) => {
-            crate::buildpack::heroku::compile(&build_dir, &cache_dir, &env_dir)
-        }
-        Command::Buildpack(BuildpackCommand::Release { build_dir }) => crate::buildpack::heroku::release(&build_dir),
+        Command::Buildpack(cmd) => crate::buildpack::run(cmd),
     }
 }
 
@@ -70,7 +59,7 @@ pub fn open_input(path: &Path) -> anyhow::Result<BufReader<Box<dyn Read>>> {
 
 /// Paths handled at once: `--jobs`, else one per core.
 pub fn jobs_or_cores(jobs: Option<usize>) -> usize {
-    jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get))
+    narwhal_buildpack::source::jobs_or_cores(jobs)
 }
 
 /// Refuses a file to write whose directory does not exist, naming the file (not whatever failed first).
@@ -92,37 +81,12 @@ pub fn lock_wait() -> anyhow::Result<std::time::Duration> {
     Ok(narwhal_store::lock::wait_from_env()?)
 }
 
-/// `s3://bucket/dir/name?params` as the bucket (the cache `s3://bucket/dir?params`) and the
-/// key `name`. AWS_* settings come from `env` (name, value) before the process environment.
+/// `s3://bucket/dir/name?params` as the bucket and the key `name` (see the library's).
 pub fn s3_object(s: &str, env: &[(String, String)]) -> anyhow::Result<(Box<dyn narwhal_store::CacheWriter>, String)> {
-    use narwhal_store::{CacheUrl, Location};
-    let url = CacheUrl::parse(s)?;
-    let Location::S3 { bucket, prefix } = &url.location else {
-        anyhow::bail!("{s} is not an S3 object URL: write s3://bucket/key");
-    };
-    let (dir, name) = prefix.rsplit_once('/').unwrap_or(("", prefix.as_str()));
-    if name.is_empty() {
-        anyhow::bail!(
-            "{s} names a bucket, not an object: add the object's key, as in s3://{bucket}/closures/app.export"
-        );
-    }
-    let location = Location::S3 { bucket: bucket.clone(), prefix: dir.to_owned() };
-    let dir_url = CacheUrl { location, params: url.params.clone() };
-    let config = narwhal_store::s3::S3Config::from_url_and_env(&dir_url, |name| {
-        env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).or_else(|| std::env::var(name).ok())
-    })?;
-    let bucket = narwhal_store::s3::S3Cache::new(config, &narwhal_store::http::HttpOptions::default())?;
-    Ok((Box::new(bucket), name.to_owned()))
+    Ok(narwhal_buildpack::source::s3_object(s, env)?)
 }
 
 /// Reads a small text file (keys, narinfos) with the path in any error.
 pub fn read_text(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
-}
-
-fn println_data(s: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{s}")?;
-    Ok(())
 }

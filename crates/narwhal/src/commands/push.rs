@@ -191,38 +191,21 @@ fn report(summary: &narwhal_push::PushSummary, url: &CacheUrl, started: Instant)
     );
 }
 
+/// `narwhal export`: to standard output, or to an `s3://` object.
 pub fn export(paths: &[String], output: Option<&str>) -> anyhow::Result<()> {
-    export_with_env(paths, output, &[])
-}
-
-/// [`export`], with AWS_* settings from `env` (name, value) before the process environment.
-pub fn export_with_env(paths: &[String], output: Option<&str>, env: &[(String, String)]) -> anyhow::Result<()> {
     use std::io::IsTerminal as _;
-    let object = output.map(|o| super::s3_object(o, env)).transpose()?;
-    if object.is_none() && std::io::stdout().is_terminal() {
+    if let Some(object) = output {
+        return Ok(narwhal_buildpack::steps::export_to_s3(paths, object, &[])?);
+    }
+    if std::io::stdout().is_terminal() {
         bail!("the export is binary; redirect it: narwhal export PATH… > closure.export");
     }
     let local = LocalStore::open_default()?;
     let roots = parse_paths(&local, paths)?;
     let closure = local.closure(&roots)?;
-    let Some((bucket, key)) = object else {
-        let mut out = stdout();
-        narwhal_push::export(&local, &closure, &mut out)?;
-        out.flush()?;
-        return Ok(());
-    };
-    // Into a temporary file first, so a large closure goes up as a multipart upload and the
-    // object appears whole or not at all.
-    // Removed when dropped ([`narwhal_formats::temp`]).
-    let dir = std::env::temp_dir();
-    let (file, tmp) = narwhal_formats::temp::file_in(&dir, "narwhal-export")
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?
-        .into_parts();
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut out = stdout();
     narwhal_push::export(&local, &closure, &mut out)?;
-    out.flush().with_context(|| format!("cannot write {}", tmp.display()))?;
-    drop(out);
-    bucket.put_file(&key, &tmp, "application/octet-stream")?;
+    out.flush()?;
     Ok(())
 }
 

@@ -326,3 +326,39 @@ fn a_private_cache_is_read_with_the_netrc_config_var() {
         }
     }
 }
+
+/// bin/compile prints in Heroku's style: `-----> ` steps, seven-space details, ` !     ` warnings and errors.
+#[test]
+fn compile_output_follows_herokus_line_style() {
+    let cache = Cache::new(&["app"], "zstd");
+    let server = HttpServer::start(&cache.dir, &[]);
+    let tmp = tempdir();
+    let toml = format!("roots = [\"{}\"]\nsubstituters = [\"{}\"]\n", cache.root.display(), server.url());
+    let a =
+        app(tmp.path(), "a", &tmp.path().join("cache"), &toml, &[("NARWHAL_TRUSTED_PUBLIC_KEYS", &cache.public_key)]);
+    // Pruning that breaks links, so there are warnings too.
+    std::fs::write(a.build.join(".slugexclude"), "- store/*-deploy-data/share\n").unwrap();
+    let out = output(buildpack("compile").arg(&a.build).arg(&a.cache).arg(&a.env));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let styled = |text: &str| {
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            assert!(
+                line.starts_with("-----> ") || line.starts_with("       ") || line.starts_with(" !     "),
+                "not in Heroku's line style: {line:?}\n{text}"
+            );
+        }
+    };
+    styled(&stdout);
+    assert!(stdout.lines().any(|l| l.starts_with("-----> Deploying ")), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("       6 paths: 6 downloaded")), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with(" !     warning: ")), "{stdout}");
+
+    // An error: ` !     ` lines on stderr, the cause and its fix.
+    let bad = app(tmp.path(), "bad", &tmp.path().join("cache"), "", &[]);
+    let out = output(buildpack("compile").arg(&bad.build).arg(&bad.cache).arg(&bad.env));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    styled(&stderr);
+    assert!(stderr.starts_with(" !     nothing to deploy"), "{stderr}");
+}

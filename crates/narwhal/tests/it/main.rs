@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 mod buildpack;
+mod cnb;
 mod export;
 mod fetch;
 mod fetch_export;

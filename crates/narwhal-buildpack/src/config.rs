@@ -1,5 +1,6 @@
 //! The buildpack's configuration: `narwhal.toml` in the app, overridden by
-//! Heroku config vars (files in ENV_DIR).
+//! config vars: files named after the variable in a directory (Heroku's
+//! ENV_DIR, a CNB platform's `$CNB_PLATFORM_DIR/env/`).
 //!
 //! ```toml
 //! # What to deploy (config var NARWHAL_ROOTS, space-separated): store paths,
@@ -33,7 +34,8 @@
 //! flags = ""
 //!
 //! [processes]
-//! # Default process types for bin/release.
+//! # Default process types (bin/release; the CNB's launch.toml, where a
+//! # Procfile also works and `web` is the default).
 //! web = "result/bin/server"
 //! ```
 
@@ -42,9 +44,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::errors::BuildpackError;
+use crate::errors::{Error as BuildpackError, NotDetected};
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
     #[serde(default)]
@@ -69,9 +71,12 @@ pub struct Config {
     pub build: Build,
     #[serde(default)]
     pub processes: BTreeMap<String, String>,
+    /// `[image]`: the settings of `narwhal image` (read and checked there), not the buildpack's.
+    #[serde(default, rename = "image")]
+    pub _image: Option<toml::Table>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Build {
     #[serde(default)]
@@ -92,6 +97,13 @@ impl Config {
         if let Some(env_dir) = env_dir {
             config.apply_env(&|name| read_var(env_dir, name))?;
         }
+        Ok(config)
+    }
+
+    /// `APP_DIR/narwhal.toml`, then the config vars `var` gives.
+    pub fn load_with(app_dir: &Path, var: &dyn Fn(&str) -> Option<String>) -> Result<Self, BuildpackError> {
+        let mut config = Self::load(app_dir, None)?;
+        config.apply_env(var)?;
         Ok(config)
     }
 
@@ -196,4 +208,66 @@ const AWS_VARS: &[&str] = &[
 /// A Heroku config var: the contents of `ENV_DIR/NAME`, if the file exists.
 fn read_var(env_dir: &Path, name: &str) -> Option<String> {
     std::fs::read_to_string(env_dir.join(name)).ok()
+}
+
+/// What detect found: the line a front end prints when it passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detected(pub &'static str);
+
+/// Whether `app_dir` is a narwhal app: it has `narwhal.toml`; or the older buildpacks'
+/// configuration (NIX_S3_BUCKET + NIX_APP_NAME, or a `default.nix`/`deploy.nix` with a NARWHAL_* or
+/// NIX_BUILD_ON_PUSH config var). `var` reads a config var; a Nix file alone does not pass, since
+/// compile would only fail on it.
+pub fn detect(app_dir: &Path, var: &dyn Fn(&str) -> Option<String>) -> Result<Detected, NotDetected> {
+    let set = |name: &str| var(name).is_some_and(|v| !v.trim().is_empty());
+    if app_dir.join("narwhal.toml").is_file() {
+        return Ok(Detected("narwhal.toml"));
+    }
+    if set("NIX_S3_BUCKET") && set("NIX_APP_NAME") {
+        return Ok(Detected("NIX_S3_BUCKET and NIX_APP_NAME"));
+    }
+    let Some(file) = ["default.nix", "deploy.nix"].into_iter().find(|f| app_dir.join(f).is_file()) else {
+        return Err(NotDetected::Nothing);
+    };
+    if set("NIX_BUILD_ON_PUSH") || CONFIG_VARS.iter().any(|v| set(v)) {
+        return Ok(Detected(file));
+    }
+    Err(NotDetected::NixFileOnly { file })
+}
+
+/// The NARWHAL_* config vars [`Config`] reads.
+const CONFIG_VARS: &[&str] = &[
+    "NARWHAL_ROOTS",
+    "NARWHAL_PIN",
+    "NARWHAL_WAIT",
+    "NARWHAL_SUBSTITUTERS",
+    "NARWHAL_TRUSTED_PUBLIC_KEYS",
+    "NARWHAL_NO_VERIFY",
+    "NARWHAL_NETRC",
+    "NARWHAL_EXPORT",
+];
+
+/// A config var from a directory of files named after the variables, if the file exists.
+pub fn env_dir_var(env_dir: &Path) -> impl Fn(&str) -> Option<String> + '_ {
+    move |name| read_var(env_dir, name)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn detect_names_what_it_looked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = |_: &str| None;
+        assert_eq!(detect(dir.path(), &none), Err(NotDetected::Nothing));
+        std::fs::write(dir.path().join("default.nix"), "{}").unwrap();
+        let err = detect(dir.path(), &none).unwrap_err().to_string();
+        assert!(err.contains("NIX_BUILD_ON_PUSH") && err.contains("narwhal.toml"), "{err}");
+        let build = |n: &str| (n == "NIX_BUILD_ON_PUSH").then(|| "1".to_owned());
+        assert_eq!(detect(dir.path(), &build), Ok(Detected("default.nix")));
+        std::fs::write(dir.path().join("narwhal.toml"), "").unwrap();
+        assert_eq!(detect(dir.path(), &none), Ok(Detected("narwhal.toml")));
+    }
 }
