@@ -170,7 +170,8 @@ pub fn export_to_s3(paths: &[String], url: &str, s3_env: &[(String, String)]) ->
     let closure = local.closure(&roots)?;
     // Removed when dropped ([`narwhal_formats::temp`]), whatever happens.
     let dir = std::env::temp_dir();
-    let (file, tmp) = narwhal_formats::temp::file_in(&dir, "narwhal-export").map_err(Error::io("create", &dir))?.into_parts();
+    let (file, tmp) =
+        narwhal_formats::temp::file_in(&dir, "narwhal-export").map_err(Error::io("create", &dir))?.into_parts();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
     narwhal_push::export(&local, &closure, &mut out)?;
     std::io::Write::flush(&mut out).map_err(Error::io("write", &tmp))?;

@@ -78,10 +78,8 @@ impl ExportSource {
     /// Reads the export `input` (named `what` in messages) to its end; returns the source and
     /// every path of the stream in its order (a path repeated with the same NAR once).
     pub fn read(input: &mut dyn Read, what: &str, store_dir: &StoreDir) -> Result<(Self, Vec<ExportedPath>), Error> {
-        let dir = narwhal_formats::temp::dir_in(&std::env::temp_dir(), "narwhal-export").map_err(|source| Error::Io {
-            what: "cannot create a temporary directory in",
-            path: std::env::temp_dir(),
-            source,
+        let dir = narwhal_formats::temp::dir_in(&std::env::temp_dir(), "narwhal-export").map_err(|source| {
+            Error::Io { what: "cannot create a temporary directory in", path: std::env::temp_dir(), source }
         })?;
         let mut reader = ExportReader::new(io::BufReader::with_capacity(256 * 1024, input), store_dir.clone());
         let mut nars = BTreeMap::new();

@@ -215,4 +215,3 @@ fn copy_new(from: &std::path::Path, to: &std::path::Path) -> io::Result<()> {
         let _ = std::fs::remove_file(to);
     })
 }
-
