@@ -72,8 +72,8 @@ pub struct Config {
     #[serde(default)]
     pub processes: BTreeMap<String, String>,
     /// `[image]`: the settings of `narwhal image` (read and checked there), not the buildpack's.
-    #[serde(default, rename = "image")]
-    pub _image: Option<toml::Table>,
+    #[serde(default)]
+    pub image: Option<toml::Table>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -41,7 +41,13 @@ pub fn heroku_line(event: &Event) -> String {
 
 /// An error in Heroku's style: ` !     ` before every line of it.
 pub fn heroku_error(text: &str) -> String {
-    text.lines().map(|l| format!(" !     {l}\n")).collect()
+    let mut out = String::new();
+    for l in text.lines() {
+        out.push_str(" !     ");
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
 }
 
 /// Bytes for people: `12.3 MB`.

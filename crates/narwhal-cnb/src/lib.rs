@@ -166,7 +166,8 @@ impl Buildpack for NarwhalBuildpack {
         if !path.is_empty() {
             path.push(':');
         }
-        path.push_str(&format!("{STORE}/.narwhal/bin"));
+        path.push_str(STORE);
+        path.push_str("/.narwhal/bin");
         path_layer.write_env(
             LayerEnv::new()
                 .chainable_insert(Scope::Launch, ModificationBehavior::Prepend, "PATH", path)

@@ -839,7 +839,14 @@ fn digest(trees: &[(String, PathBuf)]) -> String {
     let hashes = run_text(nix("nix").args(["hash", "path", "--type", "sha256"]).args(trees.iter().map(|(_, p)| p)));
     let lines: Vec<&str> = hashes.lines().collect();
     assert_eq!(lines.len(), trees.len(), "nix hash path printed {hashes}");
-    trees.iter().zip(lines).map(|((name, _), h)| format!("{name}={h}\n")).collect()
+    let mut out = String::new();
+    for ((name, _), h) in trees.iter().zip(lines) {
+        out.push_str(name);
+        out.push('=');
+        out.push_str(h);
+        out.push('\n');
+    }
+    out
 }
 
 /// Go's `path/filepath.Match`: `*` any run of non-`/` bytes, `?` one non-`/` byte, `[…]` a class

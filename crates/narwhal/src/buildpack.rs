@@ -32,7 +32,7 @@ pub fn run(cmd: BuildpackCommand) -> anyhow::Result<()> {
                     writeln!(out, "narwhal")?;
                     Ok(())
                 }
-                Err(why) => Err(heroku(anyhow::Error::new(why))),
+                Err(why) => Err(heroku(&anyhow::Error::new(why))),
             }
         }
         BuildpackCommand::Compile { build_dir, cache_dir, env_dir } => {
@@ -47,7 +47,7 @@ pub fn run(cmd: BuildpackCommand) -> anyhow::Result<()> {
                 &progress,
                 &HerokuLog,
             )
-            .map_err(|e| heroku(anyhow::Error::new(e)))
+            .map_err(|e| heroku(&anyhow::Error::new(e)))
         }
         BuildpackCommand::PackageCnb { dir, image } => {
             let exe = std::env::current_exe().context("cannot find the narwhal binary to package")?;
@@ -71,9 +71,9 @@ pub fn run(cmd: BuildpackCommand) -> anyhow::Result<()> {
 
 /// Prints `err` in Heroku's style on stderr (` !     ` lines: the cause, then the hint) and
 /// returns it as already reported, keeping its exit code.
-fn heroku(err: anyhow::Error) -> anyhow::Error {
-    let mut text = crate::errors::one_line(&err);
-    if let Some(h) = crate::errors::hint(&err) {
+fn heroku(err: &anyhow::Error) -> anyhow::Error {
+    let mut text = crate::errors::one_line(err);
+    if let Some(h) = crate::errors::hint(err) {
         text.push('\n');
         text.push_str(h);
     }

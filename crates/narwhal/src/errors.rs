@@ -135,8 +135,8 @@ fn is_verification(err: &anyhow::Error) -> bool {
 pub struct Reported(u8);
 
 impl Reported {
-    pub fn wrap(err: anyhow::Error) -> anyhow::Error {
-        let code = if is_verification(&err) { EXIT_VERIFICATION } else { EXIT_FAILED };
+    pub fn wrap(err: &anyhow::Error) -> anyhow::Error {
+        let code = if is_verification(err) { EXIT_VERIFICATION } else { EXIT_FAILED };
         anyhow::Error::new(Self(code))
     }
 }
