@@ -224,7 +224,7 @@ fn gc_on_a_directory_collects_what_no_pin_needs() {
 
 #[test]
 fn gc_on_garage_collects_what_no_pin_needs() {
-    collects_what_no_pin_needs(&TestCache::garage("gc"));
+    collects_what_no_pin_needs(&TestCache::garage("gc-collect"));
 }
 
 /// Spawns `cmd` quietly, stderr into `log`.
