@@ -15,6 +15,7 @@
 //! | [`signature`] | ed25519 keys and signatures, fingerprints |
 //! | [`cache_info`] | `nix-cache-info` |
 //! | [`export`] | `nix-store --export` streams |
+//! | [`nix_conf`] | `nix.conf` (the settings narwhal uses) |
 //! | [`temp`] | narwhal's temporary names (`.<name>.tmp-<pid>-<n>`) |
 //! | [`wire`] | integers and padded strings |
 
@@ -25,6 +26,7 @@ pub mod export;
 pub mod hash;
 pub mod nar;
 pub mod narinfo;
+pub mod nix_conf;
 pub mod nixbase32;
 pub mod signature;
 pub mod store_path;

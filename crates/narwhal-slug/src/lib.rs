@@ -29,5 +29,5 @@ mod tree;
 pub use check::{check, Problem, ProblemKind};
 pub use filter::Rules;
 pub use prune::{prune, PruneReport};
-pub use size::{size_report, SizeReport, HEROKU_SLUG_LIMIT};
+pub use size::{size_report, store_size_report, SizeReport, StorePathSize, HEROKU_SLUG_LIMIT};
 pub use tree::MAX_DEPTH;

@@ -20,8 +20,9 @@ use thiserror::Error;
 use crate::prune::STORE_DIR_NAME;
 use crate::tree::{apparent_len, sorted_names, Walk, WalkError, MAX_DEPTH};
 
-/// Heroku's limit on a compressed slug: 1 GiB.
-pub const HEROKU_SLUG_LIMIT: u64 = 1 << 30;
+/// Heroku's limit on a compressed slug: "1GB" as Heroku writes it (raised from 500MB in 2026), taken
+/// as 10^9 bytes, the stricter reading, in the decimal units narwhal prints everything in.
+pub const HEROKU_SLUG_LIMIT: u64 = 1_000_000_000;
 
 /// A tar block.
 const BLOCK: u64 = 512;
@@ -79,10 +80,17 @@ pub struct SizeReport {
 
 /// Measures every top-level entry of `slug_dir/store`, never following symlinks.
 pub fn size_report(slug_dir: &Path) -> Result<SizeReport, Error> {
-    let store = slug_dir.join(STORE_DIR_NAME);
-    let names = sorted_names(&store).map_err(|source| Error::Io { path: store.clone(), source })?;
-    let mut report =
-        SizeReport { tar_bytes: tar_entry_bytes(STORE_DIR_NAME.len() as u64, 0, 0), ..SizeReport::default() };
+    store_size_report(&slug_dir.join(STORE_DIR_NAME), slug_dir)
+}
+
+/// Measures every top-level entry of the directory `store` (a fetch destination), never following
+/// symlinks; tar names are taken relative to `base`. Entries whose name starts with `.` (narwhal's
+/// `.narwhal` manifest directory) count in the total but are not store paths, so not listed.
+pub fn store_size_report(store: &Path, base: &Path) -> Result<SizeReport, Error> {
+    let slug_dir = base;
+    let names = sorted_names(store).map_err(|source| Error::Io { path: store.to_owned(), source })?;
+    let store_name_len = store.strip_prefix(base).map_or(0, |p| p.as_os_str().as_bytes().len()) as u64;
+    let mut report = SizeReport { tar_bytes: tar_entry_bytes(store_name_len, 0, 0), ..SizeReport::default() };
     for name in names {
         let mut bytes = 0;
         for entry in Walk::new(&store.join(&name)) {
@@ -94,7 +102,9 @@ pub fn size_report(slug_dir: &Path) -> Result<SizeReport, Error> {
             report.tar_bytes += tar_entry_bytes(name_len, data, link);
         }
         report.total += bytes;
-        report.paths.push(StorePathSize { name, bytes });
+        if !name.as_bytes().starts_with(b".") {
+            report.paths.push(StorePathSize { name, bytes });
+        }
     }
     report.paths.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.name.as_bytes().cmp(b.name.as_bytes())));
     Ok(report)

@@ -31,3 +31,17 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32, overwrite: bool) ->
     }
     result
 }
+
+/// One line on standard error (a closed stderr is ignored: nothing better can be done).
+pub fn eprint_line(s: &str) {
+    let _ = writeln!(io::stderr().lock(), "{s}");
+}
+
+/// Prints `value` on standard output as one line of JSON: the `--json` output of every command
+/// (the conventions are in the README, "JSON output").
+pub fn print_json(value: &serde_json::Value) -> io::Result<()> {
+    let mut out = stdout();
+    serde_json::to_writer(&mut out, value)?;
+    writeln!(out)?;
+    out.flush()
+}

@@ -19,12 +19,29 @@ use crate::progress::Progress;
 /// What a fetch produced: the roots as they are now on disk.
 pub struct Fetched {
     pub roots: Vec<StorePath>,
-    #[allow(dead_code)] // read by `slug`
     pub summary: Summary,
 }
 
 pub fn run(args: &FetchArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
     let fetched = fetch_into(&args.roots, &args.source, &args.to, args.prefix.as_deref(), args.pad)?;
+    if args.json {
+        let s = &fetched.summary;
+        let roots: Vec<String> =
+            fetched.roots.iter().map(|r| args.to.join(r.base_name()).display().to_string()).collect();
+        return Ok(crate::output::print_json(&serde_json::json!({
+            "version": 1,
+            "roots": roots,
+            "paths": s.paths,
+            "downloaded": s.downloaded,
+            "from_cache": s.from_cache,
+            "present": s.present,
+            "downloaded_bytes": s.downloaded_bytes,
+            "unpacked_bytes": s.unpacked_bytes,
+            "warnings": s.warnings,
+            "seconds": started.elapsed().as_secs_f64(),
+        }))?);
+    }
     let mut out = stdout();
     for r in &fetched.roots {
         writeln!(out, "{}", args.to.join(r.base_name()).display())?;
@@ -42,15 +59,16 @@ pub fn fetch_into(
     pad: bool,
 ) -> anyhow::Result<Fetched> {
     let started = Instant::now();
+    super::check_writable(dest)?;
     if let Some(export) = &source.from_export {
         return fetch_export_into(roots, export, source, dest, prefix, pad, started);
     }
     let trusted = trusted_keys(source.no_verify, &source.trusted_public_keys)?;
-    let http = HttpOptions::default();
+    let http = crate::settings::http()?;
     let subs = substituters(&source.from, &http)?;
     let relocation = relocation(&subs.store_dir, prefix, pad)?;
     let progress = Progress::new(source.no_progress);
-    let roots = roots.iter().map(|r| Root::parse(r, &subs.store_dir)).collect::<Result<Vec<_>, _>>()?;
+    let roots = roots.iter().map(|r| root(r, &subs.store_dir)).collect::<anyhow::Result<Vec<_>>>()?;
     let wait = WaitPolicy { max: Duration::from_secs(source.wait), interval: Duration::from_secs(2) };
     let root_paths = narwhal_fetch::resolve_roots(&subs, &roots, wait, &http, &progress)?;
     let jobs = super::jobs_or_cores(source.jobs);
@@ -68,8 +86,8 @@ pub fn fetch_into(
     let summary = narwhal_fetch::fetch(&subs, &closure, &options)?;
     progress.finish();
     progress.line(&format!(
-        "{} paths: {} downloaded, {} from the local cache, {} already present; {} read, {} unpacked, in {:.1} s",
-        summary.paths,
+        "{}: {} downloaded, {} from the local cache, {} already present; {} read, {} unpacked, in {:.1} s",
+        count(summary.paths, "path"),
         summary.downloaded,
         summary.from_cache,
         summary.present,
@@ -80,10 +98,23 @@ pub fn fetch_into(
     Ok(Fetched { roots: root_paths, summary })
 }
 
-/// The keys signatures must be by (`None` with `--no-verify`); no key at all is an error.
+/// A root as given: a link to a store path (`./result`), else a store path, pin or Hydra job.
+fn root(arg: &str, store_dir: &StoreDir) -> anyhow::Result<Root> {
+    if std::fs::symlink_metadata(arg).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Ok(Root::Path(super::store_path_arg(store_dir, arg)?));
+    }
+    Ok(Root::parse(arg, store_dir)?)
+}
+
+/// The keys signatures must be by (`None` with `--no-verify`): `keys`, else nix.conf's
+/// trusted-public-keys; no key at all is an error.
 pub fn trusted_keys(no_verify: bool, keys: &[String]) -> anyhow::Result<Option<Vec<PublicKey>>> {
     if no_verify {
         return Ok(None);
+    }
+    let mut keys: Vec<String> = keys.iter().filter(|k| !k.is_empty()).cloned().collect();
+    if keys.is_empty() {
+        keys = crate::settings::from_nix_conf("trusted-public-key", |c| c.trusted_public_keys.as_ref())?;
     }
     let keys = keys
         .iter()
@@ -92,19 +123,26 @@ pub fn trusted_keys(no_verify: bool, keys: &[String]) -> anyhow::Result<Option<V
         .collect::<anyhow::Result<Vec<_>>>()?;
     if keys.is_empty() {
         bail!(
-            "no trusted public keys, so no signature can be checked; give --trusted-public-key NAME:KEY (or NARWHAL_TRUSTED_PUBLIC_KEYS), or --no-verify to accept unsigned paths"
+            "no trusted public keys, so no signature can be checked; give --trusted-public-key NAME:KEY (or NARWHAL_TRUSTED_PUBLIC_KEYS, or trusted-public-keys in nix.conf), or --no-verify to accept unsigned paths"
         );
     }
     Ok(Some(keys))
 }
 
-/// The caches `from` names, opened, by priority.
+/// The caches `from` names (else nix.conf's substituters), opened, by priority.
 pub fn substituters(from: &[String], http: &HttpOptions) -> anyhow::Result<Substituters> {
-    let urls = from.iter().filter(|u| !u.is_empty()).map(|u| CacheUrl::parse(u)).collect::<Result<Vec<_>, _>>()?;
-    if urls.is_empty() {
-        bail!("no binary cache given; pass --from URL (or NARWHAL_SUBSTITUTERS)");
+    let mut from: Vec<String> = from.iter().filter(|u| !u.is_empty()).cloned().collect();
+    if from.is_empty() {
+        from = crate::settings::from_nix_conf("substituter", |c| c.substituters.as_ref())?;
     }
-    Ok(Substituters::open(&urls, http)?)
+    let urls = from.iter().map(|u| CacheUrl::parse(u)).collect::<Result<Vec<_>, _>>()?;
+    for url in &urls {
+        super::check_cache_dir(url)?;
+    }
+    if urls.is_empty() {
+        bail!("no binary cache given; pass --from URL (or NARWHAL_SUBSTITUTERS, or substituters in nix.conf)");
+    }
+    Ok(Substituters::open(&urls, http, &crate::settings::store()?)?)
 }
 
 /// `fetch_into` from a `nix-store --export` stream.
@@ -126,8 +164,7 @@ fn fetch_export_into(
     let roots = roots
         .iter()
         .map(|r| {
-            store_dir
-                .parse_path(r)
+            super::store_path_arg(&store_dir, r)
                 .with_context(|| format!("invalid root {r:?}: with --from-export, roots are store paths in the export"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -148,8 +185,8 @@ fn fetch_export_into(
     progress.finish();
     let summary = fetched.summary;
     progress.line(&format!(
-        "{} paths from the export: {} unpacked, {} already present; {} read, {} unpacked, in {:.1} s",
-        summary.paths,
+        "{} from the export: {} unpacked, {} already present; {} read, {} unpacked, in {:.1} s",
+        count(summary.paths, "path"),
         summary.downloaded,
         summary.present,
         human(summary.downloaded_bytes),
@@ -188,7 +225,16 @@ fn open_export(export: &str, source: &SourceArgs) -> anyhow::Result<(Box<dyn Rea
     Ok((Box::new(file), len))
 }
 
-/// Bytes for people: `12.3 MB`.
+/// `1 path`, `2 paths`: a count and its noun, singular or plural.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// Bytes for people, in decimal units as every figure narwhal prints (and Heroku's limits): `12.3 MB`.
 pub fn human(n: u64) -> String {
     #[allow(clippy::cast_precision_loss)]
     let f = n as f64;

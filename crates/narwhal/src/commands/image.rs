@@ -12,10 +12,9 @@ use narwhal_image::registry::{Reference, Registry};
 use narwhal_image::{
     Built, CacheSource, Format, ImageOptions, LayerCompression, LayerMemo, LocalSource, NarSource, PathEntry,
 };
-use narwhal_store::http::HttpOptions;
 use narwhal_store::BinaryCache;
 
-use super::fetch::{human, substituters, trusted_keys};
+use super::fetch::{count, human, substituters, trusted_keys};
 use crate::cli::ImageArgs;
 use crate::output::stdout;
 
@@ -56,23 +55,11 @@ fn layout_destination(to: &str) -> anyhow::Result<(PathBuf, Option<String>)> {
     Ok((PathBuf::from(dir), tag))
 }
 
-/// A root as given: a store path, or a symlink to one (`./result`).
-fn root_path(store_dir: &StoreDir, arg: &str) -> anyhow::Result<StorePath> {
-    let direct = store_dir.split_path(arg.trim_end_matches('/'));
-    if let Ok((path, _)) = direct {
-        return Ok(path);
-    }
-    let target = std::fs::read_link(arg).with_context(|| format!("{arg} is neither a store path nor a link to one"))?;
-    let target = target.to_string_lossy();
-    let (path, _) = store_dir.split_path(&target).with_context(|| format!("{arg} links to {target}"))?;
-    Ok(path)
-}
-
 pub fn run(args: &ImageArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let destination = destination(&args.to)?;
     let store_dir = StoreDir::default();
-    let roots = args.roots.iter().map(|r| root_path(&store_dir, r)).collect::<anyhow::Result<Vec<_>>>()?;
+    let roots = args.roots.iter().map(|r| super::store_path_arg(&store_dir, r)).collect::<anyhow::Result<Vec<_>>>()?;
     if roots.is_empty() {
         bail!("no root given");
     }
@@ -93,7 +80,7 @@ pub fn run(args: &ImageArgs) -> anyhow::Result<()> {
         source = Box::new(LocalSource { real_dir: PathBuf::from(store_dir.as_str()) });
     } else {
         let trusted = trusted_keys(args.no_verify, &args.trusted_public_keys)?;
-        subs = substituters(&args.from, &HttpOptions::default())?;
+        subs = substituters(&args.from, &crate::settings::http()?)?;
         if subs.store_dir != store_dir {
             bail!("the caches hold paths of {}, not {store_dir}", subs.store_dir);
         }
@@ -157,12 +144,35 @@ pub fn run(args: &ImageArgs) -> anyhow::Result<()> {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(
         err,
-        "{} paths in {} layers ({}), in {:.1} s",
-        paths.len(),
-        built.layers.len(),
+        "{} in {} ({}), in {:.1} s",
+        count(paths.len(), "path"),
+        count(built.layers.len(), "layer"),
         human(bytes),
         started.elapsed().as_secs_f64()
     );
+    if args.json {
+        let layers: Vec<serde_json::Value> = built
+            .layers
+            .iter()
+            .zip(&built.contents)
+            .map(|(l, paths)| {
+                let paths: Vec<String> = paths.iter().map(|p| store_dir.display(p).to_string()).collect();
+                serde_json::json!({ "digest": l.digest, "bytes": l.size, "paths": paths })
+            })
+            .collect();
+        return Ok(crate::output::print_json(&serde_json::json!({
+            "version": 1,
+            "destination": args.to,
+            "manifest_digest": built.manifest.digest,
+            "config_digest": built.config.digest,
+            "layers": layers,
+            "layers_built": reuse.built,
+            "layers_reused": reuse.reused,
+            "paths": paths.len(),
+            "bytes": bytes,
+            "seconds": started.elapsed().as_secs_f64(),
+        }))?);
+    }
     let mut out = stdout();
     writeln!(out, "{}", built.manifest.digest)?;
     out.flush()?;

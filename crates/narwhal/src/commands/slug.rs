@@ -30,6 +30,9 @@ pub fn run(args: &SlugArgs) -> anyhow::Result<Vec<PathBuf>> {
     }
     let prefix = args.prefix.clone().unwrap_or_else(|| format!("{runtime_root}/store"));
     refuse_symlinks(&args.app_dir)?;
+    // What can fail without the closure fails before it is downloaded.
+    refuse_taken_result_names(&args.app_dir, args.roots.len().max(1))?;
+    let rules = read_rules(&args.app_dir)?;
     let _lock = lock_app_dir(&args.app_dir)?;
     let store = args.app_dir.join("store");
     let fetched = fetch_into(&args.roots, &args.source, &store, Some(&prefix), args.pad)?;
@@ -37,7 +40,9 @@ pub fn run(args: &SlugArgs) -> anyhow::Result<Vec<PathBuf>> {
     let links =
         result_links(&args.app_dir, &fetched.roots.iter().map(|r| r.base_name().to_owned()).collect::<Vec<_>>())?;
     write_profile(&args.app_dir, runtime_root, &links)?;
-    prune(&args.app_dir)?;
+    if let Some(rules) = rules {
+        prune(&args.app_dir, &rules)?;
+    }
     report(&args.app_dir, runtime_root)?;
 
     let mut out = stdout();
@@ -113,20 +118,33 @@ fn lock_app_dir(app_dir: &Path) -> anyhow::Result<narwhal_store::lock::DirLock> 
     Ok(lock)
 }
 
+/// The name of the `i`th result link (from 0): `result`, `result-2`, …
+fn result_name(i: usize) -> String {
+    if i == 0 {
+        "result".to_owned()
+    } else {
+        format!("result-{}", i + 1)
+    }
+}
+
+/// Refuses an app whose first `n` result names are taken by something other than a link.
+fn refuse_taken_result_names(app_dir: &Path, n: usize) -> anyhow::Result<()> {
+    for i in 0..n {
+        let link = app_dir.join(result_name(i));
+        if link.symlink_metadata().is_ok_and(|m| !m.file_type().is_symlink()) {
+            bail!("{} exists and is not a symlink; narwhal will not replace it (rename it in the app)", link.display());
+        }
+    }
+    Ok(())
+}
+
 /// `result`, `result-2`, … as relative links into `store/`, replaced atomically.
 fn result_links(app_dir: &Path, bases: &[String]) -> anyhow::Result<Vec<PathBuf>> {
+    refuse_taken_result_names(app_dir, bases.len())?;
     let mut links = Vec::new();
     for (i, base) in bases.iter().enumerate() {
-        let name = if i == 0 { "result".to_owned() } else { format!("result-{}", i + 1) };
+        let name = result_name(i);
         let link = app_dir.join(&name);
-        if let Ok(meta) = link.symlink_metadata() {
-            if !meta.file_type().is_symlink() {
-                bail!(
-                    "{} exists and is not a symlink; narwhal will not replace it (rename it in the app)",
-                    link.display()
-                );
-            }
-        }
         let tmp = narwhal_formats::temp::beside(app_dir, &name);
         std::os::unix::fs::symlink(Path::new("store").join(base), &tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))?;
@@ -163,16 +181,20 @@ fn write_profile(app_dir: &Path, runtime_root: &str, links: &[PathBuf]) -> anyho
     Ok(())
 }
 
-/// Applies `APP_DIR/.slugexclude`, when there is one.
-fn prune(app_dir: &Path) -> anyhow::Result<()> {
+/// The rules of `APP_DIR/.slugexclude`, when there is one.
+fn read_rules(app_dir: &Path) -> anyhow::Result<Option<Rules>> {
     let file = app_dir.join(".slugexclude");
     let text = match std::fs::read(&file) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
     };
-    let rules = Rules::parse(&text).with_context(|| format!("invalid {}", file.display()))?;
-    let report = narwhal_slug::prune(app_dir, &rules).context("cannot prune the slug")?;
+    Ok(Some(Rules::parse(&text).with_context(|| format!("invalid {}", file.display()))?))
+}
+
+/// Applies the rules of `APP_DIR/.slugexclude`.
+fn prune(app_dir: &Path, rules: &Rules) -> anyhow::Result<()> {
+    let report = narwhal_slug::prune(app_dir, rules).context("cannot prune the slug")?;
     eprintln_line(&format!(".slugexclude removed {} entries, {}", report.removed.len(), human(report.bytes_freed)));
     Ok(())
 }
@@ -183,23 +205,66 @@ fn report(app_dir: &Path, runtime_root: &str) -> anyhow::Result<()> {
         eprintln_line(&format!("warning: {problem}"));
     }
     let sizes = narwhal_slug::size_report(app_dir).context("cannot measure the slug")?;
-    eprintln_line("store paths by size (uncompressed):");
-    for p in sizes.paths.iter().take(10) {
-        eprintln_line(&format!("  {:>10}  {}", human(p.bytes), p.name.to_string_lossy()));
+    for line in size_lines(&sizes, 10) {
+        eprintln_line(&line);
     }
-    if sizes.paths.len() > 10 {
-        eprintln_line(&format!("  … and {} more", sizes.paths.len() - 10));
-    }
-    eprintln_line(&format!(
-        "total {} uncompressed; Heroku limits the compressed slug to {}",
-        human(sizes.total),
-        human(HEROKU_SLUG_LIMIT)
-    ));
     if sizes.total > HEROKU_SLUG_LIMIT {
         eprintln_line(
             "warning: the closure alone is over the limit uncompressed; if the slug is refused, prune it with .slugexclude",
         );
     }
+    Ok(())
+}
+
+/// The size report as lines: the `top` largest store paths, then the total against Heroku's limit.
+fn size_lines(sizes: &narwhal_slug::SizeReport, top: usize) -> Vec<String> {
+    let mut lines = vec!["store paths by size (uncompressed):".to_owned()];
+    for p in sizes.paths.iter().take(top) {
+        lines.push(format!("  {:>10}  {}", human(p.bytes), p.name.to_string_lossy()));
+    }
+    if sizes.paths.len() > top {
+        lines.push(format!("  … and {} more", sizes.paths.len() - top));
+    }
+    lines.push(format!(
+        "total {} uncompressed; Heroku limits the compressed slug to {}",
+        human(sizes.total),
+        heroku_limit()
+    ));
+    lines
+}
+
+/// Heroku's slug limit as Heroku's documentation writes it.
+fn heroku_limit() -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let gb = HEROKU_SLUG_LIMIT as f64 / 1e9;
+    format!("{gb} GB")
+}
+
+/// `narwhal size DIR`: the store paths in DIR by size, as a table on stderr or JSON on stdout.
+pub fn size(dir: &Path, json: bool) -> anyhow::Result<()> {
+    let base = dir.parent().unwrap_or(dir);
+    let sizes =
+        narwhal_slug::store_size_report(dir, base).with_context(|| format!("cannot measure {}", dir.display()))?;
+    if json {
+        let paths: Vec<serde_json::Value> = sizes
+            .paths
+            .iter()
+            .map(|p| serde_json::json!({ "name": p.name.to_string_lossy(), "bytes": p.bytes }))
+            .collect();
+        return Ok(crate::output::print_json(&serde_json::json!({
+            "version": 1,
+            "dir": dir.display().to_string(),
+            "paths": paths,
+            "total_bytes": sizes.total,
+            "tar_gz_upper_bound_bytes": sizes.tar_gz_upper_bound(),
+            "heroku_limit_bytes": HEROKU_SLUG_LIMIT,
+        }))?);
+    }
+    let mut out = stdout();
+    for line in size_lines(&sizes, usize::MAX) {
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
     Ok(())
 }
 

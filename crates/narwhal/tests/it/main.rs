@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 mod buildpack;
+mod cli;
+mod errors;
 mod export;
 mod fetch;
 mod fetch_export;
@@ -13,10 +15,12 @@ mod hardening;
 mod hash;
 mod image;
 mod integrity;
+mod json;
 mod keys;
 mod malformed;
 mod nar;
 mod narinfo;
+mod nix_conf;
 mod push;
 mod push_http;
 mod serve;
@@ -24,10 +28,12 @@ mod serve;
 use std::path::Path;
 use std::process::{Command, Output};
 
-/// The narwhal binary under test.
+/// The narwhal binary under test, reading no nix.conf of the host (tests that want one set
+/// `NIX_CONF_DIR`).
 pub fn narwhal() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_narwhal"));
     c.stdin(std::process::Stdio::null());
+    c.env("NIX_CONF_DIR", "/nonexistent/narwhal-test-nix-conf").env("NIX_USER_CONF_FILES", "").env_remove("NIX_CONFIG");
     c
 }
 
@@ -54,6 +60,22 @@ pub fn fails_with(cmd: &mut Command, code: i32) -> String {
     assert_eq!(stderr.lines().filter(|l| l.starts_with("error: ")).count(), 1, "stderr: {stderr}");
     assert!(!stderr.contains("panicked") && !stderr.contains("internal error"), "stderr: {stderr}");
     stderr
+}
+
+/// Runs `cmd` and shows what its user sees, for a snapshot: the exit status, stdout and stderr,
+/// each `(text, placeholder)` of `scrub` (temporary paths) and the binary's path replaced.
+pub fn snapshot(cmd: &mut Command, scrub: &[(&str, &str)]) -> String {
+    let out: Output = narwhal_testkit::output(cmd);
+    let mut text = format!(
+        "exit status: {}\n----- stdout -----\n{}----- stderr -----\n{}",
+        out.status.code().map_or_else(|| "killed".to_owned(), |c| c.to_string()),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (from, to) in scrub {
+        text = text.replace(from, to);
+    }
+    text.replace(env!("CARGO_BIN_EXE_narwhal"), "[NARWHAL]")
 }
 
 /// Names in `dir`, sorted.
