@@ -8,7 +8,7 @@ use narwhal_testkit::http::HttpServer;
 use narwhal_testkit::{file_url, tempdir};
 
 use crate::fetch::{fetch_cmd, store_entries, Cache};
-use crate::{fails, fails_verification, narwhal, ok};
+use crate::{fails, narwhal, ok};
 
 #[test]
 fn a_stalled_download_is_retried_within_seconds() {
@@ -38,7 +38,9 @@ fn a_corrupt_file_nar_and_an_invalid_url_are_not_retried() {
     std::fs::write(&nar, bytes).unwrap();
     let tmp = tempdir();
     let to = tmp.path().join("to");
-    let err = fails_verification(&mut fetch_cmd(&file_url(&cache.dir, ""), &cache.public_key, &cache.root, &to));
+    let out = narwhal_testkit::output(&mut fetch_cmd(&file_url(&cache.dir, ""), &cache.public_key, &cache.root, &to));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
     assert!(!err.contains("retrying"), "{err}");
     assert!(store_entries(&to).iter().all(|e| !e.contains(&cache.root.file_name().unwrap().to_string_lossy()[..32])));
 
@@ -51,7 +53,8 @@ fn a_corrupt_file_nar_and_an_invalid_url_are_not_retried() {
 fn a_missing_file_cache_says_no_such_directory() {
     let tmp = tempdir();
     let gone = tmp.path().join("gone");
-    let err = fails(narwhal().args(["missing", "/nix/store/00000000000000000000000000000000-x", "--in"]).arg(&gone));
+    let app = narwhal_testkit::isolate::deploy_fixture("app");
+    let err = fails(narwhal().arg("missing").arg(&app).arg("--in").arg(&gone));
     assert!(err.contains(&format!("no such directory {}", gone.display())), "{err}");
     let cache = Cache::new(&["app"], "zstd");
     let err = fails(&mut fetch_cmd(&file_url(&gone, ""), &cache.public_key, &cache.root, &tmp.path().join("to")));
