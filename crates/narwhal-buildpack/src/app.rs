@@ -90,17 +90,34 @@ pub fn lock_app_dir(app_dir: &Path, wait: Duration, log: &dyn Log) -> Result<Dir
     Ok(lock)
 }
 
+/// The name of the `i`th result link (from 0): `result`, `result-2`, …
+fn result_name(i: usize) -> String {
+    if i == 0 {
+        "result".to_owned()
+    } else {
+        format!("result-{}", i + 1)
+    }
+}
+
+/// Refuses an app whose first `n` result names are taken by something other than a link, so it
+/// fails before the closure is downloaded.
+pub fn refuse_taken_result_names(app_dir: &Path, n: usize) -> Result<(), Error> {
+    for i in 0..n {
+        let link = app_dir.join(result_name(i));
+        if link.symlink_metadata().is_ok_and(|m| !m.file_type().is_symlink()) {
+            return Err(Error::NotALink(link));
+        }
+    }
+    Ok(())
+}
+
 /// `result`, `result-2`, … as relative links to the roots, replaced atomically.
 pub fn result_links(app_dir: &Path, layout: Layout, roots: &[StorePath]) -> Result<Vec<PathBuf>, Error> {
+    refuse_taken_result_names(app_dir, roots.len())?;
     let mut links = Vec::new();
     for (i, root) in roots.iter().enumerate() {
-        let name = if i == 0 { "result".to_owned() } else { format!("result-{}", i + 1) };
+        let name = result_name(i);
         let link = app_dir.join(&name);
-        if let Ok(meta) = link.symlink_metadata() {
-            if !meta.file_type().is_symlink() {
-                return Err(Error::NotALink(link));
-            }
-        }
         let target = match layout {
             Layout::Slug => Path::new("store").join(root.base_name()),
             Layout::Flat => PathBuf::from(root.base_name()),
@@ -180,26 +197,35 @@ pub fn report(app_dir: &Path, runtime_root: &str, layout: Layout, log: &dyn Log)
         log.warning(&problem.to_string());
     }
     let sizes = narwhal_slug::size_report_layout(app_dir, layout).map_err(Error::Size)?;
-    log.detail("store paths by size (uncompressed):");
-    for p in sizes.paths.iter().take(10) {
-        log.detail(&format!("  {:>10}  {}", human(p.bytes), p.name.to_string_lossy()));
+    for line in size_lines(&sizes, 10, layout == Layout::Slug) {
+        log.detail(&line);
     }
-    if sizes.paths.len() > 10 {
-        log.detail(&format!("  … and {} more", sizes.paths.len() - 10));
+    if layout == Layout::Slug && sizes.total > HEROKU_SLUG_LIMIT {
+        log.warning(
+            "the closure alone is over the limit uncompressed; if the slug is refused, prune it with .slugexclude",
+        );
     }
-    if layout == Layout::Slug {
-        log.detail(&format!(
+    Ok(sizes)
+}
+
+/// The size report as lines: the `top` largest store paths, then the total (against Heroku's
+/// limit for a slug).
+pub fn size_lines(sizes: &SizeReport, top: usize, slug: bool) -> Vec<String> {
+    let mut lines = vec!["store paths by size (uncompressed):".to_owned()];
+    for p in sizes.paths.iter().take(top) {
+        lines.push(format!("  {:>10}  {}", human(p.bytes), p.name.to_string_lossy()));
+    }
+    if sizes.paths.len() > top {
+        lines.push(format!("  … and {} more", sizes.paths.len() - top));
+    }
+    lines.push(if slug {
+        format!(
             "total {} uncompressed; Heroku limits the compressed slug to {}",
             human(sizes.total),
             human(HEROKU_SLUG_LIMIT)
-        ));
-        if sizes.total > HEROKU_SLUG_LIMIT {
-            log.warning(
-                "the closure alone is over the limit uncompressed; if the slug is refused, prune it with .slugexclude",
-            );
-        }
+        )
     } else {
-        log.detail(&format!("total {} uncompressed", human(sizes.total)));
-    }
-    Ok(sizes)
+        format!("total {} uncompressed", human(sizes.total))
+    });
+    lines
 }

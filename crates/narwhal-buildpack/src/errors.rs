@@ -26,7 +26,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    #[error("no trusted public keys, so no signature can be checked; give --trusted-public-key NAME:KEY (or NARWHAL_TRUSTED_PUBLIC_KEYS), or --no-verify to accept unsigned paths")]
+    #[error("no trusted public keys, so no signature can be checked; give --trusted-public-key NAME:KEY (or NARWHAL_TRUSTED_PUBLIC_KEYS, or trusted-public-keys in nix.conf), or --no-verify to accept unsigned paths")]
     NoTrustedKeys,
     #[error("invalid trusted public key {key:?}")]
     InvalidKey {
@@ -34,7 +34,7 @@ pub enum Error {
         #[source]
         source: narwhal_formats::signature::Error,
     },
-    #[error("no binary cache given; pass --from URL (or NARWHAL_SUBSTITUTERS)")]
+    #[error("no binary cache given; pass --from URL (or NARWHAL_SUBSTITUTERS, or substituters in nix.conf)")]
     NoSubstituters,
     #[error("an export ({export}) carries no signatures, so narwhal cannot verify it; pass --no-verify to trust it as whoever wrote it (its NAR hashes are computed and recorded in the manifest), or deploy from a signed binary cache with --from")]
     UnsignedExport { export: String },
@@ -108,6 +108,10 @@ pub enum Error {
     ProcessType { kind: String },
     #[error("{} exists and is not empty: package the buildpack into a new directory", .0.display())]
     PackageExists(PathBuf),
+    #[error("NARWHAL_HTTP_TIMEOUT={value:?} is not a number of seconds; set it to one, such as 10")]
+    HttpTimeout { value: String },
+    #[error("cannot read Nix's configuration")]
+    NixConf(#[from] narwhal_formats::nix_conf::Error),
     #[error("{path:?} is not a store path")]
     StorePath {
         path: String,

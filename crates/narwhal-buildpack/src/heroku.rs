@@ -3,7 +3,6 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use narwhal_fetch::Reporter;
 use narwhal_slug::Layout;
@@ -11,6 +10,7 @@ use narwhal_slug::Layout;
 use crate::config::Config;
 use crate::errors::Error;
 use crate::log::Log;
+use crate::settings::Env;
 use crate::source::{fetch_into, Fetched, Source};
 use crate::{app, steps, write_atomic};
 
@@ -23,7 +23,6 @@ pub struct Slug<'a> {
     /// The relocation prefix; `RUNTIME_ROOT/store` by default.
     pub prefix: Option<String>,
     pub pad: bool,
-    pub lock_wait: Duration,
 }
 
 /// What a slug holds afterwards.
@@ -46,7 +45,9 @@ impl Slug<'_> {
         app::refuse_symlinks(self.app_dir, Layout::Slug)?;
         // A .slugexclude that does not parse fails before anything is downloaded.
         app::slugexclude(self.app_dir)?;
-        let _lock = app::lock_app_dir(self.app_dir, self.lock_wait, log)?;
+        // So do result names taken by something other than a link.
+        app::refuse_taken_result_names(self.app_dir, roots.len().max(1))?;
+        let _lock = app::lock_app_dir(self.app_dir, source.store.lock_wait, log)?;
         let store = self.app_dir.join("store");
         let fetched = fetch_into(roots, source, &store, Some(&prefix), self.pad, reporter)?;
         log.detail(&fetched.summary_line());
@@ -65,7 +66,7 @@ pub fn compile(
     cache_dir: &Path,
     env_dir: &Path,
     revision: Option<&str>,
-    lock_wait: Duration,
+    env: Env,
     reporter: &dyn Reporter,
     log: &dyn Log,
 ) -> Result<(), Error> {
@@ -73,14 +74,15 @@ pub fn compile(
     let mut config = Config::load(build_dir, Some(env_dir))?;
     let state = cache_dir.join("narwhal");
     std::fs::create_dir_all(&state).map_err(Error::io("create", &state))?;
-    let _netrc = config.netrc.as_deref().map(steps::TempNetrc::write).transpose()?;
+    let mut env = env;
+    let _netrc = config.netrc.as_deref().map(|n| steps::TempNetrc::write(n, &mut env)).transpose()?;
 
     if config.build.nix && steps::which("nix-build") {
         log.step("Building with nix-build");
-        steps::build_with_nix(build_dir, &state, &mut config, log)?;
+        steps::build_with_nix(build_dir, &state, &mut config, &env, log)?;
     }
-    let (roots, source) = steps::plan(&config, build_dir, revision, state.join("downloads"), lock_wait, log)?;
-    let slug = Slug { app_dir: build_dir, runtime_root: "/app", prefix: None, pad: false, lock_wait };
+    let (roots, source) = steps::plan(&config, build_dir, revision, state.join("downloads"), &env, log)?;
+    let slug = Slug { app_dir: build_dir, runtime_root: "/app", prefix: None, pad: false };
     let done = slug.run(&roots, &source, reporter, log)?;
     for l in &done.links {
         let target = std::fs::read_link(l).map_err(Error::io("read", l))?;

@@ -7,6 +7,7 @@
 //! | is this a narwhal app | [`config::detect`] |
 //! | narwhal.toml + config vars (+ the older buildpacks' `NIX_*`) | [`config::Config::load`] |
 //! | private caches' netrc, what to deploy, build on push | [`steps`] |
+//! | nix.conf and the variables caches take, from an environment | [`settings`] |
 //! | fetch into the download cache and the app | [`source::fetch_into`] |
 //! | result links, launch scripts, pruning, checks, sizes | [`app`] |
 //! | the CNB's store, processes, slices, cache reasons | [`cnb`] |
@@ -23,6 +24,7 @@ pub mod config;
 pub mod errors;
 pub mod heroku;
 pub mod log;
+pub mod settings;
 pub mod source;
 pub mod steps;
 

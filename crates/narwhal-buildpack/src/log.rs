@@ -50,7 +50,7 @@ pub fn heroku_error(text: &str) -> String {
     out
 }
 
-/// Bytes for people: `12.3 MB`.
+/// Bytes for people, in decimal units as every figure narwhal prints (and Heroku's limits): `12.3 MB`.
 pub fn human(n: u64) -> String {
     #[allow(clippy::cast_precision_loss)]
     let f = n as f64;
@@ -62,5 +62,14 @@ pub fn human(n: u64) -> String {
         format!("{:.1} MB", f / 1e6)
     } else {
         format!("{:.2} GB", f / 1e9)
+    }
+}
+
+/// `1 path`, `2 paths`: a count and its noun, singular or plural.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }

@@ -12,10 +12,10 @@ use narwhal_formats::signature::PublicKey;
 use narwhal_formats::store_path::{StoreDir, StorePath};
 use narwhal_relocate::Relocation;
 use narwhal_store::http::HttpOptions;
-use narwhal_store::CacheUrl;
+use narwhal_store::{CacheUrl, Settings};
 
 use crate::errors::Error;
-use crate::log::human;
+use crate::log::{count, human};
 
 /// Where to fetch from and how.
 #[derive(Debug, Clone, Default)]
@@ -36,8 +36,18 @@ pub struct Source {
     pub jobs: Option<usize>,
     /// Seconds to wait for a pin to appear.
     pub wait: u64,
-    /// How long to wait for another writer of the destination or the download cache.
-    pub lock_wait: Duration,
+    /// What the caches take from outside their URL (netrc files, tokens, AWS variables, how long
+    /// to wait for another writer of the destination or the download cache); `s3_env` goes first.
+    pub store: Settings,
+    /// How HTTP requests behave.
+    pub http: HttpOptions,
+}
+
+impl Source {
+    /// [`Self::store`] with `s3_env` over its variables.
+    fn settings(&self) -> Settings {
+        crate::settings::with_vars(&self.store, &self.s3_env)
+    }
 }
 
 /// What a fetch produced: the roots as they are now on disk, and what it did.
@@ -55,8 +65,8 @@ impl Fetched {
         let s = &self.summary;
         if self.from_export {
             format!(
-                "{} paths from the export: {} unpacked, {} already present; {} read, {} unpacked, in {:.1} s",
-                s.paths,
+                "{} from the export: {} unpacked, {} already present; {} read, {} unpacked, in {:.1} s",
+                count(s.paths, "path"),
                 s.downloaded,
                 s.present,
                 human(s.downloaded_bytes),
@@ -65,8 +75,8 @@ impl Fetched {
             )
         } else {
             format!(
-                "{} paths: {} downloaded, {} from the local cache, {} already present; {} read, {} unpacked, in {:.1} s",
-                s.paths,
+                "{}: {} downloaded, {} from the local cache, {} already present; {} read, {} unpacked, in {:.1} s",
+                count(s.paths, "path"),
                 s.downloaded,
                 s.from_cache,
                 s.present,
@@ -97,12 +107,12 @@ pub fn fetch_into(
         return fetch_export_into(roots, export, source, dest, prefix, pad, reporter, started);
     }
     let trusted = trusted_keys(source.no_verify, &source.trusted_public_keys)?;
-    let http = HttpOptions::default();
-    let subs = substituters(&source.from, &http)?;
+    let http = &source.http;
+    let subs = substituters(&source.from, http, &source.settings())?;
     let relocation = relocation(&subs.store_dir, prefix, pad)?;
     let roots = roots.iter().map(|r| Root::parse(r, &subs.store_dir)).collect::<Result<Vec<_>, _>>()?;
     let wait = WaitPolicy { max: Duration::from_secs(source.wait), interval: Duration::from_secs(2) };
-    let root_paths = narwhal_fetch::resolve_roots(&subs, &roots, wait, &http, reporter)?;
+    let root_paths = narwhal_fetch::resolve_roots(&subs, &roots, wait, http, reporter)?;
     let jobs = jobs_or_cores(source.jobs);
     let closure = narwhal_fetch::walk_closure(&subs, &root_paths, trusted.as_deref(), (jobs * 4).max(8))?;
     let options = FetchOptions {
@@ -112,7 +122,7 @@ pub fn fetch_into(
         jobs,
         attempts: 4,
         prune_cache: source.prune_cache,
-        lock_wait: source.lock_wait,
+        lock_wait: source.store.lock_wait,
         reporter,
     };
     let summary = narwhal_fetch::fetch(&subs, &closure, &options)?;
@@ -135,13 +145,13 @@ pub fn trusted_keys(no_verify: bool, keys: &[String]) -> Result<Option<Vec<Publi
     Ok(Some(keys))
 }
 
-/// The caches `from` names, opened, by priority.
-pub fn substituters(from: &[String], http: &HttpOptions) -> Result<Substituters, Error> {
+/// The caches `from` names, opened, by priority, with `settings`' credentials.
+pub fn substituters(from: &[String], http: &HttpOptions, settings: &Settings) -> Result<Substituters, Error> {
     let urls = from.iter().filter(|u| !u.is_empty()).map(|u| CacheUrl::parse(u)).collect::<Result<Vec<_>, _>>()?;
     if urls.is_empty() {
         return Err(Error::NoSubstituters);
     }
-    Ok(Substituters::open(&urls, http)?)
+    Ok(Substituters::open(&urls, http, settings)?)
 }
 
 /// [`fetch_into`] from a `nix-store --export` stream.
@@ -165,7 +175,7 @@ fn fetch_export_into(
         .map(|r| store_dir.parse_path(r).map_err(|source| Error::ExportRoot { root: r.clone(), source }))
         .collect::<Result<Vec<_>, _>>()?;
     let relocation = relocation(&store_dir, prefix, pad)?;
-    let (mut input, len) = open_export(export, &source.s3_env)?;
+    let (mut input, len) = open_export(export, &source.settings(), &source.http)?;
     let options = FetchOptions {
         dest: dest.to_path_buf(),
         relocation,
@@ -173,7 +183,7 @@ fn fetch_export_into(
         jobs: jobs_or_cores(source.jobs),
         attempts: 1,
         prune_cache: false,
-        lock_wait: source.lock_wait,
+        lock_wait: source.store.lock_wait,
         reporter,
     };
     let fetched = narwhal_fetch::fetch_export(&mut *input, export, len, &store_dir, &roots, &options)?;
@@ -189,9 +199,13 @@ fn relocation(store_dir: &StoreDir, prefix: Option<&str>, pad: bool) -> Result<R
 }
 
 /// The export stream and its length when known.
-fn open_export(export: &str, s3_env: &[(String, String)]) -> Result<(Box<dyn Read + Send>, Option<u64>), Error> {
+fn open_export(
+    export: &str,
+    settings: &Settings,
+    http: &HttpOptions,
+) -> Result<(Box<dyn Read + Send>, Option<u64>), Error> {
     if export.starts_with("s3://") {
-        let (bucket, key) = s3_object(export, s3_env)?;
+        let (bucket, key) = s3_object(export, settings, http)?;
         return match bucket.open(&key) {
             Ok(body) => Ok((body, None)),
             Err(e) if matches!(e.kind, narwhal_store::StoreErrorKind::NotFound) => {
@@ -209,8 +223,12 @@ fn open_export(export: &str, s3_env: &[(String, String)]) -> Result<(Box<dyn Rea
 }
 
 /// `s3://bucket/dir/name?params` as the bucket (the cache `s3://bucket/dir?params`) and the
-/// key `name`. AWS_* settings come from `env` (name, value) before the process environment.
-pub fn s3_object(s: &str, env: &[(String, String)]) -> Result<(Box<dyn narwhal_store::CacheWriter>, String), Error> {
+/// key `name`, with the AWS_* variables of `settings`.
+pub fn s3_object(
+    s: &str,
+    settings: &Settings,
+    http: &HttpOptions,
+) -> Result<(Box<dyn narwhal_store::CacheWriter>, String), Error> {
     use narwhal_store::Location;
     let url = CacheUrl::parse(s)?;
     let Location::S3 { bucket, prefix } = &url.location else {
@@ -222,9 +240,6 @@ pub fn s3_object(s: &str, env: &[(String, String)]) -> Result<(Box<dyn narwhal_s
     }
     let location = Location::S3 { bucket: bucket.clone(), prefix: dir.to_owned() };
     let dir_url = CacheUrl { location, params: url.params.clone() };
-    let config = narwhal_store::s3::S3Config::from_url_and_env(&dir_url, |name| {
-        env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).or_else(|| std::env::var(name).ok())
-    })?;
-    let bucket = narwhal_store::s3::S3Cache::new(config, &HttpOptions::default())?;
+    let bucket = narwhal_store::s3::S3Cache::from_url(&dir_url, http, settings)?;
     Ok((Box::new(bucket), name.to_owned()))
 }

@@ -3,27 +3,27 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use narwhal_formats::store_path::StorePath;
 
 use crate::config::Config;
 use crate::errors::Error;
 use crate::log::Log;
+use crate::settings::{with_vars, Env};
 use crate::source::{s3_object, Source};
 use crate::write_atomic;
 
 /// NARWHAL_NETRC as a file for this build only: outside the app and the
 /// build cache, readable by this user only, removed when dropped. HTTP
-/// caches read it through $NETRC, as Nix reads its netrc-file.
+/// caches read it first of the settings' netrc files, as Nix reads its netrc-file.
 pub struct TempNetrc(PathBuf);
 
 impl TempNetrc {
-    /// Writes the netrc and points $NETRC at it. Call it while the process has one thread.
-    pub fn write(text: &str) -> Result<Self, Error> {
+    /// Writes the netrc and puts it first in `env`'s netrc files.
+    pub fn write(text: &str, env: &mut Env) -> Result<Self, Error> {
         let file = std::env::temp_dir().join(format!("narwhal-netrc-{}", std::process::id()));
         write_atomic(&file, text.as_bytes(), 0o600)?;
-        std::env::set_var("NETRC", &file);
+        env.store.netrc_files.insert(0, file.clone());
         Ok(Self(file))
     }
 }
@@ -65,7 +65,7 @@ pub fn plan(
     app_dir: &Path,
     revision: Option<&str>,
     downloads: PathBuf,
-    lock_wait: Duration,
+    env: &Env,
     log: &dyn Log,
 ) -> Result<(Vec<String>, Source), Error> {
     let export = export_location(config, app_dir);
@@ -93,7 +93,8 @@ pub fn plan(
         prune_cache: true,
         jobs: None,
         wait: config.wait,
-        lock_wait,
+        store: env.store.clone(),
+        http: env.http.clone(),
     };
     Ok((roots, source))
 }
@@ -106,7 +107,13 @@ pub fn which(program: &str) -> bool {
 /// Builds with the app's Nix (its output goes to this process's stderr), then deploys from a
 /// signed cache of what was built, kept in `state`. With an `s3://` export configured, the
 /// closure is stored there too, as the older buildpack did after a build.
-pub fn build_with_nix(app_dir: &Path, state: &Path, config: &mut Config, log: &dyn Log) -> Result<(), Error> {
+pub fn build_with_nix(
+    app_dir: &Path,
+    state: &Path,
+    config: &mut Config,
+    env: &Env,
+    log: &dyn Log,
+) -> Result<(), Error> {
     let out_link = state.join("nix-result");
     let out = Command::new("nix-build")
         .current_dir(app_dir)
@@ -142,7 +149,7 @@ pub fn build_with_nix(app_dir: &Path, state: &Path, config: &mut Config, log: &d
     if let Some(export) = config.export.take() {
         if export.starts_with("s3://") {
             log.step(&format!("Storing the closure at {export}"));
-            export_to_s3(&built, &export, &config.s3_env)?;
+            export_to_s3(&built, &export, &with_vars(&env.store, &config.s3_env), &env.http)?;
         }
     }
     config.roots = built;
@@ -154,8 +161,13 @@ pub fn build_with_nix(app_dir: &Path, state: &Path, config: &mut Config, log: &d
 /// The closure of `paths` in the local Nix store as a `nix-store --export` stream at `url`
 /// (`s3://bucket/key`): through a temporary file, so a large closure goes up as a multipart
 /// upload and the object appears whole or not at all.
-pub fn export_to_s3(paths: &[String], url: &str, s3_env: &[(String, String)]) -> Result<(), Error> {
-    let (bucket, key) = s3_object(url, s3_env)?;
+pub fn export_to_s3(
+    paths: &[String],
+    url: &str,
+    settings: &narwhal_store::Settings,
+    http: &narwhal_store::http::HttpOptions,
+) -> Result<(), Error> {
+    let (bucket, key) = s3_object(url, settings, http)?;
     let local = narwhal_push::LocalStore::open_default()?;
     let roots = paths
         .iter()

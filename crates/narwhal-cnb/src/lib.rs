@@ -17,7 +17,6 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use libcnb::build::{BuildContext, BuildResult, BuildResultBuilder};
 use libcnb::data::launch::{LaunchBuilder, ProcessBuilder, ProcessType, Slice};
@@ -129,7 +128,11 @@ impl Buildpack for NarwhalBuildpack {
         log.step("narwhal: reading narwhal.toml and config vars");
         let var = var_of(&context.platform);
         let mut config = Config::load_with(&app_dir, &var).map_err(Failed::from)?;
-        let _netrc = config.netrc.as_deref().map(steps::TempNetrc::write).transpose().map_err(Failed::from)?;
+        // Caches' settings from the config vars, then the build's own environment.
+        let mut env = narwhal_buildpack::settings::from_env(&|name| var(name).or_else(|| std::env::var(name).ok()))
+            .map_err(Failed::from)?;
+        let _netrc =
+            config.netrc.as_deref().map(|n| steps::TempNetrc::write(n, &mut env)).transpose().map_err(Failed::from)?;
         // Checked before anything is downloaded.
         app::refuse_symlinks(&app_dir, Layout::Flat).map_err(Failed::from)?;
         app::slugexclude(&app_dir).map_err(Failed::from)?;
@@ -139,14 +142,13 @@ impl Buildpack for NarwhalBuildpack {
             log.step("Building with nix-build");
             let nix =
                 context.uncached_layer(layer_name!("nix"), UncachedLayerDefinition { build: false, launch: false })?;
-            steps::build_with_nix(&app_dir, &nix.path(), &mut config, log).map_err(Failed::from)?;
+            steps::build_with_nix(&app_dir, &nix.path(), &mut config, &env, log).map_err(Failed::from)?;
         }
 
         let downloads = downloads_layer(&context, log)?;
-        let lock_wait = Duration::from_secs(600);
         let revision = var("SOURCE_VERSION");
         let (roots, source) =
-            steps::plan(&config, &app_dir, revision.as_deref(), downloads, lock_wait, log).map_err(Failed::from)?;
+            steps::plan(&config, &app_dir, revision.as_deref(), downloads, &env, log).map_err(Failed::from)?;
         let fetched = narwhal_buildpack::fetch_into(&roots, &source, &app_dir, Some(STORE), false, &Progress)
             .map_err(Failed::from)?;
         log.detail(&fetched.summary_line());

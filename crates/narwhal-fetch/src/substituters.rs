@@ -3,7 +3,7 @@
 use narwhal_formats::cache_info::CacheInfo;
 use narwhal_formats::store_path::StoreDir;
 use narwhal_store::http::HttpOptions;
-use narwhal_store::{open_cache, BinaryCache, CacheUrl};
+use narwhal_store::{open_cache, BinaryCache, CacheUrl, Settings};
 
 use crate::error::Error;
 
@@ -25,11 +25,11 @@ pub struct Substituters {
 
 impl Substituters {
     /// Opens each cache and reads its `nix-cache-info` (absent means `/nix/store`).
-    /// A `?priority=N` parameter overrides the cache's own.
-    pub fn open(urls: &[CacheUrl], options: &HttpOptions) -> Result<Self, Error> {
+    /// A `?priority=N` parameter overrides the cache's own; `settings` gives credentials.
+    pub fn open(urls: &[CacheUrl], options: &HttpOptions, settings: &Settings) -> Result<Self, Error> {
         let mut list = Vec::new();
         for url in urls {
-            let cache = open_cache(url, options)?;
+            let cache = open_cache(url, options, settings)?;
             let info = match cache.get(narwhal_store::keys::CACHE_INFO)? {
                 Some(bytes) => CacheInfo::parse(&String::from_utf8_lossy(&bytes))
                     .map_err(|source| Error::CacheInfo { cache: url.to_string(), source })?,

@@ -15,6 +15,7 @@
 //! | [`signature`] | ed25519 keys and signatures, fingerprints |
 //! | [`cache_info`] | `nix-cache-info` |
 //! | [`export`] | `nix-store --export` streams |
+//! | [`nix_conf`] | `nix.conf` (the settings narwhal uses) |
 //! | [`pipe`] | byte streams handed to other threads in shared, recycled chunks |
 //! | [`temp`] | narwhal's temporary files and trees (`.<name>.tmp-<pid>-<random>`, tempfile's), `write_atomic` |
 //! | [`tree`] | the one walk over a directory tree on disk |
@@ -27,6 +28,7 @@ pub mod export;
 pub mod hash;
 pub mod nar;
 pub mod narinfo;
+pub mod nix_conf;
 pub mod nixbase32;
 pub mod pipe;
 pub mod signature;

@@ -20,7 +20,10 @@ fn main() {
     };
     let count: usize = count.parse().unwrap();
     let key = SecretKey::parse(std::fs::read_to_string(key).unwrap().trim()).unwrap();
-    let cache = narwhal_store::open_writer(&CacheUrl::parse(url).unwrap()).unwrap();
+    // The AWS variables from this process's environment, as the binary passes them.
+    let vars = narwhal_store::settings::S3_VARS.iter().filter_map(|&n| Some((n.to_owned(), std::env::var(n).ok()?)));
+    let settings = narwhal_store::Settings { vars: vars.collect(), ..narwhal_store::Settings::default() };
+    let cache = narwhal_store::open_writer(&CacheUrl::parse(url).unwrap(), &settings).unwrap();
     let store_dir = StoreDir::default();
     cache.put(keys::CACHE_INFO, keys::cache_info_for(&store_dir).as_bytes(), keys::CACHE_INFO_TYPE).unwrap();
     let path = |i: usize| {

@@ -54,7 +54,6 @@ pub struct GcOptions<'a> {
 
 /// Why paths are kept.
 #[derive(Debug, Default, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
 pub struct Roots {
     pub pins: usize,
     pub recent: usize,
@@ -65,7 +64,6 @@ pub struct Roots {
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
 pub struct Scanned {
     pub narinfos: usize,
     pub nars: usize,
@@ -75,7 +73,6 @@ pub struct Scanned {
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
 pub struct Deleted {
     /// Superseded revision pins (the keep rules).
     pub pins: Vec<String>,
@@ -89,14 +86,12 @@ pub struct Deleted {
 }
 
 #[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
 pub struct MissingReference {
     pub path: String,
     pub referenced_by: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
 pub struct Unreadable {
     pub key: String,
     pub reason: String,
@@ -104,7 +99,6 @@ pub struct Unreadable {
 
 /// What one pin keeps.
 #[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
 pub struct PinUse {
     pub key: String,
     pub path: String,
@@ -117,7 +111,6 @@ pub struct PinUse {
 
 /// The outcome, also printed by `--json` (see README).
 #[derive(Debug, Default, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
 pub struct Summary {
     pub cache: String,
     pub dry_run: bool,

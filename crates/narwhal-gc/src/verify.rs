@@ -62,7 +62,6 @@ impl Problem {
 }
 
 #[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
 pub struct Finding {
     pub problem: Problem,
     /// The store path (or the narinfo's key when it does not parse).
@@ -73,7 +72,6 @@ pub struct Finding {
 }
 
 #[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
 pub struct Report {
     pub cache: String,
     pub checked: usize,

@@ -29,10 +29,10 @@ pub(crate) fn store_nar(dest: &dyn CacheWriter, url: &str, file: &Path, gc: &GcG
     Ok(())
 }
 
-/// Signs `narinfo` with `key` (keeping the signatures it has, sorted, as Nix does).
-pub(crate) fn sign(narinfo: &mut NarInfo, key: Option<&SecretKey>) -> Result<(), Error> {
+/// Signs `narinfo` with each of `keys` (keeping the signatures it has, sorted, as Nix does).
+pub(crate) fn sign(narinfo: &mut NarInfo, keys: &[SecretKey]) -> Result<(), Error> {
     narinfo.sigs.sort();
-    if let Some(key) = key {
+    for key in keys {
         let path = narinfo.store_dir.display(&narinfo.path).to_string();
         narinfo.sign(key).map_err(|source| Error::Sign { path, source })?;
     }

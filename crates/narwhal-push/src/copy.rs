@@ -160,7 +160,7 @@ fn copy_one(
     narinfo.system.clone_from(&info.system);
     narinfo.sigs.clone_from(&info.sigs);
     narinfo.ca.clone_from(&info.ca);
-    commit::sign(&mut narinfo, opts.key.as_ref())?;
+    commit::sign(&mut narinfo, &opts.keys)?;
     if !commits.wait_for(info.references(), pending, &info.path) {
         return Ok((0, 0));
     }

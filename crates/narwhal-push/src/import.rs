@@ -76,7 +76,7 @@ pub fn import(
         refs.dedup();
         info.references = Some(refs);
         info.deriver.clone_from(&path.deriver);
-        commit::sign(&mut info, opts.key.as_ref())?;
+        commit::sign(&mut info, &opts.keys)?;
         summary.uploaded += 1;
         summary.nar_bytes += nar_size;
         summary.file_bytes += file_size;

@@ -80,7 +80,8 @@ pub struct PushOptions<'a> {
     pub compression: PushCompression,
     /// zstd level (default 3) or xz preset (default 6).
     pub level: Option<u32>,
-    pub key: Option<SecretKey>,
+    /// Every narinfo written is signed with each of these.
+    pub keys: Vec<SecretKey>,
     pub jobs: usize,
     /// Where compressed NARs wait for their upload.
     pub temp_dir: PathBuf,
@@ -273,7 +274,7 @@ fn push_one(
     narinfo.deriver.clone_from(&info.deriver);
     narinfo.sigs.clone_from(&info.sigs);
     narinfo.ca.clone_from(&info.ca);
-    commit::sign(&mut narinfo, opts.key.as_ref())?;
+    commit::sign(&mut narinfo, &opts.keys)?;
     // The commit point: only once every reference's narinfo is in the cache.
     if !commits.wait_for(&info.references, pending, &info.path) {
         return Ok((0, 0));

@@ -1,4 +1,6 @@
-//! `narwhal serve`'s configuration: a TOML file, every key optional.
+//! `narwhal serve`'s configuration: a TOML file, every key optional, in kebab-case as narwhal.toml
+//! and nix.conf write theirs (the snake_case of earlier versions, `key_files`, is still read, and
+//! [`Config::load`] returns a warning naming the new spelling).
 //!
 //! ```toml
 //! # The cache to serve: a directory (`/srv/cache`, `file:///srv/cache`),
@@ -8,19 +10,19 @@
 //! # Where to listen. Default: 127.0.0.1:5000.
 //! listen = "127.0.0.1:5000"
 //! # Secret keys (Nix's `name:base64` files) that sign every narinfo served. Default: none.
-//! key_files = ["/etc/narwhal/cache.sec"]
+//! key-files = ["/etc/narwhal/cache.sec"]
 //! # Files of push tokens, one a line; a PUT needs one of them. Default: none, so writes are refused.
-//! push_token_files = ["/etc/narwhal/push-tokens"]
+//! push-token-files = ["/etc/narwhal/push-tokens"]
 //! # Files of read tokens; when any is given, reads need a read or a push token. Default: none (public reads).
-//! read_token_files = []
+//! read-token-files = []
 //! # The Priority that nix-cache-info announces when the cache has none of its own. Default: 40.
 //! priority = 40
 //! # Where uploaded NARs wait until they are stored. Default: the system's temporary directory.
-//! temp_dir = "/var/tmp"
+//! temp-dir = "/var/tmp"
 //! # The largest NAR a PUT may send, in bytes. Default: 68719476736 (64 GiB).
-//! max_upload_bytes = 68719476736
+//! max-upload-bytes = 68719476736
 //! # The Nix database of the `local` store. Default: /nix/var/nix/db/db.sqlite.
-//! local_db = "/nix/var/nix/db/db.sqlite"
+//! local-db = "/nix/var/nix/db/db.sqlite"
 //! ```
 
 use std::net::SocketAddr;
@@ -37,7 +39,7 @@ pub const DEFAULT_PRIORITY: u64 = 40;
 pub const DEFAULT_MAX_UPLOAD: u64 = 64 << 30;
 
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
     pub store: Option<String>,
     pub listen: Option<SocketAddr>,
@@ -100,10 +102,30 @@ impl ConfigError {
 }
 
 impl Config {
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+    /// The config in `path`, and a warning for each key written in the old snake_case.
+    pub fn load(path: &Path) -> Result<(Self, Vec<String>), ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+        let parse = |message: String| ConfigError::Parse { path: path.to_owned(), message };
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| parse(e.to_string()))?;
+        let old: Vec<String> = table.keys().filter(|k| k.contains('_')).cloned().collect();
+        if old.is_empty() {
+            // Parsed again from the text, so that errors name their line.
+            return Ok((toml::from_str(&text).map_err(|e| parse(e.to_string()))?, Vec::new()));
+        }
+        let mut warnings = Vec::new();
+        for key in old {
+            let new = key.replace('_', "-");
+            if table.contains_key(&new) {
+                return Err(parse(format!("both `{key}` and `{new}` are set; keep `{new}`")));
+            }
+            if let Some(value) = table.remove(&key) {
+                table.insert(new.clone(), value);
+            }
+            warnings.push(format!("{}: `{key}` is now spelled `{new}`; the old name still works", path.display()));
+        }
+        let config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| parse(e.to_string()))?;
+        Ok((config, warnings))
     }
 }
 
@@ -148,4 +170,35 @@ pub fn read_keys(files: &[PathBuf]) -> Result<Vec<narwhal_formats::signature::Se
                 .map_err(|source| ConfigError::Key { path: path.clone(), source })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kebab_case_keys_and_the_old_snake_case_with_a_warning() {
+        let dir = narwhal_testkit::tempdir();
+        let file = dir.path().join("serve.toml");
+        std::fs::write(&file, "store = \"/srv\"\nkey-files = [\"/k\"]\nmax-upload-bytes = 10\n").unwrap();
+        let (config, warnings) = Config::load(&file).unwrap();
+        assert_eq!(
+            (config.key_files, config.max_upload_bytes, warnings.len()),
+            (vec![PathBuf::from("/k")], Some(10), 0)
+        );
+        std::fs::write(&file, "push_token_files = [\"/t\"]\ntemp-dir = \"/tmp\"\n").unwrap();
+        let (config, warnings) = Config::load(&file).unwrap();
+        assert_eq!(config.push_token_files, vec![PathBuf::from("/t")]);
+        assert_eq!(
+            warnings,
+            [format!(
+                "{}: `push_token_files` is now spelled `push-token-files`; the old name still works",
+                file.display()
+            )]
+        );
+        std::fs::write(&file, "key_files = []\nkey-files = []\n").unwrap();
+        assert!(Config::load(&file).unwrap_err().to_string().contains("both `key_files` and `key-files`"));
+        std::fs::write(&file, "keyfiles = []\n").unwrap();
+        assert!(matches!(Config::load(&file), Err(ConfigError::Parse { .. })));
+    }
 }

@@ -98,7 +98,10 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match &self.kind {
             StoreErrorKind::Status { status, .. } => *status >= 500 || *status == 429 || *status == 408,
-            StoreErrorKind::Transport { .. } => true,
+            // A request that could not even be built (an invalid URL) fails the same way every time.
+            StoreErrorKind::Transport { source, .. } => {
+                !source.downcast_ref::<reqwest::Error>().is_some_and(reqwest::Error::is_builder)
+            }
             StoreErrorKind::Io(e) => matches!(
                 e.kind(),
                 io::ErrorKind::TimedOut

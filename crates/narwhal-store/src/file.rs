@@ -25,9 +25,9 @@ impl FileCache {
     /// ([`crate::lock::LOCK_FILE`]) with the other writers; when there are
     /// none, first removes what killed writers left (temporary names in the
     /// cache and in its directories, `nar/`, `pins/`, …).
-    pub fn writer(root: PathBuf, url: String, what: &str) -> Result<Self, StoreError> {
+    /// `wait` bounds the wait for a writer that has the directory alone.
+    pub fn writer(root: PathBuf, url: String, what: &str, wait: std::time::Duration) -> Result<Self, StoreError> {
         let lock_err = |e| StoreError::new(url.clone(), StoreErrorKind::Lock(e));
-        let wait = crate::lock::wait_from_env().map_err(lock_err)?;
         let err = |e: io::Error| StoreError::new(url.clone(), StoreErrorKind::Io(e));
         std::fs::create_dir_all(&root).map_err(err)?;
         let mut dirs = vec![root.clone()];

@@ -9,20 +9,40 @@ use crate::error::{StoreError, StoreErrorKind};
 use crate::retry::Retry;
 use crate::{check_key, BinaryCache};
 
+/// Told before each retry of a request: the next attempt's number, the attempts in all, what
+/// failed, and the delay until the next try (the caller prints it; this crate never does).
+pub type RetryNotice = std::sync::Arc<dyn Fn(u32, u32, &StoreError, Duration) + Send + Sync>;
+
 /// How the HTTP client behaves.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpOptions {
     /// Attempts per request, the first included.
     pub attempts: u32,
     /// Delay before the first retry; doubles each time.
     pub initial_backoff: Duration,
-    /// Timeout for connecting and for each read.
+    /// Timeout for connecting, for the response's headers, and for each read of a body: a transfer
+    /// that makes no progress for this long fails (and is retried), however long it has run.
     pub timeout: Duration,
+    /// Told before each retry.
+    pub on_retry: Option<RetryNotice>,
 }
+
+/// A stalled transfer fails after this long without a byte.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for HttpOptions {
     fn default() -> Self {
-        Self { attempts: 5, initial_backoff: Duration::from_millis(250), timeout: Duration::from_secs(30) }
+        Self { attempts: 5, initial_backoff: Duration::from_millis(250), timeout: DEFAULT_TIMEOUT, on_retry: None }
+    }
+}
+
+impl std::fmt::Debug for HttpOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpOptions")
+            .field("attempts", &self.attempts)
+            .field("initial_backoff", &self.initial_backoff)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -81,7 +101,11 @@ impl HttpOptions {
     pub fn retry<T>(&self, attempt: impl FnMut(u32) -> Result<T, StoreError>) -> Result<T, StoreError> {
         Retry { attempts: self.attempts, initial_backoff: self.initial_backoff }.run(
             StoreError::is_transient,
-            |_, _, _| {},
+            |next, e, delay| {
+                if let Some(notice) = &self.on_retry {
+                    notice(next, self.attempts, e, delay);
+                }
+            },
             attempt,
         )
     }

@@ -14,10 +14,10 @@
 //! directories, so [`CacheWriter::list`] is an error.
 //!
 //! Credentials ([`HttpAuth::resolve`]), first match wins: a token the caller
-//! gives (`--token-file`), `NARWHAL_PUSH_TOKEN` (both sent as
-//! `Authorization: Bearer …`), then the host's `login`/`password` from a netrc
-//! file (`$NETRC`, `~/.netrc`, then `/etc/nix/netrc`, Nix's default
-//! `netrc-file`), sent as Basic authentication, as Nix (curl) sends them.
+//! gives (`--token-file`), the settings' push token (`NARWHAL_PUSH_TOKEN`; both sent as
+//! `Authorization: Bearer …`), then the host's `login`/`password` from the settings'
+//! netrc files (the binary lists `$NETRC`, `~/.netrc`, then Nix's `netrc-file`),
+//! sent as Basic authentication, as Nix (curl) sends them.
 //! Secrets never appear in messages or `Debug` output; a 401 or 403 is a
 //! [`StoreErrorKind::Refused`] error saying which credentials were sent.
 
@@ -30,12 +30,8 @@ use reqwest::Method;
 
 use crate::error::{StoreError, StoreErrorKind};
 use crate::http::{send_get, HttpCache};
-use crate::{BinaryCache as _, CacheWriter};
+use crate::{BinaryCache as _, CacheWriter, Settings};
 
-/// The environment variable holding a push token.
-pub const TOKEN_ENV: &str = "NARWHAL_PUSH_TOKEN";
-/// Nix's default `netrc-file`.
-pub const NIX_NETRC: &str = "/etc/nix/netrc";
 /// The slowest upload tolerated before a NAR's `PUT` times out, in bytes per second.
 const MIN_UPLOAD_RATE: u64 = 256 << 10;
 
@@ -58,38 +54,22 @@ impl fmt::Debug for HttpAuth {
 
 impl HttpAuth {
     /// The credentials for the cache at `base` (`http(s)://host[:port]/path`): `token` (read by
-    /// the caller from a token file, `from` naming it) if given, else `$NARWHAL_PUSH_TOKEN`, else
-    /// the host's entry in the first netrc file that has one ([`netrc_files`]).
-    pub fn resolve(base: &str, token: Option<(String, String)>) -> Result<Self, StoreError> {
-        Self::resolve_with(base, token, |name| std::env::var(name).ok())
-    }
-
-    /// As [`HttpAuth::resolve`], with the environment read through `env`.
-    pub fn resolve_with(
-        base: &str,
-        token: Option<(String, String)>,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, StoreError> {
-        if let Some((token, from)) = token {
+    /// the caller from a token file, `from` naming it) if given, else the settings' push token, else
+    /// the host's entry in the first of the settings' netrc files that has one.
+    pub fn resolve(base: &str, token: Option<(String, String)>, settings: &Settings) -> Result<Self, StoreError> {
+        if let Some((token, from)) = token.or_else(|| settings.push_token.clone()) {
             return Self::bearer(base, token.trim(), from);
         }
-        if let Some(token) = env(TOKEN_ENV).filter(|t| !t.trim().is_empty()) {
-            return Self::bearer(base, token.trim(), format!("${TOKEN_ENV}"));
-        }
-        Ok(Self::resolve_netrc_with(base, env))
+        Ok(Self::resolve_netrc(base, &settings.netrc_files))
     }
 
-    /// The credentials for reading the cache at `base`: only the host's entry in a netrc file
-    /// ([`netrc_files`]), as Nix reads substituters, so no token meant for one host goes to another.
-    pub fn resolve_netrc(base: &str) -> Self {
-        Self::resolve_netrc_with(base, |name| std::env::var(name).ok())
-    }
-
-    /// As [`HttpAuth::resolve_netrc`], with the environment read through `env`.
-    pub fn resolve_netrc_with(base: &str, env: impl Fn(&str) -> Option<String>) -> Self {
+    /// The credentials for reading the cache at `base`: only the host's entry in the first of
+    /// `netrc_files` that has one, as Nix reads substituters, so no token meant for one host goes
+    /// to another.
+    pub fn resolve_netrc(base: &str, netrc_files: &[PathBuf]) -> Self {
         let host = host_of(base);
-        for file in netrc_files(&env) {
-            let Ok(text) = std::fs::read_to_string(&file) else { continue };
+        for file in netrc_files {
+            let Ok(text) = std::fs::read_to_string(file) else { continue };
             if let Some((login, password)) = netrc_lookup(&text, host) {
                 return Self::Basic { login, password, from: file.display().to_string() };
             }
@@ -120,19 +100,6 @@ impl HttpAuth {
             Self::Basic { login, password, .. } => request.basic_auth(login, Some(password)),
         }
     }
-}
-
-/// The netrc files consulted, in order: `$NETRC`, `$HOME/.netrc`, [`NIX_NETRC`].
-pub fn netrc_files(env: &impl Fn(&str) -> Option<String>) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    if let Some(f) = env("NETRC").filter(|f| !f.is_empty()) {
-        files.push(PathBuf::from(f));
-    }
-    if let Some(home) = env("HOME").filter(|h| !h.is_empty()) {
-        files.push(Path::new(&home).join(".netrc"));
-    }
-    files.push(PathBuf::from(NIX_NETRC));
-    files
 }
 
 /// The host of `http(s)://[user@]host[:port]/…`, without the port (netrc entries name hosts).
@@ -307,26 +274,22 @@ mod tests {
         let home = std::env::temp_dir().join(format!("narwhal-netrc-{}", std::process::id()));
         std::fs::create_dir_all(&home).unwrap();
         std::fs::write(home.join(".netrc"), "machine h login u password hunter2\n").unwrap();
-        let h = home.display().to_string();
-        let env = |token: Option<&'static str>| {
-            let h = h.clone();
-            move |name: &str| match name {
-                "HOME" => Some(h.clone()),
-                TOKEN_ENV => token.map(str::to_owned),
-                _ => None,
-            }
+        let settings = |token: Option<&str>| Settings {
+            netrc_files: vec![home.join("absent"), home.join(".netrc")],
+            push_token: token.map(|t| (t.to_owned(), "$NARWHAL_PUSH_TOKEN".to_owned())),
+            ..Settings::default()
         };
-        let a = HttpAuth::resolve_with("http://h:1/c", None, env(None)).unwrap();
+        let a = HttpAuth::resolve("http://h:1/c", None, &settings(None)).unwrap();
         assert!(matches!(&a, HttpAuth::Basic { login, .. } if login == "u"));
         assert!(!format!("{a:?}").contains("hunter2"));
-        let a = HttpAuth::resolve_with("http://h:1/c", None, env(Some("tok"))).unwrap();
+        let a = HttpAuth::resolve("http://h:1/c", None, &settings(Some("tok"))).unwrap();
         assert!(matches!(&a, HttpAuth::Bearer { token, .. } if token == "tok"));
         assert_eq!(a.describe(), "a Bearer token from $NARWHAL_PUSH_TOKEN");
         let a =
-            HttpAuth::resolve_with("http://h/c", Some(("file\n".into(), "t.txt".into())), env(Some("tok"))).unwrap();
+            HttpAuth::resolve("http://h/c", Some(("file\n".into(), "t.txt".into())), &settings(Some("tok"))).unwrap();
         assert!(matches!(&a, HttpAuth::Bearer { token, .. } if token == "file"));
-        assert!(HttpAuth::resolve_with("http://h/c", Some((" ".into(), "t".into())), env(None)).is_err());
-        assert!(matches!(HttpAuth::resolve_with("http://other/c", None, env(None)).unwrap(), HttpAuth::None));
+        assert!(HttpAuth::resolve("http://h/c", Some((" ".into(), "t".into())), &settings(None)).is_err());
+        assert!(matches!(HttpAuth::resolve("http://other/c", None, &settings(None)).unwrap(), HttpAuth::None));
         std::fs::remove_dir_all(&home).unwrap();
     }
 }

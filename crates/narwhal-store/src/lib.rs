@@ -28,12 +28,14 @@ pub mod parallel;
 pub mod pin;
 pub mod retry;
 pub mod s3;
+pub mod settings;
 pub mod url;
 
 use std::io::Read;
 
 pub use compression::Compression;
 pub use error::{HydraProblem, StoreError, StoreErrorKind};
+pub use settings::Settings;
 pub use url::{CacheUrl, Location};
 
 /// A binary cache, read side.
@@ -113,36 +115,44 @@ pub struct Listed {
 
 /// Opens the cache at `url` for writing (`file:///dir`, `/dir`, `s3://bucket[/prefix]`,
 /// `http(s)://host/path` with credentials from [`http_writer::HttpAuth::resolve`]).
-pub fn open_writer(url: &CacheUrl) -> Result<Box<dyn CacheWriter>, StoreError> {
-    open_writer_with_token(url, None)
+pub fn open_writer(url: &CacheUrl, settings: &Settings) -> Result<Box<dyn CacheWriter>, StoreError> {
+    open_writer_with_token(url, None, settings)
 }
 
 /// As [`open_writer`]; an HTTP cache gets `token` (the token and where it came from, for
-/// messages) as its Bearer token, before `$NARWHAL_PUSH_TOKEN` and netrc files.
+/// messages) as its Bearer token, before the settings' push token and netrc files.
 pub fn open_writer_with_token(
     url: &CacheUrl,
     token: Option<(String, String)>,
+    settings: &Settings,
 ) -> Result<Box<dyn CacheWriter>, StoreError> {
     match &url.location {
-        Location::File(dir) => Ok(Box::new(file::FileCache::writer(dir.clone(), url.to_string(), "narwhal push")?)),
+        Location::File(dir) => {
+            Ok(Box::new(file::FileCache::writer(dir.clone(), url.to_string(), "narwhal push", settings.lock_wait)?))
+        }
         Location::Http(base) => {
-            let auth = http_writer::HttpAuth::resolve(base, token)?;
+            let auth = http_writer::HttpAuth::resolve(base, token, settings)?;
             Ok(Box::new(http::HttpCache::new(base, &http::HttpOptions::default())?.with_auth(auth)))
         }
-        Location::S3 { .. } => Ok(Box::new(s3::S3Cache::from_url(url, &http::HttpOptions::default())?)),
+        Location::S3 { .. } => Ok(Box::new(s3::S3Cache::from_url(url, &http::HttpOptions::default(), settings)?)),
     }
 }
 
 /// Opens the cache at `url` (`file:///dir`, `/dir`, `http(s)://host/path`, `s3://bucket[/prefix]`)
-/// for reading. An HTTP cache gets the host's login and password from a netrc file, as Nix's
-/// substituters do ([`http_writer::HttpAuth::resolve_netrc`]).
-pub fn open_cache(url: &CacheUrl, options: &http::HttpOptions) -> Result<Box<dyn BinaryCache>, StoreError> {
+/// for reading. An HTTP cache gets the host's login and password from the settings' netrc files, as
+/// Nix's substituters do ([`http_writer::HttpAuth::resolve_netrc`]).
+pub fn open_cache(
+    url: &CacheUrl,
+    options: &http::HttpOptions,
+    settings: &Settings,
+) -> Result<Box<dyn BinaryCache>, StoreError> {
     Ok(match &url.location {
         Location::File(dir) => Box::new(file::FileCache::new(dir.clone(), url.to_string())),
-        Location::Http(base) => {
-            Box::new(http::HttpCache::new(base, options)?.with_auth(http_writer::HttpAuth::resolve_netrc(base)))
-        }
-        Location::S3 { .. } => Box::new(s3::S3Cache::from_url(url, options)?),
+        Location::Http(base) => Box::new(
+            http::HttpCache::new(base, options)?
+                .with_auth(http_writer::HttpAuth::resolve_netrc(base, &settings.netrc_files)),
+        ),
+        Location::S3 { .. } => Box::new(s3::S3Cache::from_url(url, options, settings)?),
     })
 }
 

@@ -35,11 +35,13 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(600);
 /// The variable that sets how long a writer waits, in seconds.
 pub const WAIT_VAR: &str = "NARWHAL_LOCK_WAIT";
 
-/// How long a writer waits for a lock: [`WAIT_VAR`] seconds, else [`DEFAULT_WAIT`].
-pub fn wait_from_env() -> Result<Duration, LockError> {
-    match std::env::var(WAIT_VAR) {
-        Err(_) => Ok(DEFAULT_WAIT),
-        Ok(v) => v.trim().parse::<u32>().map(|s| Duration::from_secs(s.into())).map_err(|_| LockError::BadWait(v)),
+/// How long a writer waits for a lock: `value` (of [`WAIT_VAR`]) seconds, else [`DEFAULT_WAIT`].
+pub fn parse_wait(value: Option<&str>) -> Result<Duration, LockError> {
+    match value {
+        None => Ok(DEFAULT_WAIT),
+        Some(v) => {
+            v.trim().parse::<u32>().map(|s| Duration::from_secs(s.into())).map_err(|_| LockError::BadWait(v.to_owned()))
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! A cache in an S3 bucket, in Nix's syntax: `s3://bucket[/prefix]?region=…&endpoint=…&profile=…`,
 //! on AWS or any S3-compatible server (Garage, MinIO, Ceph, R2, …).
 //!
-//! Settings, first match wins ([`S3Config::from_url`]):
+//! Settings, first match wins ([`S3Config::from_url`], the variables given as values in
+//! [`Settings`], never read from the process environment):
 //! - region: `?region=`, `AWS_REGION`, `AWS_DEFAULT_REGION`, else `us-east-1`;
 //! - server: `?endpoint=` (`http://host:port`, or a bare host with `?scheme=http|https`, default https),
 //!   `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`. With a server, requests are path-style
@@ -58,7 +59,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 use crate::error::{StoreError, StoreErrorKind};
 use crate::http::HttpOptions;
 use crate::url::{CacheUrl, Location};
-use crate::{check_key, BinaryCache, CacheWriter, Listed};
+use crate::{check_key, BinaryCache, CacheWriter, Listed, Settings};
 
 /// S3's smallest part (except the last one).
 pub const MIN_PART_SIZE: u64 = 5 << 20;
@@ -111,9 +112,9 @@ pub struct S3Config {
 }
 
 impl S3Config {
-    /// The settings for `url` (an `s3://` URL) from its parameters and the process environment.
-    pub fn from_url(url: &CacheUrl) -> Result<Self, StoreError> {
-        Self::from_url_and_env(url, |name| std::env::var(name).ok())
+    /// The settings for `url` (an `s3://` URL) from its parameters and the variables in `settings`.
+    pub fn from_url(url: &CacheUrl, settings: &Settings) -> Result<Self, StoreError> {
+        Self::from_url_and_env(url, |name| settings.var(name))
     }
 
     /// As [`Self::from_url`], with the environment variables read through `env`.
@@ -294,9 +295,9 @@ pub struct S3Cache {
 }
 
 impl S3Cache {
-    /// The cache at `url` (`s3://…`), configured from its parameters and the environment.
-    pub fn from_url(url: &CacheUrl, options: &HttpOptions) -> Result<Self, StoreError> {
-        Self::new(S3Config::from_url(url)?, options)
+    /// The cache at `url` (`s3://…`), configured from its parameters and the variables in `settings`.
+    pub fn from_url(url: &CacheUrl, options: &HttpOptions, settings: &Settings) -> Result<Self, StoreError> {
+        Self::new(S3Config::from_url(url, settings)?, options)
     }
 
     /// The cache `config` describes. No request is made until the first method call.

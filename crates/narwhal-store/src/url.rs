@@ -30,6 +30,7 @@ pub struct CacheUrl {
 }
 
 impl CacheUrl {
+    /// Refuses a query parameter not in [`PARAMS`], naming the ones it knows.
     pub fn parse(s: &str) -> Result<Self, StoreError> {
         let bad = |why: &str| StoreError::new(s, StoreErrorKind::InvalidUrl(why.to_owned()));
         let (base, query) = match s.split_once('?') {
@@ -43,7 +44,10 @@ impl CacheUrl {
                 Some((k, v)) => (percent_decode(k), percent_decode(v)),
                 None => (percent_decode(p), String::new()),
             })
-            .collect();
+            .collect::<Vec<(String, String)>>();
+        if let Some((k, _)) = params.iter().find(|(k, _)| !PARAMS.contains(&k.as_str())) {
+            return Err(bad(&format!("unknown parameter {k:?}: the parameters are {}", PARAMS.join(", "))));
+        }
         let location = if let Some(path) = base.strip_prefix("file://") {
             if !path.starts_with('/') {
                 return Err(bad("file:// URLs need an absolute path, as in file:///var/cache/nix"));
@@ -79,6 +83,12 @@ impl CacheUrl {
         }
     }
 }
+
+/// The query parameters a cache URL may have: Nix's where narwhal uses them (`compression`,
+/// `secret-key`, `priority`; S3's `region`, `endpoint`, `scheme`, `profile`), and two that Nix users
+/// write on substituters and that change nothing here (`trusted`, `want-mass-query`).
+pub const PARAMS: &[&str] =
+    &["compression", "secret-key", "priority", "region", "endpoint", "scheme", "profile", "trusted", "want-mass-query"];
 
 /// `bucket[/prefix]`, the part of an `s3://` URL before the query.
 fn parse_s3(rest: &str) -> Result<Location, &'static str> {

@@ -43,7 +43,7 @@ pub fn run(cmd: BuildpackCommand) -> anyhow::Result<()> {
                 &cache_dir,
                 &env_dir,
                 revision.as_deref(),
-                crate::commands::lock_wait()?,
+                narwhal_buildpack::settings::Env { store: crate::settings::store()?, http: crate::settings::http()? },
                 &progress,
                 &HerokuLog,
             )

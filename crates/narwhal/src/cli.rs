@@ -12,20 +12,41 @@ fn counted(min: u64, max: u64) -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::<usize>::new().range(min..=max)
 }
 
-/// Ship Nix closures to machines that cannot run Nix.
+/// `narwhal --version`: the version and the commit it was built from.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("NARWHAL_COMMIT"), ")");
+
+/// Deploy Nix closures where Nix cannot run, and serve the binary caches they come from.
+///
+/// narwhal fetches store paths from binary caches (checking every signature and hash) into any
+/// directory, rewriting /nix/store to a path of the same length, so programs built by Nix run on
+/// machines without Nix (a Heroku dyno, a container, a CI runner). It also pushes closures to caches,
+/// serves caches over HTTP, and builds OCI images, all without Nix or Docker. With no --from,
+/// --trusted-public-key or --key-file, it reads them from Nix's own nix.conf.
 #[derive(Debug, Parser)]
 #[command(
     name = "narwhal",
-    version,
+    version = VERSION,
     propagate_version = true,
     max_term_width = 100,
-    after_help = "Exit status: 0 success; 1 the command failed (its input or environment: the error line says \
-                  why); 2 the command line is wrong; 3 verification failed (a signature or a hash did not \
-                  match: nothing unverified was used); 70 internal error (a bug: please report it)."
+    after_help = concat!(
+        "Examples:\n",
+        "  narwhal fetch /nix/store/…-app --from https://cache.example.org --to /srv/app --prefix /srv/store\n",
+        "  narwhal push ./result --to s3://my-cache --key-file cache.sec\n",
+        "  narwhal serve --store /srv/cache --listen 0.0.0.0:5000\n\n",
+        "Exit status: 0 success; 1 the command failed (its input or environment: the error line says why); 2 the \
+         command line is wrong; 3 verification failed (a signature or a hash did not match: nothing unverified \
+         was used); 70 internal error (a bug: please report it)."
+    )
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Say where settings came from (which nix.conf file and line) and more of what is done.
+    #[arg(long, short = 'v', global = true)]
+    pub verbose: bool,
+    /// Do not read Nix's configuration (nix.conf, NIX_CONFIG) for caches, keys and netrc files.
+    #[arg(long, global = true, env = "NARWHAL_NO_NIX_CONF", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_nix_conf: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -47,68 +68,115 @@ pub enum Command {
     /// Every narinfo's signature is checked against the trusted keys, every NAR
     /// against its FileHash, NarHash and NarSize; with --prefix, the store
     /// directory is rewritten to PREFIX (same length) in files and symlinks.
+    #[command(after_help = "Examples:\n  \
+        narwhal fetch ./result --to /srv/app/store --prefix /srv/app/s    (caches and keys from nix.conf)\n  \
+        narwhal fetch pin:web@$GIT_SHA --from https://cache.example.org \\\n    \
+        --trusted-public-key cache.example.org-1:BASE64 --to /srv/app/store")]
     Fetch(FetchArgs),
     /// Assemble a Heroku-style slug: fetch relocated into APP_DIR/store, `result` links,
     /// `.profile.d/narwhal.sh`, `.slugexclude` pruning, checks and a size report.
+    #[command(after_help = "Example:\n  narwhal slug pin:web --from s3://my-cache --app-dir \"$BUILD_DIR\"")]
     Slug(SlugArgs),
     /// Copy the closures of store paths from the local Nix store to a cache, signed and compressed.
     ///
     /// Skips what the cache has; uploads each NAR, then its narinfo, and a narinfo
     /// only after the narinfos of all its references. Works as a Nix
     /// post-build-hook: with no PATH, it pushes $OUT_PATHS.
+    #[command(after_help = "Examples:\n  \
+        narwhal push ./result --to 's3://my-cache?region=eu-west-1' --key-file cache.sec\n  \
+        narwhal push ./result --to https://cache.example.org --token-file push.token\n  \
+        narwhal push /nix/store/…-app --from https://cache.nixos.org --to file:///srv/cache")]
     Push(PushArgs),
     /// List the paths of the closures of store paths that a cache lacks.
+    #[command(after_help = "Example:\n  narwhal missing ./result --in s3://my-cache")]
     Missing {
-        /// Store paths in the local Nix store.
-        #[arg(required = true)]
+        /// Store paths in the local Nix store, or links to them (./result).
+        #[arg(required = true, value_name = "PATH")]
         paths: Vec<String>,
-        /// The cache to ask.
-        #[arg(long = "in")]
+        /// The cache to ask (file:///dir, /dir, s3://bucket, http(s)://host/path).
+        #[arg(long = "in", value_name = "URL")]
         cache: String,
+        /// Print a JSON document instead of one path a line.
+        #[arg(long)]
+        json: bool,
     },
     /// Point NAME (and NAME@REV) at a store path already in the cache.
+    #[command(
+        after_help = "Example:\n  narwhal pin web ./result --to s3://my-cache --rev \"$(git rev-parse HEAD)\" --keep 20"
+    )]
     Pin {
+        /// The pin's name (letters, digits, `.`, `_`, `-`), as deploys name it: `pin:NAME`.
+        #[arg(value_parser = pin_name)]
         name: String,
+        /// The store path to point at (it must be in the cache), or a link to it (./result).
+        #[arg(value_name = "STORE_PATH")]
         store_path: String,
         /// The cache to write the pin into.
-        #[arg(long)]
+        #[arg(long, value_name = "URL")]
         to: String,
+        /// File holding the Bearer token for an http(s):// cache (else $NARWHAL_PUSH_TOKEN, else netrc credentials).
+        #[arg(long, env = "NARWHAL_PUSH_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
         /// Also pin this revision (a git commit), as `pins/NAME@REV`.
-        #[arg(long)]
+        #[arg(long, value_parser = pin_revision)]
         rev: Option<String>,
         /// Keep only the N most recent revision pins of NAME (older ones are deleted; their paths are not).
         #[arg(long, value_parser = counted(1, 100_000))]
         keep: Option<usize>,
     },
     /// Write the closures of store paths to standard output in `nix-store --export` format.
+    #[command(after_help = "Examples:\n  narwhal export ./result > closure.export\n  \
+        narwhal export ./result -o 's3://my-bucket/closures/app.export?region=eu-west-1'")]
     Export {
-        #[arg(required = true)]
+        /// Store paths in the local Nix store, or links to them (./result); their closures are written.
+        #[arg(required = true, value_name = "PATH")]
         paths: Vec<String>,
         /// Write to this S3 object (`s3://bucket/key`, with the cache URL's parameters) instead of stdout.
         #[arg(long, short = 'o')]
         output: Option<String>,
     },
     /// Put the paths of a `nix-store --export` file into a cache, signed and compressed.
+    #[command(after_help = "Example:\n  narwhal import closure.export --to file:///srv/cache --key-file cache.sec")]
     Import {
         /// Export file, `-` for standard input, or an S3 object (`s3://bucket/key`).
         file: PathBuf,
         #[command(flatten)]
         dest: DestArgs,
+        /// Print a JSON summary on stdout (the shape is in the README, "JSON output").
+        #[arg(long)]
+        json: bool,
     },
     /// List the pins in a cache: name, revision, store path, time.
+    #[command(after_help = "Example:\n  narwhal pins --from s3://my-cache web")]
     Pins {
         /// The cache (file:///dir, /dir, s3://bucket).
-        #[arg(long)]
+        #[arg(long, value_name = "URL")]
         from: String,
         /// Only the pins of this name.
+        #[arg(value_parser = pin_name)]
         name: Option<String>,
+        /// Print a JSON document instead of tab-separated lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show how big the store paths in a directory are (a fetch's --to, or an app's store/).
+    #[command(after_help = "Example:\n  narwhal size /srv/app/store --json")]
+    Size {
+        /// The directory holding the store paths (`<hash>-<name>` entries).
+        dir: PathBuf,
+        /// Print a JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Build an OCI image of closures, from binary caches or the local Nix store: no Docker, no Nix.
     ///
     /// Layers are tars written straight from the NARs (no unpacking), reproducible byte for byte;
     /// each root and each path of at least 1 MiB gets a layer of its own, smaller paths share a few
     /// (chosen by store path hash, so unchanged paths keep their layers' digests across versions).
-    /// Example: `narwhal image ./result --entrypoint bin/server --port 5000 --to oci:/tmp/app:latest`.
+    #[command(after_help = "Examples:\n  \
+        narwhal image ./result --entrypoint bin/server --port 5000 --to oci:/tmp/app:latest\n  \
+        narwhal image ./result --entrypoint bin/server --format v2s2 --creds \"_:$(heroku auth:token)\" \\\n    \
+        --to docker://registry.heroku.com/APP/web")]
     Image(Box<ImageArgs>),
     /// Serve a binary cache over HTTP: a directory, an S3 bucket, or this machine's Nix store.
     ///
@@ -117,6 +185,9 @@ pub enum Command {
     /// takes PUTs from `nix copy --to http://…` and `narwhal push`, storing a narinfo
     /// only once its NAR is there and matches it. Logs a line per request on stderr
     /// (NARWHAL_LOG=warn to quiet it); stops gracefully on SIGINT or SIGTERM.
+    #[command(after_help = "Examples:\n  \
+        narwhal serve --store /srv/cache --key-file cache.sec --listen 0.0.0.0:5000\n  \
+        narwhal serve --store local --push-token-file /etc/narwhal/push-tokens")]
     Serve(ServeArgs),
     /// Capture a build tool's dependencies for a fixed-output derivation and print its outputHash.
     ///
@@ -133,6 +204,8 @@ pub enum Command {
     /// `narwhal push` honours; phase 2, one grace period later, deletes those still unreachable:
     /// narinfos referrers first, their listings and logs, then NARs no narinfo names once
     /// --nar-delay has passed. Without --phase, one run does both, waiting in between.
+    #[command(after_help = "Examples:\n  narwhal gc --in s3://nixcache?region=eu-west-1 --keep 10 --dry-run\n  \
+        narwhal gc --in /srv/cache --phase 1    # then, one grace period later: --phase 2")]
     Gc(GcArgs),
     /// Check a cache (signatures, NARs, references), or a deployed directory against its manifest.
     ///
@@ -140,7 +213,22 @@ pub enum Command {
     /// fetches missing or damaged NARs again. `verify DIR` checks each path of a fetched tree, a
     /// slug or a CNB workspace against the relocated NAR hash in its manifest. Exit status 3 when
     /// anything is wrong.
+    #[command(
+        after_help = "Examples:\n  narwhal verify --in s3://nixcache --trusted-public-key \"$(cat cache.pub)\" --contents\n  \
+        narwhal verify --in /srv/cache --repair --from https://cache.example.org\n  narwhal verify ./app/store"
+    )]
     Verify(VerifyArgs),
+    /// Print a shell completion script: `source <(narwhal completions bash)`.
+    #[command(after_help = "Examples:\n  narwhal completions bash > /etc/bash_completion.d/narwhal\n  \
+        narwhal completions zsh > \"${fpath[1]}/_narwhal\"\n  \
+        narwhal completions fish > ~/.config/fish/completions/narwhal.fish")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `narwhal man | man -l -`.
+    #[command(after_help = "Example:\n  narwhal man > /usr/local/share/man/man1/narwhal.1")]
+    Man,
     /// The buildpack phases (bin/detect, bin/compile and bin/release call these).
     #[command(subcommand, hide = true)]
     Buildpack(BuildpackCommand),
@@ -148,7 +236,9 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct PushArgs {
-    /// Store paths to push with their closures; defaults to $OUT_PATHS (space-separated) for post-build-hooks.
+    /// Store paths (or links to them, ./result) to push with their closures; defaults to $OUT_PATHS
+    /// (space-separated) for post-build-hooks.
+    #[arg(value_name = "PATH")]
     pub paths: Vec<String>,
     #[command(flatten)]
     pub dest: DestArgs,
@@ -162,6 +252,9 @@ pub struct PushArgs {
     /// The Nix database to read (read-only).
     #[arg(long, default_value = narwhal_push::DEFAULT_DB)]
     pub store_db: PathBuf,
+    /// Print a JSON summary on stdout (the shape is in the README, "JSON output").
+    #[arg(long)]
+    pub json: bool,
     /// Plain lines instead of a progress bar on a terminal.
     #[arg(long, env = "NARWHAL_NO_PROGRESS", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_progress: bool,
@@ -179,10 +272,10 @@ pub struct DestArgs {
     /// Secret key to sign narinfos with (`name:base64`, as from `narwhal key generate`).
     #[arg(long, env = "NARWHAL_SECRET_KEY_FILE")]
     pub key_file: Option<PathBuf>,
-    /// NAR compression.
+    /// NAR compression [default: the URL's ?compression=, else zstd].
     #[arg(long, value_parser = ["zstd", "xz", "none"])]
     pub compression: Option<String>,
-    /// Compression level (zstd 1-22, default 3; xz 0-9, default 6).
+    /// Compression level: zstd 1-22 (default 3), xz 0-9 (default 6); none takes no level.
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=22))]
     pub level: Option<u32>,
 }
@@ -190,9 +283,10 @@ pub struct DestArgs {
 #[derive(Debug, Clone, Args)]
 #[allow(clippy::struct_excessive_bools)] // independent switches
 pub struct ImageArgs {
-    /// Store paths to put in the image with their closures; the first is the root of --entrypoint.
-    /// With --from-export they may be left out: the export's last path is the root.
-    #[arg(required_unless_present = "from_export")]
+    /// Store paths (or links to them, ./result) to put in the image with their closures; the first is
+    /// the root of --entrypoint. With --from-export they may be left out: the export's last path is
+    /// the root.
+    #[arg(required_unless_present = "from_export", value_name = "ROOT")]
     pub roots: Vec<String>,
     /// Where the image goes: `oci:DIR[:TAG]` (an OCI image layout; created, or a tag added to it),
     /// `oci-archive:FILE[:TAG]` (that layout in a tar), `docker-archive:FILE[:[NAME:]TAG]` (what
@@ -264,7 +358,7 @@ pub struct ImageArgs {
     #[arg(long, value_parser = ["oci", "v2s2"])]
     pub format: Option<String>,
     /// The image's architecture (GOARCH names: amd64, arm64, …) [default: amd64].
-    #[arg(long)]
+    #[arg(long, value_parser = ["amd64", "arm64", "arm", "386", "ppc64le", "s390x", "riscv64"])]
     pub arch: Option<String>,
     /// The source revision, as the `org.opencontainers.image.revision` label.
     #[arg(long)]
@@ -322,11 +416,24 @@ pub struct ServeArgs {
 #[derive(Debug, Subcommand)]
 pub enum BuildpackCommand {
     /// Heroku's `bin/detect BUILD_DIR`.
-    Detect { build_dir: PathBuf },
+    Detect {
+        /// The app's source.
+        build_dir: PathBuf,
+    },
     /// Heroku's `bin/compile BUILD_DIR CACHE_DIR ENV_DIR`.
-    Compile { build_dir: PathBuf, cache_dir: PathBuf, env_dir: PathBuf },
+    Compile {
+        /// The app's source, which becomes the slug.
+        build_dir: PathBuf,
+        /// Kept between builds (narwhal keeps downloaded NARs there).
+        cache_dir: PathBuf,
+        /// One file per config var.
+        env_dir: PathBuf,
+    },
     /// Heroku's `bin/release BUILD_DIR`.
-    Release { build_dir: PathBuf },
+    Release {
+        /// The compiled app.
+        build_dir: PathBuf,
+    },
     /// Write the Cloud Native Buildpack into DIR: buildpack.toml, bin/narwhal (this binary) and
     /// bin/detect, bin/build linking to it.
     ///
@@ -342,8 +449,8 @@ pub enum BuildpackCommand {
 
 #[derive(Debug, Args)]
 pub struct SlugArgs {
-    /// Store paths, `pin:<name>[@<revision>]`, or Hydra job URLs; the first becomes `result`.
-    #[arg(required_unless_present = "from_export")]
+    /// Store paths (or links to them), `pin:<name>[@<revision>]`, or Hydra job URLs; the first becomes `result`.
+    #[arg(required_unless_present = "from_export", value_name = "ROOT")]
     pub roots: Vec<String>,
     #[command(flatten)]
     pub source: SourceArgs,
@@ -363,8 +470,9 @@ pub struct SlugArgs {
 
 #[derive(Debug, Args)]
 pub struct FetchArgs {
-    /// Store paths (`/nix/store/<hash>-<name>`), `pin:<name>[@<revision>]`, or Hydra job URLs.
-    #[arg(required_unless_present = "from_export")]
+    /// Store paths (`/nix/store/<hash>-<name>`, or links to them such as ./result),
+    /// `pin:<name>[@<revision>]`, or Hydra job URLs.
+    #[arg(required_unless_present = "from_export", value_name = "ROOT")]
     pub roots: Vec<String>,
     #[command(flatten)]
     pub source: SourceArgs,
@@ -377,13 +485,17 @@ pub struct FetchArgs {
     /// Pad a shorter PREFIX with '/' to the store directory's length.
     #[arg(long, requires = "prefix")]
     pub pad: bool,
+    /// Print a JSON summary on stdout (the shape is in the README, "JSON output").
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Where closures come from, and how far to trust them.
 #[derive(Debug, Args)]
 pub struct SourceArgs {
     /// Binary cache URL (file:///dir, /dir, http(s)://…); repeat or separate with spaces. Tried by priority.
-    #[arg(long = "from", env = "NARWHAL_SUBSTITUTERS", value_delimiter = ' ', required_unless_present = "from_export")]
+    /// Without one, nix.conf's substituters.
+    #[arg(long = "from", env = "NARWHAL_SUBSTITUTERS", value_delimiter = ' ')]
     pub from: Vec<String>,
     /// Deploy from a `nix-store --export` stream instead of caches (--from is then not used): a file,
     /// `-` for standard input, or `s3://bucket/key`. Exports carry no signatures, so this needs --no-verify;
@@ -393,7 +505,8 @@ pub struct SourceArgs {
     /// Environment for opening an `s3://` export, before the process's (the buildpack's config vars).
     #[arg(skip)]
     pub s3_env: Vec<(String, String)>,
-    /// Trusted public key (`name:base64`), as in nix.conf's trusted-public-keys; repeat or separate with spaces.
+    /// Trusted public key (`name:base64`); repeat or separate with spaces. Without one, nix.conf's
+    /// trusted-public-keys.
     #[arg(long = "trusted-public-key", env = "NARWHAL_TRUSTED_PUBLIC_KEYS", value_delimiter = ' ')]
     pub trusted_public_keys: Vec<String>,
     /// Accept paths without a valid signature by a trusted key (NAR hashes are still checked).
@@ -419,6 +532,7 @@ pub struct SourceArgs {
 #[derive(Debug, Subcommand)]
 pub enum NarCommand {
     /// Write the NAR of PATH to standard output (like `nix-store --dump`).
+    #[command(after_help = "Example:\n  narwhal nar dump ./result > app.nar")]
     Dump {
         /// File, directory or symlink to serialise.
         path: PathBuf,
@@ -427,6 +541,7 @@ pub enum NarCommand {
     ///
     /// The archive is checked strictly and unpacked under a temporary name
     /// beside DIR; DIR appears only once everything is in place.
+    #[command(after_help = "Example:\n  narwhal nar unpack app.nar ./app")]
     Unpack {
         /// NAR file, or `-` for standard input.
         nar: PathBuf,
@@ -434,6 +549,7 @@ pub enum NarCommand {
         dir: PathBuf,
     },
     /// List the entries of a NAR (like `nix nar ls`).
+    #[command(after_help = "Example:\n  narwhal nar ls app.nar /bin -l")]
     Ls {
         /// NAR file, or `-` for standard input.
         nar: PathBuf,
@@ -451,6 +567,7 @@ pub enum NarCommand {
         json: bool,
     },
     /// Print the contents of a regular file inside a NAR (like `nix nar cat`).
+    #[command(after_help = "Example:\n  narwhal nar cat app.nar /bin/hello > hello")]
     Cat {
         /// NAR file, or `-` for standard input.
         nar: PathBuf,
@@ -498,23 +615,30 @@ pub enum Encoding {
 #[derive(Debug, Subcommand)]
 pub enum HashCommand {
     /// Hash the NAR serialisation of each PATH (like `nix hash path`).
+    #[command(after_help = "Example:\n  narwhal hash path ./src --base32")]
     Path {
-        #[arg(required = true)]
+        /// Files, directories or symlinks; each is hashed as `nix-store --dump` would serialise it.
+        #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
         #[command(flatten)]
         format: HashFormat,
     },
     /// Hash the contents of each FILE (like `nix hash file`).
+    #[command(after_help = "Example:\n  narwhal hash file source.tar.gz --type sha512")]
     File {
-        #[arg(required = true)]
+        /// Regular files; their contents are hashed as they are.
+        #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
         #[command(flatten)]
         format: HashFormat,
     },
     /// Print a hash in another encoding.
+    #[command(
+        after_help = "Example:\n  narwhal hash convert sha256-LCa0a2j/xo/5m0U8HTBBNBNCLXBkg7+g+YpeiGJm564= --to nix32"
+    )]
     Convert {
         /// `sha256-…`, `sha256:…`, or a bare digest with --type.
-        #[arg(required = true)]
+        #[arg(required = true, value_name = "HASH")]
         hashes: Vec<String>,
         /// Target encoding.
         #[arg(long, value_enum, default_value = "sri")]
@@ -528,6 +652,9 @@ pub enum HashCommand {
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
     /// Create an ed25519 key pair in Nix's format (like `nix-store --generate-binary-cache-key`).
+    #[command(
+        after_help = "Example:\n  narwhal key generate cache.example.org-1 --secret cache.sec --public cache.pub"
+    )]
     Generate {
         /// Key name, conventionally the cache's host name and a number: `cache.example.org-1`.
         name: String,
@@ -539,6 +666,7 @@ pub enum KeyCommand {
         public: PathBuf,
     },
     /// Print the public key of a secret key file.
+    #[command(after_help = "Example:\n  narwhal key public cache.sec")]
     Public {
         /// Secret key file.
         secret: PathBuf,
@@ -548,6 +676,7 @@ pub enum KeyCommand {
 #[derive(Debug, Subcommand)]
 pub enum NarinfoCommand {
     /// Add a signature to narinfo files, in place.
+    #[command(after_help = "Example:\n  narwhal narinfo sign --key-file cache.sec /srv/cache/*.narinfo")]
     Sign {
         /// Secret key file (`name:base64`).
         #[arg(long, env = "NARWHAL_SECRET_KEY_FILE")]
@@ -555,10 +684,14 @@ pub enum NarinfoCommand {
         /// Store directory of the paths they describe.
         #[arg(long, default_value = "/nix/store")]
         store_dir: String,
-        #[arg(required = true)]
+        /// The narinfo files, each rewritten atomically with the new signature.
+        #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
     /// Check that each narinfo parses and carries a valid signature by a trusted key.
+    #[command(
+        after_help = "Example:\n  narwhal narinfo verify --trusted-public-key \"$(cat cache.pub)\" /srv/cache/*.narinfo"
+    )]
     Verify {
         /// A trusted public key (`name:base64`); repeat for several.
         #[arg(long = "trusted-public-key", required = true)]
@@ -566,7 +699,8 @@ pub enum NarinfoCommand {
         /// Store directory of the paths they describe.
         #[arg(long, default_value = "/nix/store")]
         store_dir: String,
-        #[arg(required = true)]
+        /// The narinfo files to check.
+        #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
 }
@@ -578,6 +712,7 @@ pub enum FodCommand {
     /// Jars, poms, .module files and cached maven-metadata.xml listings, each checked against the
     /// SHA-1 Gradle recorded; Gradle's locks and indexes are left out. Prints OUT's outputHash and
     /// the attributes to paste into the fixed-output derivation.
+    #[command(after_help = "Example:\n  narwhal fod gradle ./gradle-home ./deps --init-script ./narwhal.gradle")]
     Gradle {
         /// The Gradle user home the capturing build used (`gradle -g DIR`; default ~/.gradle).
         gradle_user_home: PathBuf,
@@ -592,6 +727,7 @@ pub enum FodCommand {
     ///
     /// Drops _remote.repositories, *.lastUpdated and resolver-status.properties; cached listings
     /// become maven-metadata-local.xml. Build offline with `mvn -o -Dmaven.repo.local=OUT`.
+    #[command(after_help = "Example:\n  narwhal fod maven ./m2 ./deps")]
     Maven {
         /// Maven's local repository (default ~/.m2/repository).
         m2_repo: PathBuf,
@@ -601,8 +737,12 @@ pub enum FodCommand {
     /// Report what in DIR would make a fixed-output derivation fail (store path references,
     /// special files) or its hash drift (timestamps, host names, volatile files, permissions).
     ///
-    /// Exits 1 when something would make it fail.
-    Check { dir: PathBuf },
+    /// Exits 3 when something would make it fail.
+    #[command(after_help = "Example:\n  narwhal fod check ./deps")]
+    Check {
+        /// The tree to check, such as a captured repository.
+        dir: PathBuf,
+    },
 }
 
 /// A duration as `30d`, `6h`, `90m` or `0s`.
@@ -688,4 +828,46 @@ pub struct VerifyArgs {
     /// Never draw progress bars.
     #[arg(long, env = "NARWHAL_NO_PROGRESS", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_progress: bool,
+}
+
+/// A pin name, checked as the cache checks it.
+fn pin_name(s: &str) -> Result<String, String> {
+    narwhal_store::pin::check_name(s).map(|()| s.to_owned()).map_err(|e| e.to_string())
+}
+
+/// A pin revision, checked as the cache checks it.
+fn pin_revision(s: &str) -> Result<String, String> {
+    narwhal_store::pin::check_revision(s).map(|()| s.to_owned()).map_err(|e| e.to_string())
+}
+
+impl DestArgs {
+    /// Refuses a `--level` that `--compression` (else the URL's `?compression=`, else zstd) does
+    /// not take, as clap refuses any other bad value.
+    pub fn check(&self) -> Result<(), clap::Error> {
+        let Some(level) = self.level else { return Ok(()) };
+        let from_url =
+            narwhal_store::CacheUrl::parse(&self.to).ok().and_then(|u| u.param("compression").map(str::to_owned));
+        let compression = match self.compression.clone().or(from_url).as_deref() {
+            Some("xz") => narwhal_push::PushCompression::Xz,
+            Some("none") => narwhal_push::PushCompression::None,
+            _ => narwhal_push::PushCompression::Zstd,
+        };
+        compression.check_level(Some(level)).map_err(|e| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value '{level}' for '--level <LEVEL>': {e}\n"),
+            )
+        })
+    }
+}
+
+impl Cli {
+    /// The checks clap cannot express, reported as clap reports its own (exit status 2).
+    pub fn check(&self) -> Result<(), clap::Error> {
+        match &self.command {
+            Command::Push(args) => args.dest.check(),
+            Command::Import { dest, .. } => dest.check(),
+            _ => Ok(()),
+        }
+    }
 }

@@ -13,8 +13,17 @@ use narwhal_formats::{hash, nar, narinfo, signature};
 
 /// The text after `error:`: every cause in the chain, joined.
 pub fn one_line(err: &anyhow::Error) -> String {
+    join_causes(err.chain())
+}
+
+/// [`one_line`] of an error that is not (yet) an `anyhow::Error`, as retry lines show it.
+pub fn chain_line(err: &(dyn std::error::Error + 'static)) -> String {
+    join_causes(std::iter::successors(Some(err), |e| e.source()))
+}
+
+fn join_causes<'a>(chain: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>) -> String {
     let mut parts: Vec<String> = Vec::new();
-    for cause in err.chain() {
+    for cause in chain {
         let s = cause.to_string();
         // Some sources repeat their parent's text; print each piece once.
         if !parts.last().is_some_and(|p| p.ends_with(&s)) {

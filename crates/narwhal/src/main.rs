@@ -6,6 +6,7 @@ mod commands;
 mod errors;
 mod output;
 mod progress;
+mod settings;
 
 use std::process::ExitCode;
 
@@ -20,6 +21,10 @@ fn main() -> ExitCode {
     errors::install_panic_hook();
     raise_open_files_limit();
     let cli = cli::Cli::parse();
+    if let Err(e) = cli.check() {
+        e.format(&mut <cli::Cli as clap::CommandFactory>::command()).exit();
+    }
+    settings::init(settings::Flags { verbose: cli.verbose, no_nix_conf: cli.no_nix_conf });
     // A panic is a bug: the hook printed its line; exit with a code of its own.
     match std::panic::catch_unwind(|| commands::run(cli)) {
         Ok(Ok(())) => ExitCode::SUCCESS,

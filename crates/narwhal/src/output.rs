@@ -16,3 +16,21 @@ pub use narwhal_formats::temp::write_atomic;
 pub fn eprintln_line(s: &str) {
     let _ = writeln!(io::stderr().lock(), "{s}");
 }
+
+/// One line on standard error (a closed stderr is ignored: nothing better can be done).
+pub fn eprint_line(s: &str) {
+    let _ = writeln!(io::stderr().lock(), "{s}");
+}
+
+/// Prints `value` on standard output as one line of JSON: the `--json` output of every command
+/// (the conventions are in the README, "JSON output"), an object with `"version": 1`.
+pub fn print_json(value: &impl serde::Serialize) -> io::Result<()> {
+    let mut value = serde_json::to_value(value)?;
+    if let Some(object) = value.as_object_mut() {
+        object.entry("version").or_insert(serde_json::json!(1));
+    }
+    let mut out = stdout();
+    serde_json::to_writer(&mut out, &value)?;
+    writeln!(out)?;
+    out.flush()
+}

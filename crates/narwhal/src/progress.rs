@@ -171,8 +171,8 @@ impl Progress {
         Self {
             status: Status::new(
                 no_progress,
-                "{bytes}/{total_bytes} {wide_msg}",
-                "{bar:30.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} {wide_msg}",
+                "{decimal_bytes}/{decimal_total_bytes} {wide_msg}",
+                "{bar:30.cyan/blue} {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec} {wide_msg}",
             ),
         }
     }

@@ -211,8 +211,10 @@ fn fetch_path(
     };
     let mut cached = cache_dir.map(|d| d.join(key)).filter(|p| p.is_file());
     let retry = Retry { attempts: opts.attempts, initial_backoff: Duration::from_millis(500) };
+    // A file:// cache's NAR reads the same bytes every time: a corrupt one is not worth retrying.
+    let local = matches!(sub.url.location, narwhal_store::Location::File(_));
     retry.run(
-        Error::is_transient,
+        |e: &Error| e.is_transient() && !local,
         |next, e, delay| {
             let why = format!("{e} ({}); next try in {:.1} s", sub.url, delay.as_secs_f64());
             opts.reporter.retrying(&cp.info.path, next, &why);

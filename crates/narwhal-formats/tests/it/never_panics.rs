@@ -18,7 +18,7 @@ use proptest::prelude::*;
 /// Text that looks enough like the formats to get past their first checks:
 /// nix32 characters, separators and multi-byte characters, mixed.
 fn near_text() -> impl Strategy<Value = String> {
-    "([0-9a-z]{1,40}|-|:|/|\\.|\n|: |é|ü€|💥|sha256|md5|/nix/store/|[A-Za-z+/=]{1,8}){0,24}"
+    "([0-9a-z]{1,40}|-|:|/|\\.|\n|: |é|ü€|💥|sha256|md5|/nix/store/|[A-Za-z+/=]{1,8}|include |!include | = |#|\t){0,24}"
 }
 
 /// Text in any of the formats' shapes, or anything at all.
@@ -27,6 +27,10 @@ fn text() -> impl Strategy<Value = String> {
 }
 
 fn text_parsers(s: &str) {
+    let mut include = |_: &std::path::Path| Ok(Some(s.to_owned()));
+    if let Ok(settings) = narwhal_formats::nix_conf::parse(s, "/etc/nix/nix.conf", &mut include) {
+        narwhal_formats::nix_conf::NixConf::default().apply(&settings);
+    }
     let _ = nixbase32::decode(s);
     for algo in [None, Some(Algorithm::Md5), Some(Algorithm::Sha1), Some(Algorithm::Sha256), Some(Algorithm::Sha512)] {
         let _ = Hash::parse(s, algo);

@@ -93,10 +93,18 @@ async fn catch_panic(State(state): State<AppState>, request: Request, next: Next
     })
 }
 
+/// The address of the client a request came from (set per connection by [`crate::serve`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Client(pub std::net::SocketAddr);
+
 async fn access_and_log(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    use tracing::Instrument as _;
     let start = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let client = request.extensions().get::<Client>().map_or_else(|| "-".to_owned(), |c| c.0.to_string());
+    // Every line logged while the request runs (a backend failure, say) names the client and the object.
+    let span = tracing::info_span!("request", client = %client, method = %method, path = %path);
     let route = route_of(&path);
     let write = !matches!(method, Method::GET | Method::HEAD);
     // Metrics tell what a private cache holds: they need a token when reads do.
@@ -107,7 +115,7 @@ async fn access_and_log(State(state): State<AppState>, request: Request, next: N
         state.tokens.check(request.headers(), if write { Access::Write } else { Access::Read })
     };
     let mut response = match checked {
-        Ok(()) => next.run(request).await,
+        Ok(()) => next.run(request).instrument(span).await,
         Err(e) => {
             let mut r = e.into_response();
             if r.status() == axum::http::StatusCode::UNAUTHORIZED {
@@ -124,6 +132,7 @@ async fn access_and_log(State(state): State<AppState>, request: Request, next: N
     // A NAR must reach Nix exactly as stored: no layer may add an encoding.
     response.headers_mut().remove(header::CONTENT_ENCODING);
     tracing::info!(
+        client = %client,
         method = %method,
         path = %path,
         status,

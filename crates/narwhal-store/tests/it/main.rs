@@ -37,7 +37,12 @@ fn cache(garage: &Garage, bucket: &Bucket, prefix: &str) -> S3Cache {
 
 /// Few, quick retries, so failing requests fail fast.
 fn fast() -> HttpOptions {
-    HttpOptions { attempts: 2, initial_backoff: Duration::from_millis(10), timeout: Duration::from_secs(10) }
+    HttpOptions {
+        attempts: 2,
+        initial_backoff: Duration::from_millis(10),
+        timeout: Duration::from_secs(10),
+        on_retry: None,
+    }
 }
 
 /// The error and its sources on one line, as the binary prints them.
@@ -281,13 +286,13 @@ fn server_errors_are_retried_and_typed_with_their_status_and_attempts() {
 fn keys_that_leave_the_cache_are_refused() {
     assert!(check_key("../x").is_err());
     let url = CacheUrl::parse("s3://b/prefix?endpoint=http://127.0.0.1:9&region=garage").unwrap();
-    let c = open_cache(&url, &fast()).unwrap();
+    let c = open_cache(&url, &fast(), &narwhal_store::Settings::default()).unwrap();
     assert_eq!(c.url(), "s3://b/prefix");
     for key in ["../x", "/x", "a/../../x", "a//b", "http://evil/x"] {
         let e = c.get(key).unwrap_err();
         assert!(matches!(e.kind, StoreErrorKind::InvalidKey), "{key}: {e:?}");
     }
-    let w = S3Cache::from_url(&url, &fast()).unwrap();
+    let w = S3Cache::from_url(&url, &fast(), &narwhal_store::Settings::default()).unwrap();
     assert!(matches!(w.put("../x", b"", "").unwrap_err().kind, StoreErrorKind::InvalidKey));
     assert!(matches!(w.delete("../x").unwrap_err().kind, StoreErrorKind::InvalidKey));
 }

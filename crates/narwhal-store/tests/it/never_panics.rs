@@ -35,7 +35,7 @@ fn text_parsers(s: &str) {
     let _ = check_key(s);
     let _ = hydra::is_job_url(s);
     let _ = netrc_lookup(s, "cache.example.org");
-    let _ = HttpAuth::resolve_netrc_with(s, |_| None);
+    let _ = HttpAuth::resolve_netrc(s, &[]);
     let _ = parse_credentials(s, "default");
 }
 

@@ -74,7 +74,7 @@ fn default_index_dir() -> Option<PathBuf> {
 
 pub fn run(args: &GcArgs) -> anyhow::Result<()> {
     let url = CacheUrl::parse(&args.cache)?;
-    let cache = narwhal_store::open_writer(&url)?;
+    let cache = narwhal_store::open_writer(&url, &crate::settings::store()?)?;
     let progress = GcProgress::new(args.no_progress || args.json);
     let opts = GcOptions {
         keep_since: args.keep_since,
@@ -98,10 +98,7 @@ pub fn run(args: &GcArgs) -> anyhow::Result<()> {
     progress.finish();
     let summary = summary?;
     if args.json {
-        let mut out = stdout();
-        serde_json::to_writer_pretty(&mut out, &summary)?;
-        writeln!(out)?;
-        out.flush()?;
+        crate::output::print_json(&summary)?;
     } else {
         print_summary(&summary)?;
     }

@@ -15,10 +15,9 @@ use narwhal_image::registry::{PushReport, Reference, Registry};
 use narwhal_image::{
     CacheSource, ExportSource, Format, ImageOptions, LayerCompression, LayerMemo, LocalSource, NarSource, PathEntry,
 };
-use narwhal_store::http::HttpOptions;
 use narwhal_store::BinaryCache;
 
-use super::fetch::{human, substituters, trusted_keys};
+use super::fetch::{count, human, substituters, trusted_keys};
 use crate::cli::ImageArgs;
 use crate::output::stdout;
 use crate::progress::ImageProgress;
@@ -128,18 +127,6 @@ fn image_name(root: &StorePath) -> String {
     }
 }
 
-/// A root as given: a store path, or a symlink to one (`./result`).
-fn root_path(store_dir: &StoreDir, arg: &str) -> anyhow::Result<StorePath> {
-    let direct = store_dir.split_path(arg.trim_end_matches('/'));
-    if let Ok((path, _)) = direct {
-        return Ok(path);
-    }
-    let target = std::fs::read_link(arg).with_context(|| format!("{arg} is neither a store path nor a link to one"))?;
-    let target = target.to_string_lossy();
-    let (path, _) = store_dir.split_path(&target).with_context(|| format!("{arg} links to {target}"))?;
-    Ok(path)
-}
-
 #[allow(clippy::too_many_lines)] // the steps of one command, in order
 pub fn run(args: &ImageArgs) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -147,7 +134,8 @@ pub fn run(args: &ImageArgs) -> anyhow::Result<()> {
     let to = args.to.clone().unwrap_or_default();
     let store_dir = StoreDir::default();
     let destination = destination(&to)?;
-    let mut roots = args.roots.iter().map(|r| root_path(&store_dir, r)).collect::<anyhow::Result<Vec<_>>>()?;
+    let mut roots =
+        args.roots.iter().map(|r| super::store_path_arg(&store_dir, r)).collect::<anyhow::Result<Vec<_>>>()?;
     let jobs = super::jobs_or_cores(args.jobs);
 
     // The closure, and where its NARs come from.
@@ -173,7 +161,7 @@ pub fn run(args: &ImageArgs) -> anyhow::Result<()> {
             bail!("no root given");
         }
         let trusted = trusted_keys(args.no_verify, &args.trusted_public_keys)?;
-        subs = substituters(&args.from, &HttpOptions::default())?;
+        subs = substituters(&args.from, &crate::settings::http()?)?;
         if subs.store_dir != store_dir {
             bail!("the caches hold paths of {}, not {store_dir}", subs.store_dir);
         }
@@ -297,9 +285,9 @@ pub fn run(args: &ImageArgs) -> anyhow::Result<()> {
     let bytes: u64 = built.layers.iter().map(|l| l.size).sum();
     let seconds = started.elapsed().as_secs_f64();
     let mut summary = format!(
-        "{} paths in {} layers ({}): {} built, {} reused",
-        paths.len(),
-        built.layers.len(),
+        "{} in {} ({}): {} built, {} reused",
+        count(paths.len(), "path"),
+        count(built.layers.len(), "layer"),
         human(bytes),
         reuse.built,
         reuse.reused
@@ -346,7 +334,7 @@ pub fn run(args: &ImageArgs) -> anyhow::Result<()> {
             "bytes_sent": pushed.uploaded_bytes,
             "seconds": seconds,
         });
-        writeln!(out, "{value}")?;
+        crate::output::print_json(&value)?;
     } else {
         writeln!(out, "{}", built.manifest.digest)?;
     }

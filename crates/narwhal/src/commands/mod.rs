@@ -33,17 +33,30 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fetch(args) => fetch::run(&args),
         Command::Slug(args) => slug::run(&args).map(|_| ()),
         Command::Push(args) => push::run(&args),
-        Command::Missing { paths, cache } => push::missing(&paths, &cache),
-        Command::Pin { name, store_path, to, rev, keep } => push::pin(&name, &store_path, &to, rev.as_deref(), keep),
-        Command::Pins { from, name } => push::pins(&from, name.as_deref()),
+        Command::Missing { paths, cache, json } => push::missing(&paths, &cache, json),
+        Command::Pin { name, store_path, to, token_file, rev, keep } => {
+            push::pin(&name, &store_path, &to, token_file.as_deref(), rev.as_deref(), keep)
+        }
+        Command::Pins { from, name, json } => push::pins(&from, name.as_deref(), json),
+        Command::Size { dir, json } => slug::size(&dir, json),
         Command::Export { paths, output } => push::export(&paths, output.as_deref()),
-        Command::Import { file, dest } => push::import(&file, &dest),
+        Command::Import { file, dest, json } => push::import(&file, &dest, json),
         Command::Serve(args) => serve::run(args),
         Command::Gc(args) => gc::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Image(args) => image::run(&args),
         Command::Fod(cmd) => fod::run(cmd),
         Command::Buildpack(cmd) => crate::buildpack::run(cmd),
+        Command::Completions { shell } => {
+            let mut out = crate::output::stdout();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "narwhal", &mut out);
+            Ok(std::io::Write::flush(&mut out)?)
+        }
+        Command::Man => {
+            let mut out = crate::output::stdout();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut out)?;
+            Ok(std::io::Write::flush(&mut out)?)
+        }
     }
 }
 
@@ -75,15 +88,67 @@ pub fn check_parent(file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How long a writer waits for another one holding its destination or cache:
-/// `NARWHAL_LOCK_WAIT` seconds, else ten minutes.
-pub fn lock_wait() -> anyhow::Result<std::time::Duration> {
-    Ok(narwhal_store::lock::wait_from_env()?)
-}
-
 /// `s3://bucket/dir/name?params` as the bucket and the key `name` (see the library's).
 pub fn s3_object(s: &str, env: &[(String, String)]) -> anyhow::Result<(Box<dyn narwhal_store::CacheWriter>, String)> {
-    Ok(narwhal_buildpack::source::s3_object(s, env)?)
+    Ok(narwhal_buildpack::source::s3_object(
+        s,
+        &narwhal_buildpack::settings::with_vars(&crate::settings::store()?, env),
+        &crate::settings::http()?,
+    )?)
+}
+
+/// A store path as given on the command line: the path itself (with or without a path inside it),
+/// or a symlink to one, such as `./result`, as Nix accepts (a chain of links is followed).
+pub fn store_path_arg(
+    store_dir: &narwhal_formats::store_path::StoreDir,
+    arg: &str,
+) -> anyhow::Result<narwhal_formats::store_path::StorePath> {
+    let mut current = std::path::PathBuf::from(arg);
+    // As the kernel's limit on links followed in one lookup.
+    for _ in 0..40 {
+        let text = current.to_string_lossy().into_owned();
+        if let Ok((path, _)) = store_dir.split_path(text.trim_end_matches('/')) {
+            return Ok(path);
+        }
+        let Ok(target) = std::fs::read_link(&current) else {
+            let why = store_dir.split_path(text.trim_end_matches('/')).err().map(|e| e.to_string()).unwrap_or_default();
+            if current.as_os_str() == arg {
+                anyhow::bail!("{arg} is neither a store path nor a link to one: {why}");
+            }
+            anyhow::bail!("{arg} links to {text}, which is not a store path: {why}");
+        };
+        current = match current.parent() {
+            Some(dir) if target.is_relative() => dir.join(target),
+            _ => target,
+        };
+    }
+    anyhow::bail!("{arg}: too many levels of symbolic links")
+}
+
+/// Refuses a `file://` cache to read from whose directory does not exist, before anything asks it
+/// for a path (it would otherwise look like a cache that lacks every path).
+pub fn check_cache_dir(url: &narwhal_store::CacheUrl) -> anyhow::Result<()> {
+    if let narwhal_store::Location::File(dir) = &url.location {
+        if !dir.is_dir() {
+            anyhow::bail!("cannot read the cache {url}: no such directory {}; check the URL", dir.display());
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a destination directory that cannot be written (its nearest existing ancestor is not
+/// writable), before anything is downloaded.
+pub fn check_writable(dest: &Path) -> anyhow::Result<()> {
+    let Some(existing) = dest.ancestors().find(|a| !a.as_os_str().is_empty() && a.exists()) else {
+        return Ok(());
+    };
+    if existing.exists() && !existing.is_dir() {
+        anyhow::bail!("cannot write into {}: {} is not a directory", dest.display(), existing.display());
+    }
+    if let Err(e) = rustix::fs::access(existing, rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK) {
+        anyhow::bail!("cannot write into {}: {} is not writable ({e})", dest.display(), existing.display());
+    }
+    Ok(())
 }
 
 /// Reads a small text file (keys, narinfos) with the path in any error.

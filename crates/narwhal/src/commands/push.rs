@@ -7,22 +7,16 @@ use anyhow::{bail, Context as _};
 use narwhal_formats::signature::SecretKey;
 use narwhal_formats::store_path::{StoreDir, StorePath};
 use narwhal_push::{LocalStore, PushCompression, PushOptions, PushReporter};
-use narwhal_store::http::HttpOptions;
 use narwhal_store::pin::{self, Pin};
 use narwhal_store::CacheUrl;
 
-use super::fetch::human;
+use super::fetch::{count, human};
 use crate::cli::{DestArgs, PushArgs};
 use crate::output::stdout;
 use crate::progress::Status;
 
 fn parse_paths(store: &LocalStore, args: &[String]) -> anyhow::Result<Vec<StorePath>> {
-    args.iter()
-        .map(|p| {
-            let (path, _) = store.store_dir().split_path(p.trim_end_matches('/'))?;
-            Ok(path)
-        })
-        .collect()
+    args.iter().map(|p| super::store_path_arg(store.store_dir(), p)).collect()
 }
 
 /// Push progress on stderr: a bar over the paths to upload on a terminal, a line per path otherwise.
@@ -48,7 +42,11 @@ impl PushProgress {
 
 impl PushReporter for PushProgress {
     fn planned(&self, total: usize, missing: usize) {
-        self.status.line(&format!("pushing {missing} of {total} paths (the cache has the others)"));
+        self.status.line(&match (missing, total - missing.min(total)) {
+            (0, _) => format!("nothing to push: the cache has all {}", count(total, "path")),
+            (_, 0) => format!("pushing {} (the cache has none of them)", count(total, "path")),
+            (_, have) => format!("pushing {missing} of {} (the cache has the other {have})", count(total, "path")),
+        });
         if let Some(bar) = &self.status.bar {
             bar.set_length(u64::try_from(missing).unwrap_or(u64::MAX));
         }
@@ -81,9 +79,9 @@ pub fn run(args: &PushArgs) -> anyhow::Result<()> {
     if paths.is_empty() {
         bail!("nothing to push: give store paths, or run as a post-build-hook (which sets OUT_PATHS)");
     }
-    let (url, key, compression) = destination(&args.dest)?;
+    let (url, keys, compression) = destination(&args.dest)?;
     if let Some(from) = &args.from {
-        return push_from(from, &paths, &url, key, compression, args, started);
+        return push_from(from, &paths, &url, keys, compression, args, started);
     }
     let local = LocalStore::open(&args.store_db, StoreDir::default(), "/nix/store".into())?;
     let roots = parse_paths(&local, &paths)?;
@@ -92,12 +90,10 @@ pub fn run(args: &PushArgs) -> anyhow::Result<()> {
     let temp_dir = temp_dir_for(&url);
     let jobs = super::jobs_or_cores(args.jobs);
     let progress = PushProgress::new(args.no_progress);
-    let opts = PushOptions { compression, level: args.dest.level, key, jobs, temp_dir, reporter: &progress };
+    let opts = PushOptions { compression, level: args.dest.level, keys, jobs, temp_dir, reporter: &progress };
     let summary = narwhal_push::push(&local, &closure, dest.as_ref(), &opts);
     progress.finish();
-    let summary = summary?;
-    report(&summary, &url, started);
-    Ok(())
+    report(&summary?, &url, started, args.json)
 }
 
 /// `push --from`: the closures of `paths` in another cache, copied into `url`.
@@ -105,18 +101,16 @@ fn push_from(
     from: &str,
     paths: &[String],
     url: &CacheUrl,
-    key: Option<SecretKey>,
+    keys: Vec<SecretKey>,
     compression: PushCompression,
     args: &PushArgs,
     started: Instant,
 ) -> anyhow::Result<()> {
     let source_url = CacheUrl::parse(from)?;
-    let source = narwhal_store::open_cache(&source_url, &HttpOptions::default())?;
+    super::check_cache_dir(&source_url)?;
+    let source = narwhal_store::open_cache(&source_url, &crate::settings::http()?, &crate::settings::store()?)?;
     let store_dir = StoreDir::default();
-    let roots = paths
-        .iter()
-        .map(|p| Ok(store_dir.split_path(p.trim_end_matches('/'))?.0))
-        .collect::<anyhow::Result<Vec<StorePath>>>()?;
+    let roots = paths.iter().map(|p| super::store_path_arg(&store_dir, p)).collect::<anyhow::Result<Vec<_>>>()?;
     let jobs = super::jobs_or_cores(args.jobs);
     let closure = narwhal_push::closure_in_cache(source.as_ref(), &store_dir, &roots, jobs.max(8))?;
     let dest = open_dest(url, &args.dest)?;
@@ -125,29 +119,34 @@ fn push_from(
     let opts = PushOptions {
         compression,
         level: args.dest.level,
-        key,
+        keys,
         jobs,
         temp_dir: temp_dir_for(url),
         reporter: &progress,
     };
     let summary = narwhal_push::push_from_cache(source.as_ref(), &closure, dest.as_ref(), &opts, keep_compression);
     progress.finish();
-    let summary = summary?;
-    report(&summary, url, started);
-    Ok(())
+    report(&summary?, url, started, args.json)
 }
 
-/// The destination, key and compression `dest` asks for (flags first, then the URL's parameters).
-fn destination(dest: &DestArgs) -> anyhow::Result<(CacheUrl, Option<SecretKey>, PushCompression)> {
+/// The destination, keys and compression `dest` asks for (flags first, then the URL's parameters,
+/// then nix.conf's secret-key-files).
+fn destination(dest: &DestArgs) -> anyhow::Result<(CacheUrl, Vec<SecretKey>, PushCompression)> {
     let url = CacheUrl::parse(&dest.to)?;
-    let key_file = dest.key_file.clone().or_else(|| url.param("secret-key").map(Into::into));
-    let key = match &key_file {
-        Some(f) => Some(
-            SecretKey::parse(&super::read_text(f)?)
-                .with_context(|| format!("invalid secret key file {}", f.display()))?,
-        ),
-        None => None,
-    };
+    let key_files: Vec<std::path::PathBuf> =
+        match dest.key_file.clone().or_else(|| url.param("secret-key").map(Into::into)) {
+            Some(f) => vec![f],
+            None => crate::settings::from_nix_conf("secret-key-file", |c| c.secret_key_files.as_ref())?
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+        };
+    let keys = key_files
+        .iter()
+        .map(|f| {
+            SecretKey::parse(&super::read_text(f)?).with_context(|| format!("invalid secret key file {}", f.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let compression = match dest.compression.as_deref().or(url.param("compression")).unwrap_or("zstd") {
         "zstd" => PushCompression::Zstd,
         "xz" => PushCompression::Xz,
@@ -155,16 +154,24 @@ fn destination(dest: &DestArgs) -> anyhow::Result<(CacheUrl, Option<SecretKey>, 
         other => bail!("unsupported compression {other:?}: use zstd, xz or none"),
     };
     compression.check_level(dest.level)?;
-    Ok((url, key, compression))
+    Ok((url, keys, compression))
 }
 
 /// The cache `url` opened for writing, with the token from `--token-file` for an HTTP cache.
 fn open_dest(url: &CacheUrl, dest: &DestArgs) -> anyhow::Result<Box<dyn narwhal_store::CacheWriter>> {
-    let token = match &dest.token_file {
+    open_writer_with_token_file(url, dest.token_file.as_deref())
+}
+
+/// The cache `url` opened for writing, with the token in `token_file` for an HTTP cache.
+fn open_writer_with_token_file(
+    url: &CacheUrl,
+    token_file: Option<&std::path::Path>,
+) -> anyhow::Result<Box<dyn narwhal_store::CacheWriter>> {
+    let token = match token_file {
         Some(f) => Some((super::read_text(f)?, f.display().to_string())),
         None => None,
     };
-    Ok(narwhal_store::open_writer_with_token(url, token)?)
+    Ok(narwhal_store::open_writer_with_token(url, token, &crate::settings::store()?)?)
 }
 
 /// Where compressed NARs wait before they go up: inside a directory cache (hidden names, which
@@ -177,25 +184,43 @@ fn temp_dir_for(url: &CacheUrl) -> std::path::PathBuf {
     }
 }
 
-/// The one-line summary of a push or an import.
-fn report(summary: &narwhal_push::PushSummary, url: &CacheUrl, started: Instant) {
+/// The one-line summary of a push or an import on stderr, and with `json` its JSON on stdout.
+fn report(summary: &narwhal_push::PushSummary, url: &CacheUrl, started: Instant, json: bool) -> anyhow::Result<()> {
+    if json {
+        crate::output::print_json(&serde_json::json!({
+            "version": 1,
+            "cache": url.to_string(),
+            "paths": summary.paths,
+            "uploaded": summary.uploaded,
+            "already_there": summary.already_there,
+            "nar_bytes": summary.nar_bytes,
+            "file_bytes": summary.file_bytes,
+            "seconds": started.elapsed().as_secs_f64(),
+        }))?;
+    }
     let _ = writeln!(
         std::io::stderr().lock(),
-        "{} paths: {} uploaded, {} already in {url}; {} NAR, {} compressed, in {:.1} s",
-        summary.paths,
+        "{}: {} uploaded, {} already in {url}; {} NAR, {} compressed, in {:.1} s",
+        count(summary.paths, "path"),
         summary.uploaded,
         summary.already_there,
         human(summary.nar_bytes),
         human(summary.file_bytes),
         started.elapsed().as_secs_f64()
     );
+    Ok(())
 }
 
 /// `narwhal export`: to standard output, or to an `s3://` object.
 pub fn export(paths: &[String], output: Option<&str>) -> anyhow::Result<()> {
     use std::io::IsTerminal as _;
     if let Some(object) = output {
-        return Ok(narwhal_buildpack::steps::export_to_s3(paths, object, &[])?);
+        return Ok(narwhal_buildpack::steps::export_to_s3(
+            paths,
+            object,
+            &crate::settings::store()?,
+            &crate::settings::http()?,
+        )?);
     }
     if std::io::stdout().is_terminal() {
         bail!("the export is binary; redirect it: narwhal export PATH… > closure.export");
@@ -209,9 +234,9 @@ pub fn export(paths: &[String], output: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn import(file: &std::path::Path, dest: &DestArgs) -> anyhow::Result<()> {
+pub fn import(file: &std::path::Path, dest: &DestArgs, json: bool) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (url, key, compression) = destination(dest)?;
+    let (url, keys, compression) = destination(dest)?;
     let writer = open_dest(&url, dest)?;
     let mut input: Box<dyn std::io::Read> = match file.to_str().filter(|f| f.starts_with("s3://")) {
         Some(object) => {
@@ -221,22 +246,37 @@ pub fn import(file: &std::path::Path, dest: &DestArgs) -> anyhow::Result<()> {
         None => Box::new(super::open_input(file)?),
     };
     let progress = PushProgress::new(false);
-    let opts =
-        PushOptions { compression, level: dest.level, key, jobs: 1, temp_dir: temp_dir_for(&url), reporter: &progress };
+    let opts = PushOptions {
+        compression,
+        level: dest.level,
+        keys,
+        jobs: 1,
+        temp_dir: temp_dir_for(&url),
+        reporter: &progress,
+    };
     let summary = narwhal_push::import(&mut input, &StoreDir::default(), writer.as_ref(), &opts);
     progress.finish();
     let summary = summary.with_context(|| format!("cannot import {}", file.display()))?;
-    report(&summary, &url, started);
-    Ok(())
+    report(&summary, &url, started, json)
 }
 
-pub fn missing(paths: &[String], cache: &str) -> anyhow::Result<()> {
+pub fn missing(paths: &[String], cache: &str, json: bool) -> anyhow::Result<()> {
     let local = LocalStore::open_default()?;
     let roots = parse_paths(&local, paths)?;
     let closure = local.closure(&roots)?;
     let url = CacheUrl::parse(cache)?;
-    let cache = narwhal_store::open_cache(&url, &HttpOptions::default())?;
+    super::check_cache_dir(&url)?;
+    let cache = narwhal_store::open_cache(&url, &crate::settings::http()?, &crate::settings::store()?)?;
     let absent = narwhal_push::missing(&closure, cache.as_ref(), 16)?;
+    if json {
+        let missing: Vec<String> = absent.iter().map(|p| local.store_dir().display(p).to_string()).collect();
+        return Ok(crate::output::print_json(&serde_json::json!({
+            "version": 1,
+            "cache": url.to_string(),
+            "closure": closure.len(),
+            "missing": missing,
+        }))?);
+    }
     let mut out = stdout();
     for p in absent {
         writeln!(out, "{}", local.store_dir().display(&p))?;
@@ -245,14 +285,21 @@ pub fn missing(paths: &[String], cache: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn pin(name: &str, store_path: &str, to: &str, rev: Option<&str>, keep: Option<usize>) -> anyhow::Result<()> {
+pub fn pin(
+    name: &str,
+    store_path: &str,
+    to: &str,
+    token_file: Option<&std::path::Path>,
+    rev: Option<&str>,
+    keep: Option<usize>,
+) -> anyhow::Result<()> {
     let url = CacheUrl::parse(to)?;
     if keep.is_some() && matches!(url.location, narwhal_store::Location::Http(_)) {
         bail!("--keep needs to list the pins, which an HTTP cache cannot do; prune them where the cache's files are (file:// or s3://)");
     }
-    let dest = narwhal_store::open_writer(&url)?;
+    let dest = open_writer_with_token_file(&url, token_file)?;
     let store_dir = StoreDir::default();
-    let (path, _) = store_dir.split_path(store_path)?;
+    let path = super::store_path_arg(&store_dir, store_path)?;
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let pin = Pin { name: name.to_owned(), store_dir, path, revision: rev.map(str::to_owned), created };
     pin::write(dest.as_ref(), &pin)?;
@@ -262,17 +309,34 @@ pub fn pin(name: &str, store_path: &str, to: &str, rev: Option<&str>, keep: Opti
     Ok(())
 }
 
-pub fn pins(from: &str, name: Option<&str>) -> anyhow::Result<()> {
+pub fn pins(from: &str, name: Option<&str>, json: bool) -> anyhow::Result<()> {
     let url = CacheUrl::parse(from)?;
     // Listing reads: a directory is neither created nor locked.
     let cache: Box<dyn narwhal_store::CacheWriter> = match &url.location {
         narwhal_store::Location::File(dir) => {
             Box::new(narwhal_store::file::FileCache::new(dir.clone(), url.to_string()))
         }
-        _ => narwhal_store::open_writer(&url)?,
+        _ => narwhal_store::open_writer(&url, &crate::settings::store()?)?,
     };
+    let pins = pin::list(cache.as_ref(), &StoreDir::default(), name)?;
+    if json {
+        let pins: Vec<serde_json::Value> = pins
+            .iter()
+            .map(|(_, p)| {
+                serde_json::json!({
+                    "name": p.name,
+                    "revision": p.revision,
+                    "path": p.store_dir.display(&p.path).to_string(),
+                    "created": p.created,
+                })
+            })
+            .collect();
+        return Ok(crate::output::print_json(
+            &serde_json::json!({ "version": 1, "cache": url.to_string(), "pins": pins }),
+        )?);
+    }
     let mut out = stdout();
-    for (key, p) in pin::list(cache.as_ref(), &StoreDir::default(), name)? {
+    for (key, p) in pins {
         writeln!(
             out,
             "{}\t{}\t{}\t{}",

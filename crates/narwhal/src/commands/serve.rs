@@ -14,7 +14,13 @@ use crate::cli::ServeArgs;
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut cfg = match &args.config {
-        Some(path) => Config::load(path)?,
+        Some(path) => {
+            let (cfg, warnings) = Config::load(path)?;
+            for w in warnings {
+                crate::output::eprint_line(&format!("warning: {w}"));
+            }
+            cfg
+        }
         None => Config::default(),
     };
     if args.store.is_some() {
@@ -78,10 +84,15 @@ fn open_backend(store: &str, cfg: &Config) -> anyhow::Result<(Backend, narwhal_f
                 Arc::new(FileCache::new(dir.clone(), url.to_string()))
             } else {
                 // Writes share the directory's lock with pushes, so none sweeps an upload in progress.
-                Arc::new(FileCache::writer(dir.clone(), url.to_string(), "narwhal serve")?)
+                Arc::new(FileCache::writer(
+                    dir.clone(),
+                    url.to_string(),
+                    "narwhal serve",
+                    crate::settings::store()?.lock_wait,
+                )?)
             }
         }
-        Location::S3 { .. } => Arc::from(narwhal_store::open_writer(&url)?),
+        Location::S3 { .. } => Arc::from(narwhal_store::open_writer(&url, &crate::settings::store()?)?),
         Location::Http(_) => anyhow::bail!("narwhal serve serves a directory, an S3 bucket or `local`, not {store}"),
     };
     let info = writer.get(narwhal_store::keys::CACHE_INFO).with_context(|| format!("cannot read the cache {store}"))?;

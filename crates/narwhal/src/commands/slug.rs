@@ -2,7 +2,9 @@
 //! documented in `narwhal_buildpack::app`).
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
 
 use narwhal_buildpack::heroku::Slug;
 use narwhal_buildpack::{Event, Log};
@@ -27,14 +29,10 @@ impl Log for Lines<'_> {
 /// The `result` links made, in root order.
 pub fn run(args: &SlugArgs) -> anyhow::Result<Vec<PathBuf>> {
     let progress = Progress::new(args.source.no_progress);
-    let slug = Slug {
-        app_dir: &args.app_dir,
-        runtime_root: &args.runtime_root,
-        prefix: args.prefix.clone(),
-        pad: args.pad,
-        lock_wait: super::lock_wait()?,
-    };
-    let done = slug.run(&args.roots, &source(&args.source)?, &progress, &Lines(&progress));
+    let slug =
+        Slug { app_dir: &args.app_dir, runtime_root: &args.runtime_root, prefix: args.prefix.clone(), pad: args.pad };
+    let roots = super::fetch::roots_arg(&args.roots)?;
+    let done = slug.run(&roots, &source(&args.source)?, &progress, &Lines(&progress));
     progress.finish();
     let done = done?;
     let mut out = stdout();
@@ -43,4 +41,32 @@ pub fn run(args: &SlugArgs) -> anyhow::Result<Vec<PathBuf>> {
     }
     out.flush()?;
     Ok(done.links)
+}
+
+/// `narwhal size DIR`: the store paths in DIR (a fetch's destination) by size, as a table on stdout
+/// or JSON.
+pub fn size(dir: &Path, json: bool) -> anyhow::Result<()> {
+    let sizes = narwhal_slug::size_report_layout(dir, narwhal_slug::Layout::Flat)
+        .with_context(|| format!("cannot measure {}", dir.display()))?;
+    if json {
+        let paths: Vec<serde_json::Value> = sizes
+            .paths
+            .iter()
+            .map(|p| serde_json::json!({ "name": p.name.to_string_lossy(), "bytes": p.bytes }))
+            .collect();
+        return Ok(crate::output::print_json(&serde_json::json!({
+            "version": 1,
+            "dir": dir.display().to_string(),
+            "paths": paths,
+            "total_bytes": sizes.total,
+            "tar_gz_upper_bound_bytes": sizes.tar_gz_upper_bound(),
+            "heroku_limit_bytes": narwhal_slug::HEROKU_SLUG_LIMIT,
+        }))?);
+    }
+    let mut out = stdout();
+    for line in narwhal_buildpack::app::size_lines(&sizes, usize::MAX, false) {
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    Ok(())
 }

@@ -8,7 +8,6 @@ use anyhow::{bail, Context as _};
 use narwhal_fetch::verify::TreeProblem;
 use narwhal_formats::signature::PublicKey;
 use narwhal_gc::verify::{Report, VerifyOptions};
-use narwhal_store::http::HttpOptions;
 use narwhal_store::CacheUrl;
 
 use super::gc::GcProgress;
@@ -33,9 +32,13 @@ fn verify_cache(cache: &str, args: &VerifyArgs) -> anyhow::Result<()> {
         .filter(|k| !k.is_empty())
         .map(|k| PublicKey::parse(k).with_context(|| format!("invalid trusted public key {k:?}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let dest = narwhal_store::open_writer(&CacheUrl::parse(cache)?)?;
+    let dest = narwhal_store::open_writer(&CacheUrl::parse(cache)?, &crate::settings::store()?)?;
     let from = match &args.from {
-        Some(f) => Some(narwhal_store::open_cache(&CacheUrl::parse(f)?, &HttpOptions::default())?),
+        Some(f) => Some(narwhal_store::open_cache(
+            &CacheUrl::parse(f)?,
+            &crate::settings::http()?,
+            &crate::settings::store()?,
+        )?),
         None => None,
     };
     let progress = GcProgress::new(args.no_progress || args.json);
@@ -66,8 +69,7 @@ fn verify_cache(cache: &str, args: &VerifyArgs) -> anyhow::Result<()> {
 fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
     let mut out = stdout();
     if json {
-        serde_json::to_writer_pretty(&mut out, report)?;
-        writeln!(out)?;
+        crate::output::print_json(report)?;
     } else {
         let mut last = None;
         for f in &report.findings {
@@ -102,11 +104,7 @@ fn verify_dir(dir: &Path, args: &VerifyArgs) -> anyhow::Result<()> {
                 serde_json::json!({ "path": name, "problem": problem, "detail": detail })
             })
             .collect();
-        serde_json::to_writer_pretty(
-            &mut out,
-            &serde_json::json!({ "dir": root, "checked": checked, "problems": list }),
-        )?;
-        writeln!(out)?;
+        crate::output::print_json(&serde_json::json!({ "dir": root, "checked": checked, "problems": list }))?;
     } else {
         for (name, p) in &problems {
             let (problem, detail) = describe(p);

@@ -181,7 +181,7 @@ fn collects_what_no_pin_needs(cache: &TestCache) {
     let would = deleted(&dry);
     let real = gc_json(cache, &args);
     assert_eq!(deleted(&real), would, "the dry run and the real run differ");
-    assert_eq!(real["bytesFreed"], dry["bytesFreed"]);
+    assert_eq!(real["bytes_freed"], dry["bytes_freed"]);
     let after = cache.keys();
     let gone: BTreeSet<String> = before.difference(&after).cloned().collect();
     assert_eq!(gone, would, "what went is what the summary lists");

@@ -71,11 +71,17 @@ fn compression_level_out_of_range_is_refused_before_any_work() {
     let tmp = tempdir();
     let to = file_url(&tmp.path().join("cache"), "");
     let path = fixture("empty-file");
-    let err = fails(narwhal().arg("push").arg(&path).args(["--to", &to, "--compression", "xz", "--level", "12"]));
+    // A bad flag value is a usage error, as clap reports its own: exit status 2.
+    let err =
+        fails_with(narwhal().arg("push").arg(&path).args(["--to", &to, "--compression", "xz", "--level", "12"]), 2);
     assert!(err.contains("xz does not take level 12: use 0 to 9"), "{err}");
-    let err = fails(narwhal().arg("push").arg(&path).args(["--to", &to, "--compression", "none", "--level", "3"]));
+    let err =
+        fails_with(narwhal().arg("push").arg(&path).args(["--to", &to, "--compression", "none", "--level", "3"]), 2);
     assert!(err.contains("none does not take level 3: it has no levels"), "{err}");
-    let err = fails(narwhal().arg("push").arg(&path).args(["--to", &format!("{to}?compression=xz"), "--level", "10"]));
+    let err = fails_with(
+        narwhal().arg("push").arg(&path).args(["--to", &format!("{to}?compression=xz"), "--level", "10"]),
+        2,
+    );
     assert!(err.contains("xz does not take level 10"), "{err}");
     // Past every compression's range: clap's own usage error.
     let out = narwhal_testkit::output(narwhal().arg("push").arg(&path).args(["--to", &to, "--level", "100"]));

@@ -6,7 +6,9 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 mod buildpack;
+mod cli;
 mod cnb;
+mod errors;
 mod export;
 mod fetch;
 mod fetch_export;
@@ -16,10 +18,12 @@ mod hardening;
 mod hash;
 mod image;
 mod integrity;
+mod json;
 mod keys;
 mod malformed;
 mod nar;
 mod narinfo;
+mod nix_conf;
 mod push;
 mod push_http;
 mod serve;
@@ -28,10 +32,12 @@ mod verify;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The narwhal binary under test.
+/// The narwhal binary under test, reading no nix.conf of the host (tests that want one set
+/// `NIX_CONF_DIR`).
 pub fn narwhal() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_narwhal"));
     c.stdin(std::process::Stdio::null());
+    c.env("NIX_CONF_DIR", "/nonexistent/narwhal-test-nix-conf").env("NIX_USER_CONF_FILES", "").env_remove("NIX_CONFIG");
     c
 }
 
@@ -66,6 +72,22 @@ pub fn keys(dir: &Path, name: &str) -> (PathBuf, String) {
     let (sec, public) = (dir.join(format!("{name}.sec")), dir.join(format!("{name}.pub")));
     ok(narwhal().args(["key", "generate", name, "--secret"]).arg(&sec).arg("--public").arg(&public));
     (sec, std::fs::read_to_string(public).unwrap().trim().to_owned())
+}
+
+/// Runs `cmd` and shows what its user sees, for a snapshot: the exit status, stdout and stderr,
+/// each `(text, placeholder)` of `scrub` (temporary paths) and the binary's path replaced.
+pub fn snapshot(cmd: &mut Command, scrub: &[(&str, &str)]) -> String {
+    let out: Output = narwhal_testkit::output(cmd);
+    let mut text = format!(
+        "exit status: {}\n----- stdout -----\n{}----- stderr -----\n{}",
+        out.status.code().map_or_else(|| "killed".to_owned(), |c| c.to_string()),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (from, to) in scrub {
+        text = text.replace(from, to);
+    }
+    text.replace(env!("CARGO_BIN_EXE_narwhal"), "[NARWHAL]")
 }
 
 /// Names in `dir`, sorted.

@@ -95,7 +95,8 @@ fn push_with_a_token_to_nginx_then_nix_reads_it_back() {
     assert_eq!(tree(&root), files);
 
     // A pin goes up by PUT; --keep needs a listing, which HTTP cannot give: refused before any write.
-    ok(narwhal().args(["pin", "web"]).arg(&app).args(["--to", &url, "--rev", "r1"]).env("NARWHAL_PUSH_TOKEN", TOKEN));
+    // The token file push takes, pin takes too.
+    ok(narwhal().args(["pin", "web"]).arg(&app).args(["--to", &url, "--rev", "r1", "--token-file"]).arg(&token_file));
     assert!(std::fs::read_to_string(root.join("pins/web@r1")).unwrap().contains(app.to_str().unwrap()));
     let err = fails(
         narwhal()

@@ -510,7 +510,7 @@ fn bad_configuration_is_one_line_and_a_hint() {
     let config = tmp.path().join("serve.toml");
     std::fs::write(&config, "store = \"/srv\"\nlisten_on = \"x\"\n").unwrap();
     let e = fails(&["--config", config.to_str().unwrap()]);
-    assert!(e.contains("listen_on"), "{e}");
+    assert!(e.contains("listen-on"), "{e}");
     let short = tmp.path().join("short");
     std::fs::write(&short, "abc\n").unwrap();
     let e = fails(&["--store", cache.to_str().unwrap(), "--push-token-file", short.to_str().unwrap()]);
