@@ -313,7 +313,7 @@ pub fn run(args: &ImageArgs) -> anyhow::Result<()> {
             .map(|((l, diff_id), paths)| {
                 serde_json::json!({
                     "digest": l.digest,
-                    "size": l.size,
+                    "bytes": l.size,
                     "media_type": l.media_type,
                     "diff_id": diff_id,
                     "paths": paths.iter().map(|p| store_dir.display(p).to_string()).collect::<Vec<_>>(),
