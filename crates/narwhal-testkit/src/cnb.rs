@@ -106,6 +106,9 @@ pub struct Build {
     pub reused: Vec<String>,
     /// Image layers that are new.
     pub added: Vec<String>,
+    /// How long the buildpack's build phase ran (what a platform's build log times), without the
+    /// lifecycle's own copying, restoring and exporting.
+    pub build_time: std::time::Duration,
 }
 
 impl Build {
@@ -215,6 +218,7 @@ impl Lifecycle {
             restored: Vec::new(),
             reused: Vec::new(),
             added: Vec::new(),
+            build_time: std::time::Duration::ZERO,
         };
 
         // Detect.
@@ -257,6 +261,7 @@ impl Lifecycle {
         build.restored = self.restore(&layers);
 
         // Build.
+        let started = std::time::Instant::now();
         let out = self.phase(
             "build",
             &app,
@@ -267,6 +272,7 @@ impl Lifecycle {
                 ("CNB_BP_PLAN_PATH", bp_plan.clone()),
             ],
         );
+        build.build_time = started.elapsed();
         build.stdout.push_str(&String::from_utf8_lossy(&out.stdout));
         build.stderr.push_str(&String::from_utf8_lossy(&out.stderr));
         if !out.status.success() {
