@@ -373,3 +373,40 @@ fn failed_multipart_upload_is_aborted() {
     assert!(!unfinished(), "{}", garage.cli_text(&["bucket", "info", "aborted"]));
     assert_eq!(c.get("nar/shrinking.nar").unwrap(), None);
 }
+
+/// `--keep` keeps the newest revision pins by their Created time, whatever their keys' order; only
+/// equal times fall back to the keys.
+#[test]
+fn keep_newest_orders_revision_pins_by_created_then_key() {
+    use narwhal_formats::store_path::StoreDir;
+    let tmp = tempdir();
+    let cache = narwhal_store::file::FileCache::writer(
+        tmp.path().to_path_buf(),
+        "file:///pins-test".to_owned(),
+        "test",
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    let pin = |rev: &str, created: u64| {
+        let text = format!(
+            "Name: web\nStorePath: /nix/store/0pqyvyw21p553pf74czgvqks0vjaqp0l-t1\nRevision: {rev}\nCreated: {created}\n"
+        );
+        cache.put(&format!("pins/web@{rev}"), text.as_bytes(), "text/plain").unwrap();
+    };
+    // Key order (a < b < c < d) is not creation order.
+    pin("a", 30);
+    pin("b", 10);
+    pin("c", 20);
+    pin("d", 20);
+    cache
+        .put(
+            "pins/web",
+            b"Name: web\nStorePath: /nix/store/0pqyvyw21p553pf74czgvqks0vjaqp0l-t1\nCreated: 30\n",
+            "text/plain",
+        )
+        .unwrap();
+    let deleted = narwhal_store::pin::keep_newest(&cache, &StoreDir::default(), "web", 2).unwrap();
+    // a (30) and then d (20, which beats c on the key) stay.
+    assert_eq!(deleted, ["pins/web@c", "pins/web@b"]);
+    assert!(cache.exists("pins/web").unwrap(), "the latest pin always stays");
+}
