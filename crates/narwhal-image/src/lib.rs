@@ -106,7 +106,7 @@ impl Error {
             Self::NoEntrypoint { .. } => {
                 Some("give --entrypoint relative to the first root (bin/server) or as an absolute path in the closure")
             }
-            Self::Nar { .. } => {
+            Self::Nar { source, .. } if !source.is_visitor_error() => {
                 Some("the cache or store holds a NAR that does not match its narinfo; push the path again")
             }
             Self::Store(e) => e.hint(),

@@ -43,6 +43,13 @@ fn hint_of<E: std::error::Error + 'static>(
 
 /// A hint for the first cause narwhal knows how to help with.
 pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
+    // A full disk, wherever in the chain: no library's hint about its input applies then.
+    let full = |e: &std::io::Error| {
+        e.kind() == std::io::ErrorKind::StorageFull || e.kind() == std::io::ErrorKind::QuotaExceeded
+    };
+    if err.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(full)) {
+        return Some("the disk is full: free space where narwhal writes (the destination, and $TMPDIR for temporary files), then run it again");
+    }
     for cause in err.chain() {
         // The libraries' own hints, one per error variant.
         let own = hint_of(cause, narwhal_fetch::Error::hint)

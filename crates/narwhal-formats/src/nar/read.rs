@@ -56,7 +56,12 @@ pub struct Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid NAR at byte {}", self.offset)?;
+        if self.is_visitor_error() {
+            // The archive was fine so far: what it was being written to failed.
+            write!(f, "cannot write the NAR's contents, at byte {}", self.offset)?;
+        } else {
+            write!(f, "invalid NAR at byte {}", self.offset)?;
+        }
         if !self.path.is_empty() {
             write!(f, " (in /{})", String::from_utf8_lossy(&self.path))?;
         }

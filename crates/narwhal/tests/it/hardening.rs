@@ -223,3 +223,13 @@ fn exit_codes_tell_usage_from_failure() {
     let help = String::from_utf8(ok(narwhal().arg("--help"))).unwrap();
     assert!(help.contains("3 verification failed") && help.contains("70 internal error"), "{help}");
 }
+
+/// A full disk is named as such, not blamed on the input: writing the NAR of a tree to /dev/full
+/// (every write fails with ENOSPC) is one error line and a hint about free space.
+#[test]
+fn a_full_disk_is_named_with_a_hint_about_free_space() {
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let err = fails(narwhal().args(["nar", "dump"]).arg(fixture("app")).stdout(full));
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(err.contains("hint: the disk is full: free space where narwhal writes"), "{err}");
+}
