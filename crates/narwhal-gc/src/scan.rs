@@ -4,13 +4,15 @@
 //!
 //! Memory: the graph holds, per narinfo, its hash part (32 bytes), its references as indices
 //! (4 bytes each), its NAR as an index into the table of NARs, its Deriver and a few numbers; per
-//! NAR its key and two numbers. Narinfo texts are parsed and dropped as they are read. The index
-//! file is read and written as a stream in hash order, never held whole.
+//! NAR its key and two numbers. The nodes are made from the listing; each narinfo then fills its
+//! own node as it is read (an index line, or a narinfo fetched in batches of [`READ_BATCH`]), and
+//! its parsed form is dropped, so nothing else is held per path. The index file is read and
+//! written as a stream in hash order, never held whole.
 //!
 //! Index file (`gc-v1/<cache>.tsv`), one line per narinfo, sorted by hash part:
 //! `hash \t etag-fingerprint(hex) \t URL \t FileSize \t NarSize \t Deriver or - \t refs (comma-separated hash parts) or -`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::hash::{Hash as _, Hasher as _};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
@@ -23,6 +25,9 @@ use narwhal_store::{keys, parallel, CacheWriter, Listed};
 
 use crate::error::Error;
 use crate::GcReporter;
+
+/// Narinfos read (and held parsed) at a time.
+const READ_BATCH: usize = 4096;
 
 /// No NAR (an unreadable narinfo), or no node.
 pub const NONE: u32 = u32::MAX;
@@ -49,6 +54,25 @@ pub struct Node {
     /// The Deriver's base name (`<hash>-<name>.drv`), which names its log.
     pub deriver: Option<Box<str>>,
     pub refs: Box<[u32]>,
+}
+
+impl Node {
+    /// A listed narinfo, not yet read.
+    fn listed(l: ListedNarinfo) -> Self {
+        Self {
+            hash: l.hash,
+            present: true,
+            readable: false,
+            etag_fp: l.etag_fp,
+            modified_ms: l.modified_ms,
+            size: l.size,
+            nar: NONE,
+            file_size: 0,
+            nar_size: 0,
+            deriver: None,
+            refs: Box::new([]),
+        }
+    }
 }
 
 /// A NAR the listing showed (`present`), or one a narinfo names that the cache lacks.
@@ -234,61 +258,53 @@ impl Scan {
         narinfos.sort_unstable_by_key(|a| a.hash);
         narinfos.dedup_by(|a, b| a.hash == b.hash);
         scan.nars.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        scan.nars.shrink_to_fit();
         scan.listed_nars = scan.nars.len();
+        // The graph's nodes straight from the listing; each narinfo then fills its own node as it
+        // is read (from the index or the cache), so nothing else is kept per path.
+        scan.nodes = narinfos.into_iter().map(Node::listed).collect();
+        scan.present = scan.nodes.len();
+        let mut missing: HashMap<HashPart, u32> = HashMap::new();
 
-        // Which narinfos the index knows unchanged, and which must be read.
+        // The narinfos the index knows unchanged fill their nodes; the others are read.
         let mut reader = IndexReader::open(index);
-        let mut known: Vec<Option<Parsed>> = Vec::with_capacity(narinfos.len());
-        let mut to_read: Vec<usize> = Vec::new();
-        for (i, n) in narinfos.iter().enumerate() {
-            match reader.find(&n.hash) {
-                Some(line) if line.etag_fp == n.etag_fp => known.push(Some(line.parsed)),
-                _ => {
-                    known.push(None);
-                    to_read.push(i);
-                }
+        let mut to_read: Vec<u32> = Vec::new();
+        for i in 0..scan.present {
+            match reader.find(&scan.nodes[i].hash) {
+                Some(line) if line.etag_fp == scan.nodes[i].etag_fp => scan.fill(i, Ok(line.parsed), &mut missing),
+                _ => to_read.push(i as u32),
             }
         }
         drop(reader);
-        scan.reused = (narinfos.len() - to_read.len()) as u64;
+        scan.reused = (scan.present - to_read.len()) as u64;
 
         reporter.stage("reading narinfos");
         reporter.reading(to_read.len());
         let gets = AtomicU64::new(0);
         let store_dir = scan.store_dir.clone();
-        let read = parallel::try_map(&to_read, jobs, |&i| {
-            let Some(n) = narinfos.get(i) else { return Ok(Err("not listed".to_owned())) };
-            let key = keys::narinfo_of_hash(hash_str(&n.hash));
-            gets.fetch_add(1, Ordering::Relaxed);
-            let got = cache.get(&key);
-            reporter.read_one();
-            match got? {
-                // Deleted since the listing: taken as absent.
-                None => Ok(Err(String::new())),
-                Some(bytes) => Ok(parse_narinfo(&bytes, &store_dir)),
+        // In batches, so only one batch of parsed narinfos is held at a time.
+        for batch in to_read.chunks(READ_BATCH) {
+            let nodes = &scan.nodes;
+            let read = parallel::try_map(batch, jobs, |&i| {
+                let Some(n) = nodes.get(i as usize) else { return Ok(Err("not listed".to_owned())) };
+                let key = keys::narinfo_of_hash(hash_str(&n.hash));
+                gets.fetch_add(1, Ordering::Relaxed);
+                let got = cache.get(&key);
+                reporter.read_one();
+                match got? {
+                    // Deleted since the listing: taken as absent.
+                    None => Ok(Err(String::new())),
+                    Some(bytes) => Ok(parse_narinfo(&bytes, &store_dir)),
+                }
+            })
+            .map_err(Error::Store)?;
+            for (&i, parsed) in batch.iter().zip(read) {
+                scan.fill(i as usize, parsed, &mut missing);
             }
-        })
-        .map_err(Error::Store)?;
+        }
         scan.narinfo_gets = gets.into_inner();
-        let mut read = read.into_iter();
-        let mut fresh: Vec<(usize, Result<Parsed, String>)> = Vec::with_capacity(to_read.len());
-        for &i in &to_read {
-            if let Some(r) = read.next() {
-                fresh.push((i, r));
-            }
-        }
-        let mut fresh = fresh.into_iter().peekable();
-        let mut parsed_all: Vec<Result<Parsed, String>> = Vec::with_capacity(narinfos.len());
-        for (i, k) in known.into_iter().enumerate() {
-            match k {
-                Some(p) => parsed_all.push(Ok(p)),
-                None => match fresh.peek() {
-                    Some((j, _)) if *j == i => parsed_all.push(fresh.next().map_or(Err(String::new()), |(_, r)| r)),
-                    _ => parsed_all.push(Err(String::new())),
-                },
-            }
-        }
-        scan.build(&narinfos, parsed_all);
+        drop(to_read);
+        scan.add_missing(missing);
         if let Some(path) = index {
             scan.save_index(path).map_err(|source| Error::Index { path: path.to_owned(), source })?;
         }
@@ -334,71 +350,56 @@ impl Scan {
         i
     }
 
-    fn build(&mut self, listed: &[ListedNarinfo], parsed: Vec<Result<Parsed, String>>) {
-        self.present = listed.len();
-        let hashes: Vec<HashPart> = listed.iter().map(|l| l.hash).collect();
-        let mut missing: BTreeMap<HashPart, u32> = BTreeMap::new();
-        let mut pending_missing: Vec<(u32, HashPart)> = Vec::new();
-        for (i, (l, p)) in listed.iter().zip(parsed).enumerate() {
-            let mut node = Node {
-                hash: l.hash,
-                present: true,
-                readable: false,
-                etag_fp: l.etag_fp,
-                modified_ms: l.modified_ms,
-                size: l.size,
-                nar: NONE,
-                file_size: 0,
-                nar_size: 0,
-                deriver: None,
-                refs: Box::new([]),
-            };
-            match p {
-                Ok(p) => {
-                    node.readable = true;
-                    node.nar = self.nar_index(&p.url);
-                    node.file_size = p.file_size;
-                    node.nar_size = p.nar_size;
-                    node.deriver = p.deriver.map(String::into_boxed_str);
-                    let mut refs = Vec::with_capacity(p.refs.len());
-                    for r in p.refs {
-                        if r == l.hash {
-                            continue;
-                        }
-                        if let Ok(j) = hashes.binary_search(&r) {
-                            refs.push(j as u32);
-                        } else {
-                            let next = (listed.len() + missing.len()) as u32;
-                            let j = *missing.entry(r).or_insert(next);
-                            refs.push(j);
-                            pending_missing.push((i as u32, r));
-                        }
+    /// Fills node `i` from its narinfo: its NAR and references as indices (a reference the
+    /// listing lacks gets a node in `missing`); an empty `Err` means the narinfo is gone.
+    fn fill(&mut self, i: usize, parsed: Result<Parsed, String>, missing: &mut HashMap<HashPart, u32>) {
+        let Some(hash) = self.nodes.get(i).map(|n| n.hash) else { return };
+        match parsed {
+            Ok(p) => {
+                let nar = self.nar_index(&p.url);
+                let mut refs = Vec::with_capacity(p.refs.len());
+                for r in p.refs {
+                    if r == hash {
+                        continue;
                     }
-                    node.refs = refs.into_boxed_slice();
+                    if let Some(j) = self.find(&r) {
+                        refs.push(j);
+                    } else {
+                        let next = (self.present + missing.len()) as u32;
+                        let j = *missing.entry(r).or_insert(next);
+                        refs.push(j);
+                        self.missing_refs.push((i as u32, j));
+                    }
                 }
-                Err(why) if why.is_empty() => node.present = false,
-                Err(why) => self.unreadable.push((keys::narinfo_of_hash(hash_str(&l.hash)), why)),
+                let node = &mut self.nodes[i];
+                node.readable = true;
+                node.nar = nar;
+                node.file_size = p.file_size;
+                node.nar_size = p.nar_size;
+                // Copied here, on the thread that keeps it, not where the narinfo was parsed.
+                node.deriver = p.deriver.as_deref().map(Box::from);
+                node.refs = refs.into_boxed_slice();
             }
-            self.nodes.push(node);
+            Err(why) if why.is_empty() => self.nodes[i].present = false,
+            Err(why) => self.unreadable.push((keys::narinfo_of_hash(hash_str(&hash)), why)),
         }
-        let mut phantoms: Vec<(u32, HashPart)> = missing.iter().map(|(h, i)| (*i, *h)).collect();
+    }
+
+    /// Appends the nodes of the references the listing lacks, in the order they were numbered,
+    /// and orders the missing references by referrer and hash whichever way the narinfos came.
+    fn add_missing(&mut self, missing: HashMap<HashPart, u32>) {
+        let mut phantoms: Vec<(u32, HashPart)> = missing.into_iter().map(|(h, i)| (i, h)).collect();
         phantoms.sort_unstable();
+        self.nodes.reserve_exact(phantoms.len());
         for (_, hash) in phantoms {
             self.nodes.push(Node {
-                hash,
                 present: false,
-                readable: false,
-                etag_fp: 0,
-                modified_ms: 0,
-                size: 0,
-                nar: NONE,
-                file_size: 0,
-                nar_size: 0,
-                deriver: None,
-                refs: Box::new([]),
+                ..Node::listed(ListedNarinfo { hash, etag_fp: 0, size: 0, modified_ms: 0 })
             });
         }
-        self.missing_refs = pending_missing.into_iter().map(|(i, h)| (i, missing[&h])).collect();
+        let mut by_hash = std::mem::take(&mut self.missing_refs);
+        by_hash.sort_unstable_by(|a, b| (a.0, self.name(a.1)).cmp(&(b.0, self.name(b.1))));
+        self.missing_refs = by_hash;
     }
 
     /// The node of the narinfo `hash` (present or not).
