@@ -226,6 +226,7 @@ impl IndexReader {
 }
 
 /// A narinfo listed: hash, fingerprint of its ETag, size, modification time.
+#[derive(Clone, Copy)]
 struct ListedNarinfo {
     hash: HashPart,
     etag_fp: u64,
