@@ -344,3 +344,68 @@ fn add_dir_refuses_to_overwrite() {
 fn paths_inside_the_root_cannot_escape() {
     Isolated::new().host_path("/app/../../etc");
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// The lifecycle emulator, with a buildpack written from the spec alone (narwhal's own does not use exec.d).
+
+/// buildpack.md, "exec.d": at launch, after the layers' env files, each program in a layer's `exec.d/` and
+/// then `exec.d/<process>/` runs in the image with file descriptor 3 open; the TOML table of strings it
+/// writes there is set for the programs after it and for the process. A shell buildpack whose launch layer
+/// holds a static busybox checks each rule: the env file is seen by the first program, the first program's
+/// variable by the second, and the process-specific program runs for its process only.
+#[test]
+fn lifecycle_runs_exec_d_programs_after_the_env_files() {
+    use narwhal_testkit::cnb::{Lifecycle, Outcome};
+    let tmp = tempdir();
+    let bp = tmp.path().join("bp");
+    fs::create_dir_all(bp.join("bin")).unwrap();
+    let descriptor = "api = \"0.10\"\n\n[buildpack]\nid = \"test/exec-d\"\nversion = \"0.1.0\"\n\n\
+                      [[targets]]\nos = \"linux\"\narch = \"amd64\"\n";
+    fs::write(bp.join("buildpack.toml"), descriptor).unwrap();
+    let build = r#"#!/bin/sh
+set -eu
+tool=$1/tool
+at=/layers/test_exec-d/tool
+mkdir -p "$tool/bin" "$tool/exec.d/web" "$tool/env.launch"
+cp /bin/busybox "$tool/bin/busybox"
+ln -s busybox "$tool/bin/sh"
+printf 'from env.launch' > "$tool/env.launch/FROM_FILE.default"
+printf '#!%s/bin/sh\necho "GREETING = \\"hello, FROM_FILE=$FROM_FILE\\"" >&3\n' "$at" > "$tool/exec.d/10-greeting"
+printf '#!%s/bin/sh\necho "ONLY_WEB = \\"after $GREETING\\"" >&3\n' "$at" > "$tool/exec.d/web/20-web"
+chmod 755 "$tool/exec.d/10-greeting" "$tool/exec.d/web/20-web"
+printf '[types]\nlaunch = true\n' > "$1/tool.toml"
+cat > "$1/launch.toml" <<'TOML'
+[[processes]]
+type = "web"
+command = ["sh", "-c", "echo \"$GREETING|${ONLY_WEB:-unset}|$FROM_FILE\""]
+default = true
+
+[[processes]]
+type = "worker"
+command = ["sh", "-c", "echo \"$GREETING|${ONLY_WEB:-unset}\""]
+TOML
+"#;
+    for (name, text) in [("detect", "#!/bin/sh\nexit 0\n"), ("build", build)] {
+        fs::write(bp.join("bin").join(name), text).unwrap();
+        fs::set_permissions(bp.join("bin").join(name), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let src = tmp.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("README"), "an app").unwrap();
+
+    let mut lc = Lifecycle::new(&bp);
+    let built = lc.build(&src);
+    assert_eq!(built.outcome, Outcome::Exported, "{}", built.log());
+    let image = lc.image().unwrap();
+    let text = |out: std::process::Output| {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(
+        text(image.launch(None)),
+        "hello, FROM_FILE=from env.launch|after hello, FROM_FILE=from env.launch|from env.launch\n"
+    );
+    assert_eq!(text(image.launch(Some("worker"))), "hello, FROM_FILE=from env.launch|unset\n");
+    // Before exec.d, the variables are not there.
+    assert!(!image.launch_env("web").iter().any(|(k, _)| k == "GREETING"));
+}
