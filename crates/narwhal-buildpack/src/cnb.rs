@@ -18,8 +18,9 @@ use crate::errors::Error;
 /// The app directory on every CNB platform, and so the relocated store.
 pub const STORE: &str = "/workspace";
 
-/// The download cache layer's metadata: a restored layer is kept only when it matches.
-pub const DOWNLOADS_FORMAT: &str = "narwhal-downloads-v1";
+/// The store cache layer's metadata ([`crate::store_cache`]): a restored layer is kept only when
+/// it matches.
+pub const STORE_FORMAT: &str = "narwhal-store-v1";
 
 /// One process for `launch.toml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,7 +103,7 @@ pub fn slices(app_dir: &Path) -> Result<Vec<String>, Error> {
     Ok(names)
 }
 
-/// Why the download cache layer was not reused: one line for the build log.
+/// Why the store cache layer was not reused: one line for the build log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Discarded {
     /// Its metadata is not what this buildpack writes (an older or newer buildpack wrote it).
@@ -117,14 +118,13 @@ impl std::fmt::Display for Discarded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::InvalidMetadata => f.write_str(
-                "discarding the cached downloads: their metadata was written by another version of this buildpack",
+                "discarding the cached store: its metadata was written by another version of this buildpack",
             ),
-            Self::Format { found } => write!(
-                f,
-                "discarding the cached downloads: they are in format {found}, this buildpack keeps {DOWNLOADS_FORMAT}"
-            ),
+            Self::Format { found } => {
+                write!(f, "discarding the cached store: it is in format {found}, this buildpack keeps {STORE_FORMAT}")
+            }
             Self::StoreDir { found } => {
-                write!(f, "discarding the cached downloads: they are for the store {found}, not /nix/store")
+                write!(f, "discarding the cached store: it is for the store {found}, not /nix/store")
             }
         }
     }

@@ -81,7 +81,7 @@ pub fn compile(
         log.step("Building with nix-build");
         steps::build_with_nix(build_dir, &state, &mut config, &env, log)?;
     }
-    let (roots, source) = steps::plan(&config, build_dir, revision, state.join("downloads"), &env, log)?;
+    let (roots, source) = steps::plan(&config, build_dir, revision, Some(state.join("downloads")), &env, log)?;
     let slug = Slug { app_dir: build_dir, runtime_root: "/app", prefix: None, pad: false };
     let done = slug.run(&roots, &source, reporter, log)?;
     for l in &done.links {

@@ -11,6 +11,7 @@
 //! | fetch into the download cache and the app | [`source::fetch_into`] |
 //! | result links, launch scripts, pruning, checks, sizes | [`app`] |
 //! | the CNB's store, processes, slices, cache reasons | [`cnb`] |
+//! | the CNB's store layer: kept, verified and linked between builds | [`store_cache`] |
 //! | the classic buildpack as a whole | [`heroku::compile`], [`heroku::Slug`] |
 //! | every message a user reads | [`errors`], [`log::Event`] |
 //!
@@ -27,11 +28,12 @@ pub mod log;
 pub mod settings;
 pub mod source;
 pub mod steps;
+pub mod store_cache;
 
 pub use config::{detect, Config, Detected};
 pub use errors::{Error, NotDetected};
 pub use log::{Event, Log};
-pub use source::{fetch_into, Fetched, Source};
+pub use source::{fetch_into, fetch_into_with, Fetched, Source};
 
 /// Writes a file whole or not at all (the one atomic write), naming the file on failure.
 pub(crate) fn write_atomic(path: &std::path::Path, contents: &[u8], mode: u32) -> Result<(), Error> {

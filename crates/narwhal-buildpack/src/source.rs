@@ -102,6 +102,21 @@ pub fn fetch_into(
     pad: bool,
     reporter: &dyn Reporter,
 ) -> Result<Fetched, Error> {
+    fetch_into_with(roots, source, dest, prefix, pad, reporter, &mut |_| Ok(()))
+}
+
+/// [`fetch_into`], with `prepare` called once the closure is known (signatures checked) and
+/// before anything is fetched: the CNB puts what its store layer holds into `dest` then. An
+/// export's closure is known only once it is read, so `prepare` is not called for one.
+pub fn fetch_into_with(
+    roots: &[String],
+    source: &Source,
+    dest: &Path,
+    prefix: Option<&str>,
+    pad: bool,
+    reporter: &dyn Reporter,
+    prepare: &mut dyn FnMut(&[narwhal_fetch::ClosurePath]) -> Result<(), Error>,
+) -> Result<Fetched, Error> {
     let started = Instant::now();
     if let Some(export) = &source.from_export {
         return fetch_export_into(roots, export, source, dest, prefix, pad, reporter, started);
@@ -115,6 +130,7 @@ pub fn fetch_into(
     let root_paths = narwhal_fetch::resolve_roots(&subs, &roots, wait, http, reporter)?;
     let jobs = jobs_or_cores(source.jobs);
     let closure = narwhal_fetch::walk_closure(&subs, &root_paths, trusted.as_deref(), (jobs * 4).max(8))?;
+    prepare(&closure)?;
     let options = FetchOptions {
         dest: dest.to_path_buf(),
         relocation,

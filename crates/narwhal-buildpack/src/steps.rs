@@ -64,7 +64,7 @@ pub fn plan(
     config: &Config,
     app_dir: &Path,
     revision: Option<&str>,
-    downloads: PathBuf,
+    downloads: Option<PathBuf>,
     env: &Env,
     log: &dyn Log,
 ) -> Result<(Vec<String>, Source), Error> {
@@ -88,7 +88,7 @@ pub fn plan(
         from_export: export,
         s3_env: config.s3_env.clone(),
         trusted_public_keys: config.trusted_public_keys.clone(),
-        cache_dir: Some(downloads),
+        cache_dir: downloads,
         // The build cache keeps only what the current closure uses.
         prune_cache: true,
         jobs: None,

@@ -7,7 +7,9 @@
 //! Layers (under `$CNB_LAYERS_DIR`):
 //!
 //! ```text
-//! downloads/   cache only: verified NARs by file hash, so a rebuild downloads only what changed
+//! closure/     cache only: the closure as unpacked and relocated, with its manifest; a rebuild
+//!              hard-links (or copies) each path it still uses into /workspace, verified, and
+//!              fetches only the rest (narwhal_buildpack::store_cache)
 //! nix/         cache only, with build on push: the signing key and the local cache of what was built
 //! path/        launch: env.launch/PATH.prepend puts /workspace/result*/bin first
 //! ```
@@ -29,9 +31,9 @@ use libcnb::layer::{
 };
 use libcnb::layer_env::{LayerEnv, ModificationBehavior, Scope};
 use libcnb::{Buildpack, Platform as _};
-use narwhal_buildpack::cnb::{self, Discarded, DOWNLOADS_FORMAT, STORE};
+use narwhal_buildpack::cnb::{self, Discarded, STORE, STORE_FORMAT};
 use narwhal_buildpack::log::{heroku_error, heroku_line};
-use narwhal_buildpack::{app, steps, Config, Event, Log};
+use narwhal_buildpack::{app, steps, store_cache, Config, Event, Log};
 use narwhal_slug::Layout;
 use serde::{Deserialize, Serialize};
 
@@ -63,9 +65,9 @@ impl narwhal_fetch::Reporter for Progress {
     }
 }
 
-/// What the downloads layer records.
+/// What the store layer records.
 #[derive(Debug, Serialize, Deserialize)]
-struct DownloadsMetadata {
+struct StoreMetadata {
     format: String,
     store_dir: String,
 }
@@ -145,13 +147,26 @@ impl Buildpack for NarwhalBuildpack {
             steps::build_with_nix(&app_dir, &nix.path(), &mut config, &env, log).map_err(Failed::from)?;
         }
 
-        let downloads = downloads_layer(&context, log)?;
+        drop_downloads_layer(&context, log)?;
+        let store = store_layer(&context, log)?;
         let revision = var("SOURCE_VERSION");
         let (roots, source) =
-            steps::plan(&config, &app_dir, revision.as_deref(), downloads, &env, log).map_err(Failed::from)?;
-        let fetched = narwhal_buildpack::fetch_into(&roots, &source, &app_dir, Some(STORE), false, &Progress)
-            .map_err(Failed::from)?;
+            steps::plan(&config, &app_dir, revision.as_deref(), None, &env, log).map_err(Failed::from)?;
+        let mut restore = |closure: &[narwhal_fetch::ClosurePath]| {
+            let r = store_cache::restore(&store, &app_dir, closure, log)?;
+            log.detail(&format!(
+                "{} of {} store paths from the cache layer, verified and linked into {STORE}",
+                r.linked,
+                closure.len()
+            ));
+            Ok(())
+        };
+        let fetched =
+            narwhal_buildpack::fetch_into_with(&roots, &source, &app_dir, Some(STORE), false, &Progress, &mut restore)
+                .map_err(Failed::from)?;
         log.detail(&fetched.summary_line());
+        let (added, removed) = store_cache::update(&store, &app_dir).map_err(Failed::from)?;
+        log.detail(&format!("cache layer: {added} store paths added, {removed} removed"));
         let links = app::result_links(&app_dir, Layout::Flat, &fetched.roots).map_err(Failed::from)?;
         for l in &links {
             let target = std::fs::read_link(l).unwrap_or_default();
@@ -202,17 +217,17 @@ impl Buildpack for NarwhalBuildpack {
     }
 }
 
-/// The downloads layer (cache only), kept from the last build unless its metadata says otherwise;
+/// The store layer (cache only), kept from the last build unless its metadata says otherwise;
 /// every reason it was discarded is printed.
-fn downloads_layer(context: &BuildContext<NarwhalBuildpack>, log: &dyn Log) -> libcnb::Result<PathBuf, Failed> {
+fn store_layer(context: &BuildContext<NarwhalBuildpack>, log: &dyn Log) -> libcnb::Result<PathBuf, Failed> {
     let layer = context.cached_layer(
-        layer_name!("downloads"),
+        layer_name!("closure"),
         CachedLayerDefinition {
             build: false,
             launch: false,
             invalid_metadata_action: &|_| (InvalidMetadataAction::DeleteLayer, Discarded::InvalidMetadata),
-            restored_layer_action: &|m: &DownloadsMetadata, _: &Path| {
-                if m.format != DOWNLOADS_FORMAT {
+            restored_layer_action: &|m: &StoreMetadata, _: &Path| {
+                if m.format != STORE_FORMAT {
                     (RestoredLayerAction::DeleteLayer, Some(Discarded::Format { found: m.format.clone() }))
                 } else if m.store_dir != "/nix/store" {
                     (RestoredLayerAction::DeleteLayer, Some(Discarded::StoreDir { found: m.store_dir.clone() }))
@@ -223,9 +238,9 @@ fn downloads_layer(context: &BuildContext<NarwhalBuildpack>, log: &dyn Log) -> l
         },
     )?;
     match &layer.state {
-        LayerState::Restored { .. } => log.detail("reusing the cached downloads"),
+        LayerState::Restored { .. } => log.detail("reusing the cached store"),
         LayerState::Empty { cause } => match cause {
-            EmptyLayerCause::NewlyCreated => log.detail("no cached downloads yet"),
+            EmptyLayerCause::NewlyCreated => log.detail("no cached store yet"),
             EmptyLayerCause::InvalidMetadataAction { cause } => log.detail(&cause.to_string()),
             EmptyLayerCause::RestoredLayerAction { cause } => {
                 if let Some(c) = cause {
@@ -234,11 +249,32 @@ fn downloads_layer(context: &BuildContext<NarwhalBuildpack>, log: &dyn Log) -> l
             }
         },
     }
-    layer.write_metadata(DownloadsMetadata {
-        format: DOWNLOADS_FORMAT.to_owned(),
-        store_dir: "/nix/store".to_owned(),
-    })?;
+    layer.write_metadata(StoreMetadata { format: STORE_FORMAT.to_owned(), store_dir: "/nix/store".to_owned() })?;
     Ok(layer.path())
+}
+
+/// The `downloads` layer of verified NARs that earlier versions kept: the store layer holds what
+/// it did, unpacked, so it goes (a layer left in place would be cached again).
+fn drop_downloads_layer(context: &BuildContext<NarwhalBuildpack>, log: &dyn Log) -> libcnb::Result<(), Failed> {
+    let dir = context.layers_dir.join("downloads");
+    let toml = context.layers_dir.join("downloads.toml");
+    if fs_exists(&dir) || fs_exists(&toml) {
+        log.detail("dropping the cached downloads of an earlier version: the store layer replaces them");
+        for p in [&dir, &toml] {
+            let removed = if p.is_dir() { std::fs::remove_dir_all(p) } else { std::fs::remove_file(p) };
+            match removed {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Failed(format!("cannot remove {}: {e}", p.display())).into())
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+fn fs_exists(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok()
 }
 
 /// A name as a Go `filepath.Match` pattern matching only itself.

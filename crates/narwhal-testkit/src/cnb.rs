@@ -196,6 +196,12 @@ impl Lifecycle {
         self.work.path().join("cache")
     }
 
+    /// The cache a rebuild restores from (`<layer>/`, `<layer>.toml`), for tests that change it
+    /// as a platform's cache could be changed behind the buildpack's back.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache()
+    }
+
     /// The image of the last successful build.
     pub fn image(&self) -> Option<&Image> {
         self.image.as_ref()

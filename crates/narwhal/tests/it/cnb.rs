@@ -70,7 +70,9 @@ fn deploys_rebuilds_and_launches_without_nix() {
     exported(&first);
     heroku_style(&first.stdout);
     assert!(first.stdout.contains("6 downloaded"), "{}", first.log());
-    assert!(first.stdout.contains("no cached downloads yet"), "{}", first.log());
+    assert!(first.stdout.contains("no cached store yet"), "{}", first.log());
+    assert!(first.stdout.contains("0 of 6 store paths from the cache layer"), "{}", first.log());
+    assert!(first.stdout.contains("cache layer: 6 store paths added, 0 removed"), "{}", first.log());
     assert_eq!(server.nar_downloads(), 6);
 
     // The web process prints exactly what the root prints under Nix.
@@ -95,12 +97,19 @@ fn deploys_rebuilds_and_launches_without_nix() {
     let path = env.iter().find(|(k, _)| k == "PATH").unwrap();
     assert!(path.1.starts_with("/workspace/result/bin:"), "{path:?}");
 
-    // Nothing changed: nothing downloaded, every layer reused.
+    // Nothing changed: nothing downloaded, nothing unpacked, every path linked from the cache
+    // layer, every layer reused.
     let again = lc.build(&src);
     exported(&again);
     assert_eq!(server.nar_downloads(), 6, "{}", again.log());
-    assert!(again.stdout.contains("reusing the cached downloads"), "{}", again.log());
-    assert!(again.stdout.contains("0 downloaded, 6 from the local cache"), "{}", again.log());
+    assert!(again.stdout.contains("reusing the cached store"), "{}", again.log());
+    assert!(again.stdout.contains("6 of 6 store paths from the cache layer, verified and linked"), "{}", again.log());
+    assert!(
+        again.stdout.contains("0 downloaded, 0 from the local cache, 6 already present; 0 B read, 0 B unpacked"),
+        "{}",
+        again.log()
+    );
+    assert!(again.stdout.contains("cache layer: 0 store paths added, 0 removed"), "{}", again.log());
     assert_eq!(slices(&again.added), 0, "{:?}", again.added);
     assert_eq!(slices(&again.reused), names.len());
 
@@ -110,11 +119,42 @@ fn deploys_rebuilds_and_launches_without_nix() {
     let changed = lc.build(&src2);
     exported(&changed);
     assert_eq!(server.nar_downloads(), 7, "{}", changed.log());
-    assert!(changed.stdout.contains("1 downloaded, 5 from the local cache"), "{}", changed.log());
+    assert!(changed.stdout.contains("5 of 6 store paths from the cache layer"), "{}", changed.log());
+    assert!(changed.stdout.contains("1 downloaded, 0 from the local cache, 5 already present"), "{}", changed.log());
+    assert!(changed.stdout.contains("cache layer: 1 store paths added, 1 removed"), "{}", changed.log());
     assert_eq!(slices(&changed.added), 1, "{:?}", changed.added);
     assert_eq!(slices(&changed.reused), names.len() - 1, "{:?}", changed.reused);
     let out = lc.image().unwrap().launch(Some("web"));
     assert_eq!(String::from_utf8_lossy(&out.stdout), DEPLOY_APP_OUTPUT, "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A file changed in the cached store (a tampered cache, or a later buildpack writing through
+    // a hard link): that path is discarded with a line and fetched again, and the image has the
+    // verified bytes.
+    let data = deploy_fixture("data");
+    let base = data.file_name().unwrap().to_string_lossy().into_owned();
+    let file = walk_files(&lc.cache_dir().join("closure").join(&base)).into_iter().next().unwrap();
+    let rel = file.strip_prefix(lc.cache_dir().join("closure")).unwrap().to_path_buf();
+    let good = std::fs::read(lc.image().unwrap().workspace().join(&rel)).unwrap();
+    let mut bad = good.clone();
+    bad.extend_from_slice(b"tampered");
+    std::fs::write(&file, &bad).unwrap();
+    let tampered = lc.build(&src2);
+    exported(&tampered);
+    assert!(
+        tampered.stdout.contains(&format!("discarding the cached {base}: its files hash to")),
+        "{}",
+        tampered.log()
+    );
+    assert!(tampered.stdout.contains("1 downloaded, 0 from the local cache, 5 already present"), "{}", tampered.log());
+    assert_eq!(server.nar_downloads(), 8, "{}", tampered.log());
+    assert_eq!(std::fs::read(lc.image().unwrap().workspace().join(&rel)).unwrap(), good);
+    let out = lc.image().unwrap().launch(Some("web"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), DEPLOY_APP_OUTPUT, "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The regular files under `dir`.
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    narwhal_formats::tree::Walk::new(dir).map(Result::unwrap).filter(|e| e.meta.is_file()).map(|e| e.path).collect()
 }
 
 #[test]

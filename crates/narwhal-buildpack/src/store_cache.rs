@@ -1,0 +1,238 @@
+//! The CNB's `closure` cache layer (`store` is a name the spec reserves): the closure as it was unpacked and
+//! relocated to `/workspace`, kept between builds, so a rebuild fetches only
+//! what changed and unpacks nothing else.
+//!
+//! The layer holds `<hash>-<name>` trees and `.narwhal/manifest.json` (the
+//! fetch's manifest, for exactly the trees it lists). The image's store is
+//! still the app directory: [`restore`] puts each path the new closure uses
+//! into it by hard-linking the layer's files (a copy per file where links
+//! cannot cross: `/layers` and `/workspace` may be different volumes), before
+//! the fetch, which then finds them present. [`update`] brings the layer in
+//! line with the app directory after the fetch.
+//!
+//! What makes the layer trustworthy:
+//! - a tree the layer's manifest lists is complete under its final name:
+//!   trees are linked under a temporary name ([`narwhal_formats::temp`]) and
+//!   renamed into place before the manifest lists them, and the manifest
+//!   stops listing a tree before it is removed; anything the manifest does not
+//!   list is removed by the next [`update`];
+//! - a restored tree is hashed again ([`narwhal_formats::nar::dump_to_hash`])
+//!   and deployed only if it matches the relocated NAR hash recorded when it
+//!   was fetched and verified; one that does not is discarded with a line
+//!   saying so and fetched again. The files are shared with the app
+//!   directory (hard links) and NAR modes are 0644/0755, so a later buildpack
+//!   writing into a store file in place changes the cached copy too: this
+//!   check is what catches it, as it catches a tampered cache.
+//!
+//! In the app directory the invariant of every destination holds: a tree
+//! appears under its final name only after its manifest lists it.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use narwhal_fetch::{ClosurePath, Manifest, ManifestEntry};
+use narwhal_formats::hash::Algorithm;
+use narwhal_formats::tree::{Walk, WalkError};
+
+use crate::cnb::STORE;
+use crate::errors::Error;
+use crate::log::Log;
+
+/// The store directory the layer's paths were built for.
+const STORE_DIR: &str = "/nix/store";
+
+/// What [`restore`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Restored {
+    /// Paths verified and linked into the app directory.
+    pub linked: usize,
+    /// Paths of the layer that did not match their recorded hash, discarded.
+    pub discarded: usize,
+}
+
+/// Links every path of `closure` the layer holds, verified, into `app_dir` and lists it in the app
+/// directory's manifest, so the fetch finds it present. Prints why anything was discarded.
+pub fn restore(layer: &Path, app_dir: &Path, closure: &[ClosurePath], log: &dyn Log) -> Result<Restored, Error> {
+    let Some(mut cached) = load(layer, log)? else { return Ok(Restored::default()) };
+    let wanted: BTreeMap<&str, String> =
+        closure.iter().map(|cp| (cp.info.path.base_name(), cp.info.nar_hash.to_string())).collect();
+    let candidates: Vec<(String, ManifestEntry)> = cached
+        .paths
+        .iter()
+        .filter(|(base, e)| wanted.get(base.as_str()) == Some(&e.nar_hash))
+        .filter(|(base, _)| fs::symlink_metadata(layer.join(base)).is_ok_and(|m| m.is_dir() || m.is_file()))
+        .map(|(b, e)| (b.clone(), e.clone()))
+        .collect();
+    let jobs = crate::source::jobs_or_cores(None);
+    let checked = narwhal_store::parallel::try_map(&candidates, jobs, |(base, entry)| {
+        Ok::<_, Error>(match narwhal_formats::nar::dump_to_hash(&layer.join(base), Algorithm::Sha256) {
+            Ok((hash, _)) if hash.to_string() == entry.relocated_nar_hash => None,
+            Ok((hash, _)) => Some(format!("its files hash to {hash}, not the {} recorded", entry.relocated_nar_hash)),
+            Err(e) => Some(format!("it cannot be read ({e})")),
+        })
+    })?;
+    let mut good = Vec::new();
+    let mut restored = Restored::default();
+    for ((base, entry), bad) in candidates.into_iter().zip(checked) {
+        match bad {
+            None => good.push((base, entry)),
+            Some(why) => {
+                log.detail(&format!("discarding the cached {base}: {why}; fetching it again"));
+                cached.paths.remove(&base);
+                restored.discarded += 1;
+            }
+        }
+    }
+    if restored.discarded > 0 {
+        // The layer stops listing what failed; `update` removes the trees.
+        cached.save(layer)?;
+    }
+
+    let mut app = Manifest::load(app_dir)?.unwrap_or_else(empty);
+    let mut staged = Vec::with_capacity(good.len());
+    for (base, entry) in good {
+        if fs::symlink_metadata(app_dir.join(&base)).is_ok() {
+            continue;
+        }
+        let tmp = narwhal_formats::temp::dir_in(app_dir, &base).map_err(Error::io("create a directory in", app_dir))?;
+        link_tree(&layer.join(&base), tmp.path())?;
+        app.paths.insert(base.clone(), entry);
+        staged.push((tmp, base));
+    }
+    if staged.is_empty() {
+        return Ok(restored);
+    }
+    // Listed first, then renamed into place whole.
+    app.save(app_dir)?;
+    for (tmp, base) in staged {
+        let target = app_dir.join(&base);
+        fs::rename(tmp.keep(), &target).map_err(Error::io("move into place", &target))?;
+        restored.linked += 1;
+    }
+    Ok(restored)
+}
+
+/// Makes the layer hold exactly what the app directory's manifest lists (the closure just
+/// deployed): paths no longer used removed, new ones linked in, anything unlisted removed.
+/// Returns (added, removed).
+pub fn update(layer: &Path, app_dir: &Path) -> Result<(usize, usize), Error> {
+    let app = Manifest::load(app_dir)?.unwrap_or_else(empty);
+    let mut cached = match Manifest::load(layer) {
+        Ok(Some(m)) if m.store_dir == STORE_DIR && m.prefix == STORE => m,
+        _ => empty(),
+    };
+    let before = cached.paths.len();
+    cached.paths.retain(|base, e| app.paths.get(base) == Some(e));
+    let removed = before - cached.paths.len();
+    // Stop listing first, then remove: the manifest never lists a partial tree.
+    cached.save(layer)?;
+    let meta = ".narwhal";
+    for name in narwhal_formats::tree::sorted_names(layer).map_err(Error::io("read", layer))? {
+        let listed = name.to_str().is_some_and(|n| n == meta || cached.paths.contains_key(n));
+        if !listed {
+            remove(&layer.join(&name))?;
+        }
+    }
+    let mut added = 0;
+    for (base, entry) in &app.paths {
+        if cached.paths.contains_key(base) || fs::symlink_metadata(app_dir.join(base)).is_err() {
+            continue;
+        }
+        let tmp = narwhal_formats::temp::dir_in(layer, base).map_err(Error::io("create a directory in", layer))?;
+        link_tree(&app_dir.join(base), tmp.path())?;
+        let target = layer.join(base);
+        fs::rename(tmp.keep(), &target).map_err(Error::io("move into place", &target))?;
+        cached.paths.insert(base.clone(), entry.clone());
+        added += 1;
+    }
+    if added > 0 {
+        cached.save(layer)?;
+    }
+    Ok((added, removed))
+}
+
+/// The layer's manifest, or `None` (the layer emptied, with the reason printed) when there is none
+/// or it cannot be trusted.
+fn load(layer: &Path, log: &dyn Log) -> Result<Option<Manifest>, Error> {
+    let why = match Manifest::load(layer) {
+        Ok(Some(m)) if m.store_dir == STORE_DIR && m.prefix == STORE => return Ok(Some(m)),
+        Ok(None) => return Ok(None),
+        Ok(Some(m)) => format!("it is for {} relocated to {}, not {STORE_DIR} to {STORE}", m.store_dir, m.prefix),
+        Err(e) => format!("its manifest is not readable ({e})"),
+    };
+    log.detail(&format!("discarding the cached store: {why}"));
+    for name in narwhal_formats::tree::sorted_names(layer).map_err(Error::io("read", layer))? {
+        remove(&layer.join(name))?;
+    }
+    Ok(None)
+}
+
+fn empty() -> Manifest {
+    Manifest { version: 1, store_dir: STORE_DIR.to_owned(), prefix: STORE.to_owned(), paths: BTreeMap::new() }
+}
+
+/// Recreates the tree `src` in the existing directory `dest`: directories made, symlinks copied,
+/// files hard-linked (copied, mode and all, where a link cannot be made: another volume, or a
+/// file this user may not link).
+fn link_tree(src: &Path, dest: &Path) -> Result<(), Error> {
+    let mut seen_root = false;
+    for entry in Walk::new(src) {
+        let entry = entry.map_err(walk_error)?;
+        let rel = entry.path.strip_prefix(src).unwrap_or(Path::new(""));
+        let target = dest.join(rel);
+        let ft = entry.meta.file_type();
+        if ft.is_dir() {
+            if seen_root {
+                fs::create_dir(&target).map_err(Error::io("create", &target))?;
+            }
+        } else if ft.is_symlink() {
+            let to = fs::read_link(&entry.path).map_err(Error::io("read", &entry.path))?;
+            std::os::unix::fs::symlink(to, &target).map_err(Error::io("create", &target))?;
+        } else if ft.is_file() {
+            if !seen_root {
+                // A store path that is one file: the directory `dest` stands for it.
+                fs::remove_dir(dest).map_err(Error::io("remove", dest))?;
+            }
+            link_or_copy(&entry.path, &target)?;
+        } else {
+            return Err(Error::io("link", &entry.path)(io::Error::other(format!(
+                "a {} has no place in a store path",
+                narwhal_formats::tree::kind(ft)
+            ))));
+        }
+        seen_root = true;
+    }
+    Ok(())
+}
+
+fn link_or_copy(src: &Path, target: &Path) -> Result<(), Error> {
+    match fs::hard_link(src, target) {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.kind(), io::ErrorKind::CrossesDevices | io::ErrorKind::PermissionDenied) => {
+            fs::copy(src, target).map(drop).map_err(Error::io("copy to", target))
+        }
+        Err(e) => Err(Error::io("link to", target)(e)),
+    }
+}
+
+fn walk_error(e: WalkError) -> Error {
+    match e {
+        WalkError::Io { path, source } => Error::io("read", path)(source),
+        WalkError::TooDeep { path } => {
+            Error::io("read", path.clone())(io::Error::other("it is nested too deep for a store path"))
+        }
+    }
+}
+
+/// Removes `path`, a tree or a file, whatever it is.
+fn remove(path: &Path) -> Result<(), Error> {
+    let removed = match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    };
+    removed.map_err(Error::io("remove", path))
+}
