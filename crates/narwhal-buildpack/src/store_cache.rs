@@ -62,7 +62,7 @@ pub fn restore(layer: &Path, app_dir: &Path, closure: &[ClosurePath], log: &dyn 
         .paths
         .iter()
         .filter(|(base, e)| wanted.get(base.as_str()) == Some(&e.nar_hash))
-        .filter(|(base, _)| fs::symlink_metadata(layer.join(base)).is_ok_and(|m| m.is_dir() || m.is_file()))
+        .filter(|(base, _)| fs::symlink_metadata(layer.join(base)).is_ok())
         .map(|(b, e)| (b.clone(), e.clone()))
         .collect();
     let jobs = crate::source::jobs_or_cores(None);
@@ -183,6 +183,10 @@ fn link_tree(src: &Path, dest: &Path) -> Result<(), Error> {
         let rel = entry.path.strip_prefix(src).unwrap_or(Path::new(""));
         let target = dest.join(rel);
         let ft = entry.meta.file_type();
+        if !seen_root && !ft.is_dir() {
+            // A store path that is one file or symlink: the directory `dest` stands for it.
+            fs::remove_dir(dest).map_err(Error::io("remove", dest))?;
+        }
         if ft.is_dir() {
             if seen_root {
                 fs::create_dir(&target).map_err(Error::io("create", &target))?;
@@ -191,10 +195,6 @@ fn link_tree(src: &Path, dest: &Path) -> Result<(), Error> {
             let to = fs::read_link(&entry.path).map_err(Error::io("read", &entry.path))?;
             std::os::unix::fs::symlink(to, &target).map_err(Error::io("create", &target))?;
         } else if ft.is_file() {
-            if !seen_root {
-                // A store path that is one file: the directory `dest` stands for it.
-                fs::remove_dir(dest).map_err(Error::io("remove", dest))?;
-            }
             link_or_copy(&entry.path, &target)?;
         } else {
             return Err(Error::io("link", &entry.path)(io::Error::other(format!(
@@ -235,4 +235,62 @@ fn remove(path: &Path) -> Result<(), Error> {
         Err(e) => Err(e),
     };
     removed.map_err(Error::io("remove", path))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::os::unix::fs::MetadataExt as _;
+
+    use super::*;
+
+    fn entry(n: &str) -> ManifestEntry {
+        ManifestEntry {
+            nar_hash: format!("sha256:{n}"),
+            nar_size: 1,
+            relocated_nar_hash: format!("sha256:r{n}"),
+            references: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn update_links_what_the_app_lists_and_removes_the_rest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (app, layer) = (tmp.path().join("app"), tmp.path().join("layer"));
+        fs::create_dir_all(app.join("aaa-tree/bin")).unwrap();
+        fs::write(app.join("aaa-tree/bin/x"), "x").unwrap();
+        std::os::unix::fs::symlink("bin/x", app.join("aaa-tree/link")).unwrap();
+        fs::write(app.join("bbb-file"), "b").unwrap();
+        std::os::unix::fs::symlink("aaa-tree", app.join("ccc-link")).unwrap();
+        let mut m = empty();
+        for b in ["aaa-tree", "bbb-file", "ccc-link"] {
+            m.paths.insert(b.to_owned(), entry(b));
+        }
+        m.save(&app).unwrap();
+        // What an earlier build left: a path no longer used, listed; an unlisted tree and a temporary
+        // one, as a killed build leaves them.
+        fs::create_dir_all(layer.join("ddd-old")).unwrap();
+        fs::create_dir_all(layer.join("eee-unlisted")).unwrap();
+        fs::create_dir_all(layer.join(".aaa-tree.tmp-1-abcdefgh/bin")).unwrap();
+        let mut old = empty();
+        old.paths.insert("ddd-old".to_owned(), entry("ddd-old"));
+        old.save(&layer).unwrap();
+
+        assert_eq!(update(&layer, &app).unwrap(), (3, 1));
+        let names: Vec<String> = narwhal_formats::tree::sorted_names(&layer)
+            .unwrap()
+            .into_iter()
+            .map(|n| n.into_string().unwrap())
+            .collect();
+        assert_eq!(names, [".narwhal", "aaa-tree", "bbb-file", "ccc-link"]);
+        assert_eq!(Manifest::load(&layer).unwrap().unwrap(), m);
+        let ino = |p: &Path| fs::metadata(p).unwrap().ino();
+        assert_eq!(ino(&layer.join("aaa-tree/bin/x")), ino(&app.join("aaa-tree/bin/x")), "hard-linked");
+        assert_eq!(ino(&layer.join("bbb-file")), ino(&app.join("bbb-file")));
+        assert_eq!(fs::read_link(layer.join("aaa-tree/link")).unwrap(), Path::new("bin/x"));
+        assert_eq!(fs::read_link(layer.join("ccc-link")).unwrap(), Path::new("aaa-tree"));
+        // Nothing changed: nothing added or removed.
+        assert_eq!(update(&layer, &app).unwrap(), (0, 0));
+    }
 }

@@ -32,7 +32,7 @@ use libcnb::layer::{
 use libcnb::layer_env::{LayerEnv, ModificationBehavior, Scope};
 use libcnb::{Buildpack, Platform as _};
 use narwhal_buildpack::cnb::{self, Discarded, STORE, STORE_FORMAT};
-use narwhal_buildpack::log::{heroku_error, heroku_line};
+use narwhal_buildpack::log::{count, heroku_error, heroku_line};
 use narwhal_buildpack::{app, steps, store_cache, Config, Event, Log};
 use narwhal_slug::Layout;
 use serde::{Deserialize, Serialize};
@@ -153,11 +153,13 @@ impl Buildpack for NarwhalBuildpack {
         let (roots, source) =
             steps::plan(&config, &app_dir, revision.as_deref(), None, &env, log).map_err(Failed::from)?;
         let mut restore = |closure: &[narwhal_fetch::ClosurePath]| {
+            let started = std::time::Instant::now();
             let r = store_cache::restore(&store, &app_dir, closure, log)?;
             log.detail(&format!(
-                "{} of {} store paths from the cache layer, verified and linked into {STORE}",
+                "{} of {} from the cache layer, verified and linked into {STORE} in {:.1} s",
                 r.linked,
-                closure.len()
+                count(closure.len(), "store path"),
+                started.elapsed().as_secs_f64()
             ));
             Ok(())
         };
@@ -165,8 +167,13 @@ impl Buildpack for NarwhalBuildpack {
             narwhal_buildpack::fetch_into_with(&roots, &source, &app_dir, Some(STORE), false, &Progress, &mut restore)
                 .map_err(Failed::from)?;
         log.detail(&fetched.summary_line());
+        let started = std::time::Instant::now();
         let (added, removed) = store_cache::update(&store, &app_dir).map_err(Failed::from)?;
-        log.detail(&format!("cache layer: {added} store paths added, {removed} removed"));
+        log.detail(&format!(
+            "cache layer: {} added, {removed} removed, in {:.1} s",
+            count(added, "store path"),
+            started.elapsed().as_secs_f64()
+        ));
         let links = app::result_links(&app_dir, Layout::Flat, &fetched.roots).map_err(Failed::from)?;
         for l in &links {
             let target = std::fs::read_link(l).unwrap_or_default();

@@ -9,7 +9,8 @@
 //! Each round: `narwhal fetch ROOT` into an empty directory (relocated to /workspace, as the
 //! buildpack relocates), then with a new lifecycle (empty cache, no previous image) a build of ROOT,
 //! a build of ROOT_CHANGED (one store path differs) and a build of ROOT_CHANGED again. Prints one
-//! line per measurement: `<round> <what> <seconds> <downloaded paths>`.
+//! line per measurement: `<round> <what> <seconds> <downloaded paths>`, and keeps the last round's
+//! build logs as `OUT_DIR/<what>.log`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr)] // a benchmark program
 
@@ -65,6 +66,7 @@ fn main() {
             let build = lc.build(src);
             assert_eq!(build.outcome, Outcome::Exported, "{}", build.log());
             println!("{round} {what} {:.3} {}", build.build_time.as_secs_f64(), downloaded(&build.stdout));
+            std::fs::write(out.join(format!("{what}.log")), build.log()).unwrap();
         }
     }
 }

@@ -72,7 +72,7 @@ fn deploys_rebuilds_and_launches_without_nix() {
     assert!(first.stdout.contains("6 downloaded"), "{}", first.log());
     assert!(first.stdout.contains("no cached store yet"), "{}", first.log());
     assert!(first.stdout.contains("0 of 6 store paths from the cache layer"), "{}", first.log());
-    assert!(first.stdout.contains("cache layer: 6 store paths added, 0 removed"), "{}", first.log());
+    assert!(first.stdout.contains("cache layer: 6 store paths added, 0 removed,"), "{}", first.log());
     assert_eq!(server.nar_downloads(), 6);
 
     // The web process prints exactly what the root prints under Nix.
@@ -109,7 +109,7 @@ fn deploys_rebuilds_and_launches_without_nix() {
         "{}",
         again.log()
     );
-    assert!(again.stdout.contains("cache layer: 0 store paths added, 0 removed"), "{}", again.log());
+    assert!(again.stdout.contains("cache layer: 0 store paths added, 0 removed,"), "{}", again.log());
     assert_eq!(slices(&again.added), 0, "{:?}", again.added);
     assert_eq!(slices(&again.reused), names.len());
 
@@ -121,7 +121,7 @@ fn deploys_rebuilds_and_launches_without_nix() {
     assert_eq!(server.nar_downloads(), 7, "{}", changed.log());
     assert!(changed.stdout.contains("5 of 6 store paths from the cache layer"), "{}", changed.log());
     assert!(changed.stdout.contains("1 downloaded, 0 from the local cache, 5 already present"), "{}", changed.log());
-    assert!(changed.stdout.contains("cache layer: 1 store paths added, 1 removed"), "{}", changed.log());
+    assert!(changed.stdout.contains("cache layer: 1 store path added, 1 removed,"), "{}", changed.log());
     assert_eq!(slices(&changed.added), 1, "{:?}", changed.added);
     assert_eq!(slices(&changed.reused), names.len() - 1, "{:?}", changed.reused);
     let out = lc.image().unwrap().launch(Some("web"));
