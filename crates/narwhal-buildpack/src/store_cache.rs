@@ -180,8 +180,11 @@ fn link_tree(src: &Path, dest: &Path) -> Result<(), Error> {
     let mut seen_root = false;
     for entry in Walk::new(src) {
         let entry = entry.map_err(walk_error)?;
-        let rel = entry.path.strip_prefix(src).unwrap_or(Path::new(""));
-        let target = dest.join(rel);
+        // (`dest.join("")` would end in a slash, which a store path that is one file cannot have.)
+        let target = match entry.path.strip_prefix(src) {
+            Ok(rel) if !rel.as_os_str().is_empty() => dest.join(rel),
+            _ => dest.to_path_buf(),
+        };
         let ft = entry.meta.file_type();
         if !seen_root && !ft.is_dir() {
             // A store path that is one file or symlink: the directory `dest` stands for it.
