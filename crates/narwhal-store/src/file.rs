@@ -8,6 +8,11 @@ use crate::error::{StoreError, StoreErrorKind};
 use crate::lock::{DirLock, LOCK_FILE};
 use crate::{check_key, BinaryCache, CacheWriter, Listed};
 
+/// The lock file that serialises conditional writes ([`CacheWriter::replace_if`]) in a directory.
+const CONDITIONAL_LOCK_FILE: &str = ".narwhal-lock-conditional";
+/// How long a conditional write waits for another one (which takes a listing and a rename).
+const CONDITIONAL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub struct FileCache {
     root: PathBuf,
     url: String,
@@ -194,6 +199,18 @@ impl CacheWriter for FileCache {
     }
 
     fn replace_if(&self, key: &str, data: &[u8], content_type: &str, etag: &str) -> Result<bool, StoreError> {
+        // The check and the write under one exclusive lock of their own (not the writers' shared
+        // one), so two conditional writers with the same ETag cannot both pass the check.
+        let lock_err = |e| self.err(key, StoreErrorKind::Lock(e));
+        let _held = DirLock::exclusive(
+            &self.root,
+            CONDITIONAL_LOCK_FILE,
+            &[],
+            CONDITIONAL_WAIT,
+            "a conditional write",
+            &|_| {},
+        )
+        .map_err(lock_err)?;
         let mut current = None;
         self.list_objects(key, &mut |o| {
             if o.key == key {

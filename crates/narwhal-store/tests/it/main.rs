@@ -410,3 +410,49 @@ fn keep_newest_orders_revision_pins_by_created_then_key() {
     assert_eq!(deleted, ["pins/web@c", "pins/web@b"]);
     assert!(cache.exists("pins/web").unwrap(), "the latest pin always stays");
 }
+
+/// A directory's conditional replace (the GC lease's takeover) is atomic: of eight writers that
+/// saw the same ETag and replace at once, exactly one succeeds, and the object is what it wrote.
+#[test]
+fn a_directorys_conditional_replace_has_one_winner() {
+    let tmp = tempdir();
+    let open = || {
+        narwhal_store::file::FileCache::writer(
+            tmp.path().to_path_buf(),
+            "file:///cas-test".to_owned(),
+            "test",
+            Duration::from_secs(1),
+        )
+        .unwrap()
+    };
+    let first = open();
+    for round in 0..5 {
+        first.put("gc/lease.json", format!("round {round}").as_bytes(), "application/json").unwrap();
+        let mut etag = String::new();
+        first
+            .list_objects("gc/", &mut |o| {
+                if o.key == "gc/lease.json" {
+                    etag = o.etag;
+                }
+            })
+            .unwrap();
+        let barrier = std::sync::Barrier::new(8);
+        let won: Vec<(usize, bool)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let (barrier, etag, cache) = (&barrier, &etag, open());
+                    s.spawn(move || {
+                        barrier.wait();
+                        let data = format!("writer {i}");
+                        (i, cache.replace_if("gc/lease.json", data.as_bytes(), "application/json", etag).unwrap())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let winners: Vec<usize> = won.iter().filter(|(_, w)| *w).map(|(i, _)| *i).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {won:?}");
+        let now = String::from_utf8(first.get("gc/lease.json").unwrap().unwrap()).unwrap();
+        assert_eq!(now, format!("writer {}", winners[0]));
+    }
+}
