@@ -302,4 +302,16 @@ fn the_package_parses_and_its_image_validates() {
     assert_eq!(entry["api"].as_str(), Some("0.10"));
     let diff_id = entry["layerDiffID"].as_str().unwrap();
     assert!(json["Layers"].as_array().unwrap().len() == 1 && diff_id.starts_with("sha256:"), "{json}");
+
+    // Pushed to a registry (docker-registry, as a Fir app's project.toml names it by docker://), the
+    // same image: skopeo reads the same labels and layer back from the registry.
+    let registry = narwhal_testkit::registry::Registry::start();
+    let remote = format!("docker://{}/narwhal/buildpack:0.0.0", registry.host());
+    run(narwhal().args(["buildpack", "package-cnb"]).arg(tmp.path().join("bp3")).args(["--image", &remote]));
+    let pushed = run(std::process::Command::new("skopeo").args(["inspect", "--tls-verify=false", &remote]));
+    let pushed: serde_json::Value = serde_json::from_slice(&pushed).unwrap();
+    assert_eq!(pushed["Labels"], json["Labels"], "{pushed}");
+    assert_eq!(pushed["Layers"], json["Layers"], "{pushed}");
+    assert_eq!(pushed["Architecture"], "amd64");
+    assert_eq!(pushed["Os"], "linux");
 }

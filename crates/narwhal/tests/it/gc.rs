@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use narwhal_store::CacheWriter;
 use narwhal_testkit::garage::Garage;
 use narwhal_testkit::{closure, file_url, gc_fixture, nix_copy_from, tempdir};
 
-use crate::{fails, narwhal, ok};
+use crate::{eventually, fails, narwhal, ok, spawn_logged};
 
 /// A cache under test: where narwhal writes it, and where Nix reads it.
 pub struct TestCache {
@@ -227,22 +227,6 @@ fn gc_on_garage_collects_what_no_pin_needs() {
     collects_what_no_pin_needs(&TestCache::garage("gc-collect"));
 }
 
-/// Spawns `cmd` quietly, stderr into `log`.
-fn spawn(cmd: &mut Command, log: &Path) -> Child {
-    cmd.stdout(Stdio::null()).stderr(std::fs::File::create(log).unwrap()).spawn().unwrap()
-}
-
-/// Polls `done` every 10 ms for at most 60 s.
-fn eventually(mut done: impl FnMut() -> bool) -> bool {
-    (0..6000).any(|_| {
-        let d = done();
-        if !d {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        d
-    })
-}
-
 /// Reads the GC window's phase (0 when none is open).
 fn phase(cache: &dyn CacheWriter) -> u8 {
     cache
@@ -282,7 +266,7 @@ fn pushes_during_both_phases(cache: &TestCache) {
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let (stop, read) = reader(cache);
     let log = tmp.path().join("gc.log");
-    let mut gc = spawn(
+    let mut gc = spawn_logged(
         cache
             .narwhal()
             .args(["gc", "--in", &cache.url, "--no-index", "--keep-since", "0s", "--grace", "2s"])
@@ -294,7 +278,7 @@ fn pushes_during_both_phases(cache: &TestCache) {
     // During phase 1: a push that re-uses the candidate C, and one of a new closure (D) that
     // shares lib with A, still running when phase 2 starts.
     cache.push(&[&c], &sec);
-    let mut late = spawn(
+    let mut late = spawn_logged(
         cache.narwhal().arg("push").arg(&d).args(["--to", &cache.url, "--key-file"]).arg(&sec),
         &tmp.path().join("push.log"),
     );
@@ -334,8 +318,10 @@ fn a_killed_gc_leaves_a_consistent_cache_and_the_next_one_completes() {
     let zero = ["--keep-since", "0s", "--nar-delay", "0s", "--no-index"];
     // Between the phases: phase 1 done, the run waiting for its grace period.
     cache.push(&[&a, &b, &c], &sec);
-    let mut waiting =
-        spawn(cache.narwhal().args(["gc", "--in", &cache.url, "--grace", "1h"]).args(zero), &tmp.path().join("1.log"));
+    let mut waiting = spawn_logged(
+        cache.narwhal().args(["gc", "--in", &cache.url, "--grace", "1h"]).args(zero),
+        &tmp.path().join("1.log"),
+    );
     assert!(eventually(|| phase(store.as_ref()) == 1));
     waiting.kill().unwrap();
     waiting.wait().unwrap();
@@ -343,7 +329,7 @@ fn a_killed_gc_leaves_a_consistent_cache_and_the_next_one_completes() {
     // During phase 2, at a few points of the sweep.
     for delay_ms in [0, 3, 6, 10, 20, 40] {
         cache.push(&[&b, &c], &sec);
-        let mut gc = spawn(
+        let mut gc = spawn_logged(
             cache.narwhal().args(["gc", "--in", &cache.url, "--grace", "0s"]).args(zero).arg(&a),
             &tmp.path().join("2.log"),
         );
@@ -368,7 +354,8 @@ fn a_second_gc_refuses_while_one_runs() {
     let cache = TestCache::dir(&tmp.path().join("cache"));
     let (sec, _) = keys(tmp.path());
     cache.push(&[&gc_fixture("app-a")], &sec);
-    let mut first = spawn(cache.narwhal().args(["gc", "--in", &cache.url, "--grace", "1h"]), &tmp.path().join("1.log"));
+    let mut first =
+        spawn_logged(cache.narwhal().args(["gc", "--in", &cache.url, "--grace", "1h"]), &tmp.path().join("1.log"));
     let store = cache.open();
     assert!(eventually(|| phase(store.as_ref()) == 1));
     let err = fails(cache.narwhal().args(["gc", "--in", &cache.url, "--grace", "0s"]));

@@ -2,7 +2,7 @@
 //! destination: fetch directories, slugs, download caches and directory caches.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use narwhal_formats::narinfo::NarInfo;
 use narwhal_formats::store_path::StoreDir;
@@ -11,24 +11,7 @@ use narwhal_testkit::isolate::deploy_fixture;
 use narwhal_testkit::{closure, file_url, files_with_suffix, nix_copy_from, tempdir};
 
 use crate::fetch::{fetch_cmd, store_entries, Cache};
-use crate::{fails, narwhal, ok};
-
-/// Polls `done` every 20 ms for at most 60 s; true once it holds.
-fn eventually(mut done: impl FnMut() -> bool) -> bool {
-    for _ in 0..3000 {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    false
-}
-
-/// Spawns `cmd` with stderr into `log`.
-fn spawn_logged(cmd: &mut Command, log: &Path) -> Child {
-    let err = std::fs::File::create(log).unwrap();
-    cmd.stdout(Stdio::null()).stderr(err).spawn().unwrap()
-}
+use crate::{eventually, fails, kill_when, narwhal, ok, spawn_logged};
 
 fn held(server: &HttpServer) -> usize {
     server.requests().iter().filter(|r| r.ends_with(" held")).count()
@@ -113,15 +96,6 @@ fn concurrent_fetches_into_one_directory_all_succeed() {
     assert_eq!(store_entries(&dest).len(), 6);
     assert_manifest_is_the_trees(&dest);
     assert_eq!(temp_names(tmp.path()), Vec::<PathBuf>::new());
-}
-
-/// Kills `child` once `ready` holds; asserts it was still running.
-fn kill_when(mut child: Child, ready: impl FnMut() -> bool, what: &str) {
-    let ready = eventually(ready);
-    assert!(child.try_wait().unwrap().is_none(), "{what} ended before it was killed");
-    assert!(ready, "{what} never reached the point to kill it at");
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 /// Entries of the download cache (complete ones: not temporary).

@@ -30,7 +30,7 @@ mod serve;
 mod verify;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 /// The narwhal binary under test, reading no nix.conf of the host (tests that want one set
 /// `NIX_CONF_DIR`).
@@ -96,4 +96,31 @@ pub fn entries(dir: &Path) -> Vec<String> {
         std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     v.sort();
     v
+}
+
+/// Polls `done` every 10 ms for at most 60 s; true once it holds.
+pub fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..6000 {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
+}
+
+/// Spawns `cmd` quietly, stderr into `log`.
+pub fn spawn_logged(cmd: &mut Command, log: &Path) -> Child {
+    let err = std::fs::File::create(log).unwrap();
+    cmd.stdout(Stdio::null()).stderr(err).spawn().unwrap()
+}
+
+/// Kills `child` (SIGKILL) once `ready` holds, asserting it was still running then: `ready` must
+/// name a point the child cannot get past by itself (a request the test server holds or stalls).
+pub fn kill_when(mut child: Child, ready: impl FnMut() -> bool, what: &str) {
+    let ready = eventually(ready);
+    assert!(child.try_wait().unwrap().is_none(), "{what} ended before it was killed");
+    assert!(ready, "{what} never reached the point to kill it at");
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use narwhal_formats::narinfo::NarInfo;
 use narwhal_formats::store_path::StoreDir;
+use narwhal_testkit::http::HttpServer;
 use narwhal_testkit::isolate::deploy_fixture;
 use narwhal_testkit::{
     closure, file_url, files_with_suffix, fixture, nix, nix_copy_from, nix_dump, run, run_text, tempdir,
@@ -150,6 +151,10 @@ fn a_narinfo_never_appears_before_its_nar_and_references() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // Killed mid-way (SIGKILL), then run again: it completes, and the reader never saw a broken closure.
+    // Pushed from the first cache over HTTP (the same commit path and temporary files as a push from
+    // the store), whose server sends half of the big NAR and then stalls: the push is killed there.
+    let only = &narinfo(&cache, &big).url;
+    let server = HttpServer::start(&cache, &["--stall", "1", "--only", only]);
     let cache2 = tmp.path().join("cache2");
     std::fs::create_dir_all(&cache2).unwrap();
     let watcher2 = {
@@ -157,22 +162,21 @@ fn a_narinfo_never_appears_before_its_nar_and_references() {
         let stop = done.clone();
         (std::thread::spawn(move || check_until(&cache, &done)), stop)
     };
-    let mut child = push(&cache2).spawn().unwrap();
-    // Until something is in the cache, but (with a 70 MB NAR to compress) not everything.
-    for _ in 0..400 {
-        let nars = std::fs::read_dir(cache2.join("nar")).map_or(0, Iterator::count);
-        if nars > 0 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let copy = || {
+        let mut c = narwhal();
+        c.arg("push").arg(&app).arg(&big).args(["--from", &server.url(), "--to", &file_url(&cache2, ""), "--key-file"]);
+        c.arg(&sec);
+        c
+    };
+    let stalled = |s: &HttpServer| s.requests().iter().any(|r| r.ends_with(" 200-stalled"));
+    let copying =
+        |dir: &Path| crate::integrity::temp_names(dir).iter().any(|p| p.to_string_lossy().contains(".narwhal-copy-"));
+    let child = crate::spawn_logged(&mut copy(), &tmp.path().join("killed.log"));
+    crate::kill_when(child, || stalled(&server) && copying(&cache2), "the push");
     assert!(files_with_suffix(&cache2, ".narinfo").len() < 7, "the push finished before it was killed");
-    // The killed push left the big NAR it was compressing under a temporary name; the rerun removes it.
-    let left = crate::integrity::temp_names(&cache2);
-    assert!(left.iter().any(|p| p.to_string_lossy().contains(".narwhal-push-")), "{left:?}");
-    let out = narwhal_testkit::output(&mut push(&cache2));
+    // The killed push left the big NAR it was copying under a temporary name; the rerun removes it.
+    assert!(copying(&cache2), "{:?}", crate::integrity::temp_names(&cache2));
+    let out = narwhal_testkit::output(&mut copy());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(files_with_suffix(&cache2, ".narinfo").len(), 7);
     assert_eq!(crate::integrity::temp_names(&cache2), Vec::<PathBuf>::new());
@@ -226,10 +230,21 @@ fn a_push_to_s3_killed_mid_way_completes_on_rerun_and_never_shows_a_broken_closu
     let (sec, _) = keys(tmp.path());
     let (big, app) = (fixture("big"), deploy_fixture("app"));
     let s3 = garage.s3_url(&bucket.name);
+    // Pushed from a cache over HTTP whose server sends half of the big NAR and then stalls, so the
+    // push is killed at a point it cannot pass by itself.
+    let source = tmp.path().join("source");
+    ok(narwhal()
+        .arg("push")
+        .arg(&app)
+        .arg(&big)
+        .args(["--to", &file_url(&source, ""), "--compression", "xz"])
+        .args(["--level", "1", "--key-file"])
+        .arg(&sec));
+    let server = HttpServer::start(&source, &["--stall", "1", "--only", &narinfo(&source, &big).url]);
     let push = || {
         let mut c = narwhal();
-        c.arg("push").arg(&app).arg(&big);
-        c.args(["--to", &s3, "--compression", "xz", "--level", "1", "--key-file"]).arg(&sec);
+        c.arg("push").arg(&app).arg(&big).args(["--from", &server.url()]);
+        c.args(["--to", &s3, "--key-file"]).arg(&sec);
         c.env("AWS_ACCESS_KEY_ID", &bucket.key_id).env("AWS_SECRET_ACCESS_KEY", &bucket.secret);
         c
     };
@@ -241,7 +256,6 @@ fn a_push_to_s3_killed_mid_way_completes_on_rerun_and_never_shows_a_broken_closu
     };
     let config = S3Config::from_url_and_env(&narwhal_store::CacheUrl::parse(&s3).unwrap(), creds).unwrap();
     let reader = S3Cache::new(config, &narwhal_store::http::HttpOptions::default()).unwrap();
-    let listed = |dir: &str| reader.list(dir).unwrap();
     // The narinfos that can appear: the two closures'.
     let mut paths = closure(&app);
     paths.extend(closure(&big));
@@ -257,16 +271,9 @@ fn a_push_to_s3_killed_mid_way_completes_on_rerun_and_never_shows_a_broken_closu
             };
             watch_commits(texts, |key| reader.exists(key).unwrap(), &done)
         });
-        let mut child = push().spawn().unwrap();
-        // Until a NAR is in the bucket, but (with a 70 MB NAR to compress) not everything.
-        for _ in 0..1000 {
-            if !listed("nar/").is_empty() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
+        let child = crate::spawn_logged(&mut push(), &tmp.path().join("killed.log"));
+        let stalled = || server.requests().iter().any(|r| r.ends_with(" 200-stalled"));
+        crate::kill_when(child, || stalled() && narinfos() > 0, "the push");
         assert!(narinfos() < 7, "the push finished before it was killed");
         let out = narwhal_testkit::output(&mut push());
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
