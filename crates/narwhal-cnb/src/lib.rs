@@ -10,7 +10,8 @@
 //! closure/     cache only: the closure as unpacked and relocated, with its manifest; a rebuild
 //!              hard-links (or copies) each path it still uses into /workspace, verified, and
 //!              fetches only the rest (narwhal_buildpack::store_cache)
-//! nix/         cache only, with build on push: the signing key and the local cache of what was built
+//! nix/         with build on push only, neither cached nor exported: a signing key made for this
+//!              build and the local cache of what nix-build built, which the fetch then reads
 //! path/        launch: env.launch/PATH.prepend puts /workspace/result*/bin first
 //! ```
 //!

@@ -51,7 +51,7 @@ fn run_slug(build: &Path, argv: &[&str]) -> String {
 }
 
 /// A default.nix whose attribute `hi` builds `name`: `bin/hi`, a busybox script that prints `says`.
-fn default_nix(build: &Path, name: &str, says: &str) {
+pub fn default_nix(build: &Path, name: &str, says: &str) {
     let mk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../narwhal-testkit/fixtures/mk.nix");
     let busybox = deploy_fixture("busybox");
     std::fs::write(

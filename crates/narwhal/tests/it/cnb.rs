@@ -315,3 +315,38 @@ fn the_package_parses_and_its_image_validates() {
     assert_eq!(pushed["Architecture"], "amd64");
     assert_eq!(pushed["Os"], "linux");
 }
+
+/// Build on push under the CNB: an app with only a default.nix and the older buildpack's config vars
+/// (NIX_BUILD_ON_PUSH, NIX_BUILD_FLAGS) from the platform's env/ is detected, built with nix-build,
+/// deployed into /workspace from the local cache it signed, and its web process (a Procfile's) runs
+/// in the image without Nix. A second build, with nothing changed, builds again and links every path
+/// from the closure cache layer.
+#[test]
+fn builds_with_nix_on_push_and_launches_what_it_built() {
+    let tmp = tempdir();
+    let mut lc = Lifecycle::new(&package(tmp.path()));
+    lc.set_env("NIX_BUILD_ON_PUSH", "1");
+    lc.set_env("NIX_BUILD_FLAGS", "-A hi");
+    lc.set_env("NIX_CONFIG", narwhal_testkit::NIX_CONFIG);
+    let src = source(tmp.path(), "src", &[("Procfile", "web: result/bin/hi\n")]);
+    crate::buildpack::default_nix(&src, "cnb-built-on-push", "built on push under the CNB");
+    let first = lc.build(&src);
+    exported(&first);
+    heroku_style(&first.stdout);
+    assert!(first.stdout.contains("Building with nix-build"), "{}", first.log());
+    let out = lc.image().unwrap().launch(None);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "built on push under the CNB\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let again = lc.build(&src);
+    exported(&again);
+    assert!(again.stdout.contains("Building with nix-build"), "{}", again.log());
+    assert!(again.stdout.contains("0 downloaded"), "{}", again.log());
+    assert_eq!(slices(&again.added), 0, "{:?}", again.added);
+    let out = lc.image().unwrap().launch(None);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "built on push under the CNB\n");
+}
