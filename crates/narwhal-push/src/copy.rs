@@ -161,12 +161,9 @@ fn copy_one(
     narinfo.sigs.clone_from(&info.sigs);
     narinfo.ca.clone_from(&info.ca);
     commit::sign(&mut narinfo, &opts.keys)?;
-    if !commits.wait_for(info.references(), pending, &info.path) {
+    if !commits.commit(dest, &narinfo, pending, gc)? {
         return Ok((0, 0));
     }
-    gc.check(dest)?;
-    commit::commit(dest, &narinfo)?;
-    commits.mark(&info.path);
     opts.reporter.uploaded(&info.path, nar_size, file_size);
     Ok((nar_size, file_size))
 }

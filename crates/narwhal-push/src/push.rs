@@ -243,6 +243,24 @@ impl Commits {
         self.done.lock().unwrap_or_else(PoisonError::into_inner).insert(path.clone());
         self.changed.notify_all();
     }
+
+    /// The commit point of a path this push uploaded: once every reference's narinfo is in the
+    /// cache and the GC window has not moved, writes `narinfo`. False if the push failed meanwhile.
+    pub(crate) fn commit(
+        &self,
+        dest: &dyn CacheWriter,
+        narinfo: &NarInfo,
+        pending: &BTreeSet<StorePath>,
+        gc: &GcGuard,
+    ) -> Result<bool, Error> {
+        if !self.wait_for(narinfo.references(), pending, &narinfo.path) {
+            return Ok(false);
+        }
+        gc.check(dest)?;
+        commit::commit(dest, narinfo)?;
+        self.mark(&narinfo.path);
+        Ok(true)
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -275,13 +293,9 @@ fn push_one(
     narinfo.sigs.clone_from(&info.sigs);
     narinfo.ca.clone_from(&info.ca);
     commit::sign(&mut narinfo, &opts.keys)?;
-    // The commit point: only once every reference's narinfo is in the cache.
-    if !commits.wait_for(&info.references, pending, &info.path) {
+    if !commits.commit(dest, &narinfo, pending, gc)? {
         return Ok((0, 0));
     }
-    gc.check(dest)?;
-    commit::commit(dest, &narinfo)?;
-    commits.mark(&info.path);
     opts.reporter.uploaded(&info.path, nar_size, file_size);
     Ok((nar_size, file_size))
 }
