@@ -160,12 +160,7 @@ fn copy_one(
     narinfo.system.clone_from(&info.system);
     narinfo.sigs.clone_from(&info.sigs);
     narinfo.ca.clone_from(&info.ca);
-    commit::sign(&mut narinfo, &opts.keys)?;
-    if !commits.commit(dest, &narinfo, pending, gc)? {
-        return Ok((0, 0));
-    }
-    opts.reporter.uploaded(&info.path, nar_size, file_size);
-    Ok((nar_size, file_size))
+    commits.publish(dest, narinfo, opts, pending, gc)
 }
 
 /// A reader that copies what it reads into `copy`.

@@ -244,22 +244,28 @@ impl Commits {
         self.changed.notify_all();
     }
 
-    /// The commit point of a path this push uploaded: once every reference's narinfo is in the
-    /// cache and the GC window has not moved, writes `narinfo`. False if the push failed meanwhile.
-    pub(crate) fn commit(
+    /// The commit point of a path this push uploaded, its NAR already in the cache: signs
+    /// `narinfo` with the push's keys and, once every reference's narinfo is in the cache and the GC
+    /// window has not moved, writes it and reports the upload. Returns its NAR and file sizes,
+    /// (0, 0) if the push failed meanwhile.
+    pub(crate) fn publish(
         &self,
         dest: &dyn CacheWriter,
-        narinfo: &NarInfo,
+        mut narinfo: NarInfo,
+        opts: &PushOptions<'_>,
         pending: &BTreeSet<StorePath>,
         gc: &GcGuard,
-    ) -> Result<bool, Error> {
+    ) -> Result<(u64, u64), Error> {
+        commit::sign(&mut narinfo, &opts.keys)?;
         if !self.wait_for(narinfo.references(), pending, &narinfo.path) {
-            return Ok(false);
+            return Ok((0, 0));
         }
         gc.check(dest)?;
-        commit::commit(dest, narinfo)?;
+        commit::commit(dest, &narinfo)?;
         self.mark(&narinfo.path);
-        Ok(true)
+        let file_size = narinfo.file_size.unwrap_or(narinfo.nar_size);
+        opts.reporter.uploaded(&narinfo.path, narinfo.nar_size, file_size);
+        Ok((narinfo.nar_size, file_size))
     }
 }
 
@@ -292,12 +298,7 @@ fn push_one(
     narinfo.deriver.clone_from(&info.deriver);
     narinfo.sigs.clone_from(&info.sigs);
     narinfo.ca.clone_from(&info.ca);
-    commit::sign(&mut narinfo, &opts.keys)?;
-    if !commits.commit(dest, &narinfo, pending, gc)? {
-        return Ok((0, 0));
-    }
-    opts.reporter.uploaded(&info.path, nar_size, file_size);
-    Ok((nar_size, file_size))
+    commits.publish(dest, narinfo, opts, pending, gc)
 }
 
 /// NAR of `src` -> NarHash -> compression -> FileHash -> `out`.

@@ -43,7 +43,7 @@ use thiserror::Error;
 use crate::elf::{self, DynamicInfo};
 use crate::layout::Layout;
 use crate::prune::STORE_DIR_NAME;
-use crate::tree::{Walk, WalkError, MAX_DEPTH};
+use crate::tree::{Walk, WalkError};
 
 /// Linux's `MAXSYMLINKS`: the most symlinks one path lookup follows.
 pub const MAX_SYMLINK_HOPS: usize = 40;
@@ -59,15 +59,8 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    #[error("{path} is nested more than {MAX_DEPTH} directories deep")]
-    TooDeep { path: PathBuf },
-}
-
-fn walk_error(e: WalkError) -> Error {
-    match e {
-        WalkError::Io { path, source } => Error::Io { path, source },
-        WalkError::TooDeep { path } => Error::TooDeep { path },
-    }
+    #[error(transparent)]
+    Walk(#[from] WalkError),
 }
 
 /// Something in the slug that will not resolve at run time.
@@ -167,7 +160,7 @@ pub fn check_layout(slug_dir: &Path, runtime_root: &str, layout: Layout) -> Resu
             .collect(),
     };
     for entry in roots.iter().flat_map(|r| Walk::new(r)) {
-        let entry = entry.map_err(walk_error)?;
+        let entry = entry?;
         let rel = entry.path.strip_prefix(slug_dir).map_or_else(|_| entry.path.clone(), Path::to_path_buf);
         let mut dir = resolver.root.clone();
         dir.extend(rel.parent().iter().flat_map(|p| p.iter()).map(|c| c.as_bytes().to_vec()));

@@ -33,6 +33,7 @@ mod tree;
 pub use check::{check, check_layout, Problem, ProblemKind};
 pub use filter::Rules;
 pub use layout::{is_store_path_name, Layout};
+pub use narwhal_formats::tree::WalkError;
 pub use prune::{prune, prune_layout, PruneReport};
 pub use size::{size_report, size_report_layout, SizeReport, HEROKU_SLUG_LIMIT};
 pub use tree::MAX_DEPTH;

@@ -11,15 +11,12 @@
 //! nothing.
 
 use std::ffi::OsString;
-use std::io;
 use std::os::unix::ffi::OsStrExt as _;
-use std::path::{Path, PathBuf};
-
-use thiserror::Error;
+use std::path::Path;
 
 use crate::layout::Layout;
 use crate::prune::STORE_DIR_NAME;
-use crate::tree::{apparent_len, Walk, WalkError, MAX_DEPTH};
+use crate::tree::{apparent_len, Walk};
 
 /// Heroku's limit on a compressed slug: "1GB" as Heroku writes it (raised from 500MB in 2026), taken
 /// as 10^9 bytes, the stricter reading, in the decimal units narwhal prints everything in.
@@ -38,25 +35,8 @@ const TAR_RECORD: u64 = 20 * BLOCK;
 /// gzip's header and trailer, generously.
 const GZIP_WRAPPER: u64 = 32;
 
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum Error {
-    #[error("cannot read {path}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{path} is nested more than {MAX_DEPTH} directories deep")]
-    TooDeep { path: PathBuf },
-}
-
-fn walk_error(e: WalkError) -> Error {
-    match e {
-        WalkError::Io { path, source } => Error::Io { path, source },
-        WalkError::TooDeep { path } => Error::TooDeep { path },
-    }
-}
+/// What measuring can fail on: reading the tree (walking it is the only thing it does).
+pub use narwhal_formats::tree::WalkError as Error;
 
 /// One top-level entry of the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +74,7 @@ pub fn size_report_layout(slug_dir: &Path, layout: Layout) -> Result<SizeReport,
     for crate::layout::TopEntry { name, path, .. } in entries {
         let mut bytes = 0;
         for entry in Walk::new(&path) {
-            let entry = entry.map_err(walk_error)?;
+            let entry = entry?;
             let len = apparent_len(&entry.meta);
             bytes += len;
             let name_len = entry.path.strip_prefix(slug_dir).map_or(0, |p| p.as_os_str().as_bytes().len()) as u64;

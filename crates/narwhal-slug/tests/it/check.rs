@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use narwhal_slug::check::{check, Error, ProblemKind, Unresolved, MAX_SYMLINK_HOPS};
+use narwhal_slug::WalkError;
 
 use crate::{dir, file, link, run};
 
@@ -321,5 +322,7 @@ fn garbage_elf_files_are_skipped() {
 #[test]
 fn missing_store_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
-    assert!(matches!(check(tmp.path(), "/app"), Err(Error::Io { .. })));
+    let err = check(tmp.path(), "/app").unwrap_err();
+    assert!(matches!(err, Error::Walk(WalkError::Io { .. })), "{err:?}");
+    assert_eq!(err.to_string(), format!("cannot read {}", tmp.path().join("store").display()));
 }
