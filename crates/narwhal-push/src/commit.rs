@@ -58,6 +58,19 @@ fn gc_wait() -> u64 {
     std::env::var("NARWHAL_GC_WAIT").ok().and_then(|v| v.parse().ok()).unwrap_or(3600)
 }
 
+/// Runs `attempt` (one push over a fresh [`GcGuard`]) and starts it over when a GC moved on meanwhile,
+/// at most three times: the next attempt's [`GcGuard::open`] waits out the GC's phase 2, and uploads
+/// again what the GC may have deleted.
+pub(crate) fn restart_when_gc_moves<T>(mut attempt: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
+    let mut moved = 0;
+    loop {
+        match attempt() {
+            Err(Error::GcMoved { .. }) if moved < 3 => moved += 1,
+            other => return other,
+        }
+    }
+}
+
 impl GcGuard {
     /// Reads the window of `dest`; while one is deleting (phase 2), waits for it to close.
     pub(crate) fn open(dest: &dyn CacheWriter) -> Result<Self, Error> {

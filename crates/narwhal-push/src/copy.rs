@@ -57,14 +57,7 @@ pub fn push_from_cache(
         return Ok(PushSummary::default());
     };
     commit::ensure_cache_info(dest, &store_dir)?;
-    let mut moved = 0;
-    loop {
-        match copy_once(source, closure, dest, opts, keep_compression) {
-            // A GC moved on meanwhile: start over, at most three times (as `push`).
-            Err(Error::GcMoved { .. }) if moved < 3 => moved += 1,
-            other => return other,
-        }
-    }
+    commit::restart_when_gc_moves(|| copy_once(source, closure, dest, opts, keep_compression))
 }
 
 fn copy_once(

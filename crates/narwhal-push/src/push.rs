@@ -141,14 +141,7 @@ pub fn push(
     opts: &PushOptions<'_>,
 ) -> Result<PushSummary, Error> {
     commit::ensure_cache_info(dest, local.store_dir())?;
-    let mut moved = 0;
-    loop {
-        match push_once(local, closure, dest, opts) {
-            // A GC moved on meanwhile: start over (its phase 2 is over by then), at most three times.
-            Err(Error::GcMoved { .. }) if moved < 3 => moved += 1,
-            other => return other,
-        }
-    }
+    commit::restart_when_gc_moves(|| push_once(local, closure, dest, opts))
 }
 
 fn push_once(
