@@ -3,6 +3,7 @@
 //! are in (the caller waits for that: [`crate::push::Commits`] or the export's own order).
 
 use std::path::Path;
+use std::time::Duration;
 
 use narwhal_formats::narinfo::NarInfo;
 use narwhal_formats::signature::SecretKey;
@@ -53,9 +54,17 @@ pub(crate) struct GcGuard {
     window: Option<GcWindow>,
 }
 
-/// How long a push waits for a GC's phase 2 to finish: `NARWHAL_GC_WAIT` seconds, else an hour.
-fn gc_wait() -> u64 {
-    std::env::var("NARWHAL_GC_WAIT").ok().and_then(|v| v.parse().ok()).unwrap_or(3600)
+/// The variable that sets [`crate::PushOptions::gc_wait`], in seconds.
+pub const GC_WAIT_VAR: &str = "NARWHAL_GC_WAIT";
+/// How long a push waits for a GC's phase 2 unless told: an hour.
+pub const DEFAULT_GC_WAIT: Duration = Duration::from_secs(3600);
+
+/// The wait `value` (of [`GC_WAIT_VAR`]) names in seconds, else [`DEFAULT_GC_WAIT`].
+pub fn parse_gc_wait(value: Option<&str>) -> Result<Duration, Error> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(DEFAULT_GC_WAIT),
+        Some(v) => v.parse::<u32>().map(|s| Duration::from_secs(s.into())).map_err(|_| Error::BadGcWait(v.to_owned())),
+    }
 }
 
 /// Runs `attempt` (one push over a fresh [`GcGuard`]) and starts it over when a GC moved on meanwhile,
@@ -73,7 +82,7 @@ pub(crate) fn restart_when_gc_moves<T>(mut attempt: impl FnMut() -> Result<T, Er
 
 impl GcGuard {
     /// Reads the window of `dest`; while one is deleting (phase 2), waits for it to close.
-    pub(crate) fn open(dest: &dyn CacheWriter) -> Result<Self, Error> {
+    pub(crate) fn open(dest: &dyn CacheWriter, wait: Duration) -> Result<Self, Error> {
         let started = std::time::Instant::now();
         loop {
             let now = std::time::SystemTime::now()
@@ -82,11 +91,11 @@ impl GcGuard {
             match GcWindow::read(dest)? {
                 // A GC that died deleting left its window: it stands as candidates, as in phase 1.
                 Some(w) if deleting_now(dest, &w, now)? => {
-                    let waited = started.elapsed().as_secs();
-                    if waited >= gc_wait() {
+                    if started.elapsed() >= wait {
+                        let waited = started.elapsed().as_secs();
                         return Err(Error::GcBusy { cache: dest.url().to_owned(), owner: w.owner, waited });
                     }
-                    std::thread::sleep(std::time::Duration::from_millis(250));
+                    std::thread::sleep(Duration::from_millis(250));
                 }
                 window => return Ok(Self { window }),
             }
@@ -110,6 +119,24 @@ impl GcGuard {
         match GcWindow::read(dest)? {
             Some(now) if now.mark_ms == open.mark_ms && now.phase == open.phase && now.owner == open.owner => Ok(()),
             _ => Err(Error::GcMoved { cache: dest.url().to_owned(), owner: open.owner.clone() }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_gc_wait_is_whole_seconds_or_an_hour() {
+        assert_eq!(parse_gc_wait(None).unwrap(), DEFAULT_GC_WAIT);
+        assert_eq!(parse_gc_wait(Some(" ")).unwrap(), DEFAULT_GC_WAIT);
+        assert_eq!(parse_gc_wait(Some("0")).unwrap(), Duration::ZERO);
+        assert_eq!(parse_gc_wait(Some(" 600 ")).unwrap(), Duration::from_secs(600));
+        for bad in ["1.5", "-1", "10m", "99999999999"] {
+            let err = parse_gc_wait(Some(bad)).unwrap_err();
+            assert_eq!(err.to_string(), format!("NARWHAL_GC_WAIT={bad:?} is not a number of seconds"));
         }
     }
 }

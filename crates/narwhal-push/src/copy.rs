@@ -67,7 +67,7 @@ fn copy_once(
     opts: &PushOptions<'_>,
     keep_compression: bool,
 ) -> Result<PushSummary, Error> {
-    let gc = GcGuard::open(dest)?;
+    let gc = GcGuard::open(dest, opts.gc_wait)?;
     let paths: Vec<StorePath> = closure.iter().map(|i| i.path.clone()).collect();
     let mut todo: BTreeSet<StorePath> = missing_paths(&paths, dest, opts.jobs.max(8))?.into_iter().collect();
     todo.extend(paths.into_iter().filter(|p| gc.path_is_candidate(p.hash_part())));

@@ -33,6 +33,8 @@ pub enum Error {
     /// A GC's phase 2 is still deleting after the wait.
     #[error("a garbage collection of {cache} ({owner}) is still deleting after {waited} s")]
     GcBusy { cache: String, owner: String, waited: u64 },
+    #[error("{var}={value:?} is not a number of seconds", var = crate::commit::GC_WAIT_VAR, value = .0)]
+    BadGcWait(String),
     #[error("the source cache's narinfos")]
     Cycle(#[from] narwhal_formats::store_path::Cycle),
     #[error("cannot sign {path}")]
@@ -97,6 +99,9 @@ impl Error {
             Error::GcMoved { .. } => Some("push again: the next push re-uploads what the collection deleted"),
             Error::GcBusy { .. } => {
                 Some("push again once `narwhal gc` has finished (NARWHAL_GC_WAIT sets the wait, in seconds)")
+            }
+            Error::BadGcWait(_) => {
+                Some("set NARWHAL_GC_WAIT to whole seconds (600 waits ten minutes), or unset it for an hour")
             }
             Error::NotInSource { .. } => Some("push the closure into the source cache first, or check --from"),
             Error::SourceHash { .. } | Error::SourceNarInfo { .. } | Error::SourceMismatch { .. } | Error::Cycle(_) => {

@@ -41,7 +41,7 @@ pub fn import(
 ) -> Result<PushSummary, Error> {
     commit::ensure_cache_info(dest, store_dir)?;
     // A stream cannot start over: a GC that moves on during the import fails it (run it again).
-    let gc = GcGuard::open(dest)?;
+    let gc = GcGuard::open(dest, opts.gc_wait)?;
     let mut reader = ExportReader::new(input, store_dir.clone());
     let mut summary = PushSummary::default();
     let mut committed: BTreeSet<StorePath> = BTreeSet::new();

@@ -14,6 +14,7 @@ mod error;
 mod import;
 mod push;
 
+pub use commit::{parse_gc_wait, DEFAULT_GC_WAIT, GC_WAIT_VAR};
 pub use copy::{closure_in_cache, push_from_cache};
 pub use error::Error;
 pub use import::{export, import};

@@ -6,6 +6,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use narwhal_formats::hash::{Algorithm, HashingWriter};
 use narwhal_formats::nar;
@@ -86,6 +87,8 @@ pub struct PushOptions<'a> {
     /// Where compressed NARs wait for their upload.
     pub temp_dir: PathBuf,
     pub reporter: &'a dyn PushReporter,
+    /// How long to wait for a garbage collection that is deleting (its phase 2) before giving up.
+    pub gc_wait: Duration,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -150,7 +153,7 @@ fn push_once(
     dest: &dyn CacheWriter,
     opts: &PushOptions<'_>,
 ) -> Result<PushSummary, Error> {
-    let gc = GcGuard::open(dest)?;
+    let gc = GcGuard::open(dest, opts.gc_wait)?;
     let mut todo = missing(closure, dest, opts.jobs.max(8))?;
     // Candidates of a GC window count as missing: uploaded again, they are newer than its mark.
     let again: Vec<StorePath> = closure

@@ -85,3 +85,8 @@ pub fn http() -> anyhow::Result<narwhal_store::http::HttpOptions> {
     }));
     Ok(options)
 }
+
+/// How long a push waits for a deleting garbage collection: `$NARWHAL_GC_WAIT` seconds, else an hour.
+pub fn gc_wait() -> anyhow::Result<std::time::Duration> {
+    Ok(narwhal_push::parse_gc_wait(var(narwhal_push::GC_WAIT_VAR).as_deref())?)
+}

@@ -90,7 +90,8 @@ pub fn run(args: &PushArgs) -> anyhow::Result<()> {
     let temp_dir = temp_dir_for(&url);
     let jobs = super::jobs_or_cores(args.jobs);
     let progress = PushProgress::new(args.no_progress);
-    let opts = PushOptions { compression, level: args.dest.level, keys, jobs, temp_dir, reporter: &progress };
+    let gc_wait = crate::settings::gc_wait()?;
+    let opts = PushOptions { compression, level: args.dest.level, keys, jobs, temp_dir, reporter: &progress, gc_wait };
     let summary = narwhal_push::push(&local, &closure, dest.as_ref(), &opts);
     progress.finish();
     report(&summary?, &url, started, args.json)
@@ -123,6 +124,7 @@ fn push_from(
         jobs,
         temp_dir: temp_dir_for(url),
         reporter: &progress,
+        gc_wait: crate::settings::gc_wait()?,
     };
     let summary = narwhal_push::push_from_cache(source.as_ref(), &closure, dest.as_ref(), &opts, keep_compression);
     progress.finish();
@@ -253,6 +255,7 @@ pub fn import(file: &std::path::Path, dest: &DestArgs, json: bool) -> anyhow::Re
         jobs: 1,
         temp_dir: temp_dir_for(&url),
         reporter: &progress,
+        gc_wait: crate::settings::gc_wait()?,
     };
     let summary = narwhal_push::import(&mut input, &StoreDir::default(), writer.as_ref(), &opts);
     progress.finish();
