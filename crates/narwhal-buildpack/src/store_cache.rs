@@ -58,48 +58,71 @@ pub fn restore(layer: &Path, app_dir: &Path, closure: &[ClosurePath], log: &dyn 
     let Some(mut cached) = load(layer, log)? else { return Ok(Restored::default()) };
     let wanted: BTreeMap<&str, String> =
         closure.iter().map(|cp| (cp.info.path.base_name(), cp.info.nar_hash.to_string())).collect();
-    let candidates: Vec<(String, ManifestEntry)> = cached
+    let mut candidates: Vec<(String, ManifestEntry)> = cached
         .paths
         .iter()
         .filter(|(base, e)| wanted.get(base.as_str()) == Some(&e.nar_hash))
         .filter(|(base, _)| fs::symlink_metadata(layer.join(base)).is_ok())
         .map(|(b, e)| (b.clone(), e.clone()))
         .collect();
+    // The largest first: a path is hashed as one stream, so the longest one starts at once.
+    candidates.sort_by(|a, b| b.1.nar_size.cmp(&a.1.nar_size).then_with(|| a.0.cmp(&b.0)));
     let jobs = crate::source::jobs_or_cores(None);
+    // Each path is linked into the app directory under a temporary name while it is hashed, and
+    // goes under its final name only once it matched and the app's manifest lists it.
     let checked = narwhal_store::parallel::try_map(&candidates, jobs, |(base, entry)| {
-        Ok::<_, Error>(match narwhal_formats::nar::dump_to_hash(&layer.join(base), Algorithm::Sha256) {
+        let src = layer.join(base);
+        let staging = match fs::symlink_metadata(app_dir.join(base)) {
+            Ok(_) => None,
+            Err(_) => Some(
+                narwhal_formats::temp::dir_in(app_dir, base).map_err(Error::io("create a directory in", app_dir))?,
+            ),
+        };
+        let (hashed, linked) = std::thread::scope(|scope| {
+            let linking = staging.as_ref().map(|tmp| scope.spawn(|| link_tree(&src, tmp.path())));
+            let hashed = narwhal_formats::nar::dump_to_hash(&src, Algorithm::Sha256);
+            let linked = linking.map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+            (hashed, linked)
+        });
+        let bad = match hashed {
             Ok((hash, _)) if hash.to_string() == entry.relocated_nar_hash => None,
             Ok((hash, _)) => Some(format!("its files hash to {hash}, not the {} recorded", entry.relocated_nar_hash)),
             Err(e) => Some(format!("it cannot be read ({e})")),
-        })
+        };
+        match (bad, linked) {
+            // (Dropping the staging removes it.)
+            (None, Some(Err(e))) => Err(e),
+            (Some(why), _) => {
+                // A store path that is one file has replaced the temporary directory with
+                // itself: removed as whatever it now is.
+                if let Some(tmp) = staging {
+                    remove(&tmp.keep())?;
+                }
+                Ok(Err(why))
+            }
+            (None, _) => Ok(Ok(staging)),
+        }
     })?;
-    let mut good = Vec::new();
+    let mut app = Manifest::load(app_dir)?.unwrap_or_else(empty);
+    let mut staged = Vec::new();
     let mut restored = Restored::default();
-    for ((base, entry), bad) in candidates.into_iter().zip(checked) {
-        match bad {
-            None => good.push((base, entry)),
-            Some(why) => {
+    for ((base, entry), verdict) in candidates.into_iter().zip(checked) {
+        match verdict {
+            Err(why) => {
                 log.detail(&format!("discarding the cached {base}: {why}; fetching it again"));
                 cached.paths.remove(&base);
                 restored.discarded += 1;
+            }
+            Ok(None) => {}
+            Ok(Some(tmp)) => {
+                app.paths.insert(base.clone(), entry);
+                staged.push((tmp, base));
             }
         }
     }
     if restored.discarded > 0 {
         // The layer stops listing what failed; `update` removes the trees.
         cached.save(layer)?;
-    }
-
-    let mut app = Manifest::load(app_dir)?.unwrap_or_else(empty);
-    let mut staged = Vec::with_capacity(good.len());
-    for (base, entry) in good {
-        if fs::symlink_metadata(app_dir.join(&base)).is_ok() {
-            continue;
-        }
-        let tmp = narwhal_formats::temp::dir_in(app_dir, &base).map_err(Error::io("create a directory in", app_dir))?;
-        link_tree(&layer.join(&base), tmp.path())?;
-        app.paths.insert(base.clone(), entry);
-        staged.push((tmp, base));
     }
     if staged.is_empty() {
         return Ok(restored);
@@ -135,17 +158,23 @@ pub fn update(layer: &Path, app_dir: &Path) -> Result<(usize, usize), Error> {
             remove(&layer.join(&name))?;
         }
     }
-    let mut added = 0;
-    for (base, entry) in &app.paths {
-        if cached.paths.contains_key(base) || fs::symlink_metadata(app_dir.join(base)).is_err() {
-            continue;
-        }
+    let mut new: Vec<(&String, &ManifestEntry)> = app
+        .paths
+        .iter()
+        .filter(|(base, _)| !cached.paths.contains_key(*base) && fs::symlink_metadata(app_dir.join(base)).is_ok())
+        .collect();
+    new.sort_by(|a, b| b.1.nar_size.cmp(&a.1.nar_size).then_with(|| a.0.cmp(b.0)));
+    // Linked in parallel, each under a temporary name, renamed into place, then listed (what a
+    // failure leaves renamed but unlisted, the next update removes).
+    narwhal_store::parallel::try_map(&new, crate::source::jobs_or_cores(None), |(base, _)| {
         let tmp = narwhal_formats::temp::dir_in(layer, base).map_err(Error::io("create a directory in", layer))?;
         link_tree(&app_dir.join(base), tmp.path())?;
         let target = layer.join(base);
-        fs::rename(tmp.keep(), &target).map_err(Error::io("move into place", &target))?;
+        fs::rename(tmp.keep(), &target).map_err(Error::io("move into place", &target))
+    })?;
+    let added = new.len();
+    for (base, entry) in new {
         cached.paths.insert(base.clone(), entry.clone());
-        added += 1;
     }
     if added > 0 {
         cached.save(layer)?;

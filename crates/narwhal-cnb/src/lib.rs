@@ -138,7 +138,7 @@ impl Buildpack for NarwhalBuildpack {
             config.netrc.as_deref().map(|n| steps::TempNetrc::write(n, &mut env)).transpose().map_err(Failed::from)?;
         // Checked before anything is downloaded.
         app::refuse_symlinks(&app_dir, Layout::Flat).map_err(Failed::from)?;
-        app::slugexclude(&app_dir).map_err(Failed::from)?;
+        let prunes = app::slugexclude(&app_dir).map_err(Failed::from)?.is_some();
         let processes = cnb::processes(&config, &app_dir).map_err(Failed::from)?;
 
         if config.build.nix && steps::which("nix-build") {
@@ -168,21 +168,37 @@ impl Buildpack for NarwhalBuildpack {
             narwhal_buildpack::fetch_into_with(&roots, &source, &app_dir, Some(STORE), false, &Progress, &mut restore)
                 .map_err(Failed::from)?;
         log.detail(&fetched.summary_line());
-        let started = std::time::Instant::now();
-        let (added, removed) = store_cache::update(&store, &app_dir).map_err(Failed::from)?;
-        log.detail(&format!(
-            "cache layer: {} added, {removed} removed, in {:.1} s",
-            count(added, "store path"),
-            started.elapsed().as_secs_f64()
-        ));
         let links = app::result_links(&app_dir, Layout::Flat, &fetched.roots).map_err(Failed::from)?;
         for l in &links {
             let target = std::fs::read_link(l).unwrap_or_default();
             log.detail(&format!("{} -> {}", l.file_name().unwrap_or_default().to_string_lossy(), target.display()));
         }
         app::write_launcher(&app_dir, STORE).map_err(Failed::from)?;
-        app::prune(&app_dir, Layout::Flat, log).map_err(Failed::from)?;
-        app::report(&app_dir, STORE, Layout::Flat, log).map_err(Failed::from)?;
+        // The cache layer keeps the closure as fetched, before .slugexclude prunes it; with nothing
+        // to prune, it is linked while the tree is checked and measured.
+        let update = || {
+            let started = std::time::Instant::now();
+            store_cache::update(&store, &app_dir).map(|counts| (counts, started.elapsed()))
+        };
+        let ((added, removed), took) = if prunes {
+            let updated = update().map_err(Failed::from)?;
+            app::prune(&app_dir, Layout::Flat, log).map_err(Failed::from)?;
+            app::report(&app_dir, STORE, Layout::Flat, log).map_err(Failed::from)?;
+            updated
+        } else {
+            let (reported, updated) = std::thread::scope(|scope| {
+                let updating = scope.spawn(update);
+                let reported = app::report(&app_dir, STORE, Layout::Flat, log);
+                (reported, updating.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            });
+            reported.map_err(Failed::from)?;
+            updated.map_err(Failed::from)?
+        };
+        log.detail(&format!(
+            "cache layer: {} added, {removed} removed, in {:.1} s",
+            count(added, "store path"),
+            took.as_secs_f64()
+        ));
 
         // PATH at launch: the roots' programs first, then the older buildpacks' run_result.sh.
         let path_layer =

@@ -28,7 +28,9 @@
 //! searches the system's directories). Libraries another object already loaded
 //! under the same soname, and `DT_RPATH` inherited from the loading object,
 //! are not modelled, so a library can be reported that would in fact load.
-//! Files that are not ELF64 little-endian, or are malformed, are skipped.
+//! Files that are not ELF64 little-endian, or are malformed, are skipped, and
+//! so are files the loader would neither run nor load: only executable files
+//! and files named like shared objects (`*.so`, `*.so.*`) are read.
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;
@@ -170,7 +172,7 @@ pub fn check_layout(slug_dir: &Path, runtime_root: &str, layout: Layout) -> Resu
             if let Outcome::Failed(reason) = resolver.resolve(&dir, name)? {
                 problems.push(Problem { path: rel, kind: ProblemKind::BrokenSymlink { target, reason } });
             }
-        } else if entry.meta.is_file() && entry.meta.len() >= 64 {
+        } else if entry.meta.is_file() && entry.meta.len() >= 64 && loadable(&rel, &entry.meta) {
             let io_err = |source| Error::Io { path: entry.path.clone(), source };
             let file = File::open(&entry.path).map_err(io_err)?;
             match elf::parse_file(&file) {
@@ -195,6 +197,15 @@ pub fn check_layout(slug_dir: &Path, runtime_root: &str, layout: Layout) -> Resu
     }
     problems.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(problems)
+}
+
+/// Whether the loader can run or load the file: a program (`execve` needs an execute bit) or a
+/// shared object (by `DT_NEEDED` or `dlopen`, named `*.so` or `*.so.*`). Only these are read:
+/// opening every file of a large closure costs more than the rest of the check.
+fn loadable(rel: &Path, meta: &fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    meta.permissions().mode() & 0o111 != 0
+        || rel.file_name().is_some_and(|n| n.as_bytes().split(|&b| b == b'.').skip(1).any(|part| part == b"so"))
 }
 
 fn check_elf(

@@ -2,6 +2,7 @@
 //! with and without what they need, and on symlink corner cases.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -316,7 +317,38 @@ fn garbage_elf_files_are_skipped() {
         "store/aaaa-a/elf32",
         b"\x7fELF\x01\x01\x01\0\0\0\0\0\0\0\0\0\x02\0\x03\0 and then some more bytes....................",
     );
+    // Executable, so that each is read.
+    for entry in fs::read_dir(s.join("store/aaaa-a")).unwrap() {
+        fs::set_permissions(entry.unwrap().path(), fs::Permissions::from_mode(0o755)).unwrap();
+    }
     assert_eq!(problems(s), []);
+}
+
+/// Only what the loader runs or loads is read: executables and files named like shared objects.
+#[test]
+fn only_programs_and_shared_objects_are_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = tmp.path();
+    let needs_missing = |rel: &str, mode: u32| {
+        patched(s, rel, "/bin/ls", &[&["--set-interpreter", "/app/store/gone/ld.so"]]);
+        fs::set_permissions(s.join(rel), fs::Permissions::from_mode(mode)).unwrap();
+    };
+    needs_missing("store/aaaa-a/bin/prog", 0o555);
+    needs_missing("store/aaaa-a/lib/libx.so", 0o444);
+    needs_missing("store/aaaa-a/lib/libx.so.1.2", 0o444);
+    needs_missing("store/aaaa-a/lib/ext.cpython-311-x86_64-linux-gnu.so", 0o444);
+    needs_missing("store/aaaa-a/share/data.bin", 0o444);
+    needs_missing("store/aaaa-a/share/also.sock", 0o444);
+    let read: Vec<PathBuf> = problems(s).into_iter().map(|(path, _)| path).collect();
+    assert_eq!(
+        read,
+        [
+            p("store/aaaa-a/bin/prog"),
+            p("store/aaaa-a/lib/ext.cpython-311-x86_64-linux-gnu.so"),
+            p("store/aaaa-a/lib/libx.so"),
+            p("store/aaaa-a/lib/libx.so.1.2"),
+        ]
+    );
 }
 
 #[test]
