@@ -194,11 +194,10 @@ pub fn prune(app_dir: &Path, layout: Layout, log: &dyn Log) -> Result<(), Error>
 /// Warns about what will not resolve at run time, and reports sizes.
 pub fn report(app_dir: &Path, runtime_root: &str, layout: Layout, log: &dyn Log) -> Result<SizeReport, Error> {
     // Two walks of the same tree, side by side.
-    let (problems, sizes) = std::thread::scope(|scope| {
-        let sizes = scope.spawn(|| narwhal_slug::size_report_layout(app_dir, layout));
-        let problems = narwhal_slug::check_layout(app_dir, runtime_root, layout);
-        (problems, sizes.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-    });
+    let (sizes, problems) = narwhal_store::parallel::join(
+        || narwhal_slug::size_report_layout(app_dir, layout),
+        || narwhal_slug::check_layout(app_dir, runtime_root, layout),
+    );
     for problem in problems.map_err(Error::Check)? {
         log.warning(&problem.to_string());
     }

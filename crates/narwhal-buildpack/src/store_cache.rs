@@ -65,8 +65,8 @@ pub fn restore(layer: &Path, app_dir: &Path, closure: &[ClosurePath], log: &dyn 
         .filter(|(base, _)| fs::symlink_metadata(layer.join(base)).is_ok())
         .map(|(b, e)| (b.clone(), e.clone()))
         .collect();
-    // The largest first: a path is hashed as one stream, so the longest one starts at once.
-    candidates.sort_by(|a, b| b.1.nar_size.cmp(&a.1.nar_size).then_with(|| a.0.cmp(&b.0)));
+    // A path is hashed as one stream, so the longest one starts at once.
+    candidates.sort_by(|(a, ea), (b, eb)| largest_first((a, ea), (b, eb)));
     let jobs = crate::source::jobs_or_cores(None);
     // Each path is linked into the app directory under a temporary name while it is hashed, and
     // goes under its final name only once it matched and the app's manifest lists it.
@@ -78,12 +78,10 @@ pub fn restore(layer: &Path, app_dir: &Path, closure: &[ClosurePath], log: &dyn 
                 narwhal_formats::temp::dir_in(app_dir, base).map_err(Error::io("create a directory in", app_dir))?,
             ),
         };
-        let (hashed, linked) = std::thread::scope(|scope| {
-            let linking = staging.as_ref().map(|tmp| scope.spawn(|| link_tree(&src, tmp.path())));
-            let hashed = narwhal_formats::nar::dump_to_hash(&src, Algorithm::Sha256);
-            let linked = linking.map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
-            (hashed, linked)
-        });
+        let (linked, hashed) = narwhal_store::parallel::join(
+            || staging.as_ref().map(|tmp| link_tree(&src, tmp.path())),
+            || narwhal_formats::nar::dump_to_hash(&src, Algorithm::Sha256),
+        );
         let bad = match hashed {
             Ok((hash, _)) if hash.to_string() == entry.relocated_nar_hash => None,
             Ok((hash, _)) => Some(format!("its files hash to {hash}, not the {} recorded", entry.relocated_nar_hash)),
@@ -163,7 +161,7 @@ pub fn update(layer: &Path, app_dir: &Path) -> Result<(usize, usize), Error> {
         .iter()
         .filter(|(base, _)| !cached.paths.contains_key(*base) && fs::symlink_metadata(app_dir.join(base)).is_ok())
         .collect();
-    new.sort_by(|a, b| b.1.nar_size.cmp(&a.1.nar_size).then_with(|| a.0.cmp(b.0)));
+    new.sort_by(|a, b| largest_first(*a, *b));
     // Linked in parallel, each under a temporary name, renamed into place, then listed (what a
     // failure leaves renamed but unlisted, the next update removes).
     narwhal_store::parallel::try_map(&new, crate::source::jobs_or_cores(None), |(base, _)| {
@@ -196,6 +194,12 @@ fn load(layer: &Path, log: &dyn Log) -> Result<Option<Manifest>, Error> {
         remove(&layer.join(name))?;
     }
     Ok(None)
+}
+
+/// The order paths are worked on in parallel: the largest first (the longest job starts at once),
+/// then by name.
+fn largest_first(a: (&String, &ManifestEntry), b: (&String, &ManifestEntry)) -> std::cmp::Ordering {
+    b.1.nar_size.cmp(&a.1.nar_size).then_with(|| a.0.cmp(b.0))
 }
 
 fn empty() -> Manifest {

@@ -186,11 +186,8 @@ impl Buildpack for NarwhalBuildpack {
             app::report(&app_dir, STORE, Layout::Flat, log).map_err(Failed::from)?;
             updated
         } else {
-            let (reported, updated) = std::thread::scope(|scope| {
-                let updating = scope.spawn(update);
-                let reported = app::report(&app_dir, STORE, Layout::Flat, log);
-                (reported, updating.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-            });
+            let (updated, reported) =
+                narwhal_store::parallel::join(update, || app::report(&app_dir, STORE, Layout::Flat, log));
             reported.map_err(Failed::from)?;
             updated.map_err(Failed::from)?
         };

@@ -4,7 +4,8 @@
 //! Items are taken in slice order (callers sort the most important first: fetch and push put the
 //! largest paths first), at most `jobs` at once. A failure stops the pool from starting more items;
 //! those in flight finish. Results come back in item order, whichever thread ran them, and
-//! only for items that ran, so a caller can tell the first error in its own order.
+//! only for items that ran, so a caller can tell the first error in its own order. [`join`] runs
+//! two different calls side by side.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -52,6 +53,16 @@ pub fn try_map<T: Sync, R: Send, E: Send>(
     run(items, jobs, &stop, |_, item| f(item)).into_iter().map(|(_, r)| r).collect()
 }
 
+/// Runs `a` on a thread of its own while `b` runs on this one, for two different jobs over the
+/// same files; both results. A panic in `a` goes on in the caller, as one in `b` does.
+pub fn join<A: Send, B>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B) -> (A, B) {
+    std::thread::scope(|scope| {
+        let first = scope.spawn(a);
+        let second = b();
+        (first.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), second)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +88,33 @@ mod tests {
         assert_eq!(ran.last().map(|(i, r)| (*i, r.is_err())), Some((10, true)));
         assert_eq!(try_map(&items, 3, |x| if *x == 7 { Err(*x) } else { Ok(*x) }), Err(7));
         assert_eq!(try_map(&[] as &[u32], 3, |x| Ok::<_, ()>(*x)), Ok(vec![]));
+    }
+
+    #[test]
+    fn join_runs_both_at_once_and_a_panic_goes_on_in_the_caller() {
+        // Each side waits for the other to have started: this ends only if they overlap.
+        let (a_started, b_started) = (AtomicBool::new(false), AtomicBool::new(false));
+        let wait_for = |flag: &AtomicBool| {
+            for _ in 0..10_000 {
+                if flag.load(Ordering::SeqCst) {
+                    return true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            false
+        };
+        let (a, b) = join(
+            || {
+                a_started.store(true, Ordering::SeqCst);
+                wait_for(&b_started).then_some("a")
+            },
+            || {
+                b_started.store(true, Ordering::SeqCst);
+                wait_for(&a_started).then_some(2)
+            },
+        );
+        assert_eq!((a, b), (Some("a"), Some(2)));
+        let caught = std::panic::catch_unwind(|| join(|| panic!("in a"), || 1));
+        assert_eq!(caught.err().and_then(|p| p.downcast_ref::<&str>().copied()), Some("in a"));
     }
 }
