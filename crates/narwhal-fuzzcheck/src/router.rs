@@ -45,10 +45,8 @@ fn key() -> &'static SecretKey {
     })
 }
 
-fn setup(what: &str, r: std::io::Result<()>) {
-    if let Err(e) = r {
-        panic!("cannot {what} (not the input's fault): {e}");
-    }
+fn setup<T>(what: &str, r: std::io::Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("cannot {what} (not the input's fault): {e}"))
 }
 
 /// The request in `data`, `None` when it is not one `http` can build.
@@ -93,7 +91,7 @@ pub fn check(data: &[u8]) {
 
     let writer = Arc::new(FileCache::new(root.clone(), format!("file://{}", root.display())));
     let state = Arc::new(State {
-        backend: Backend::Dir { root: root.clone(), writer },
+        backend: setup("open the cache", Backend::dir(root.clone(), writer)),
         store_dir: StoreDir::default(),
         keys: vec![key().clone()],
         tokens: Tokens::new(&[PUSH_TOKEN.to_owned()], &[]),

@@ -2,15 +2,18 @@
 //!
 //! - [`Backend::Dir`]: a cache directory. Reads go straight to files (async,
 //!   with byte ranges), opened only beneath the directory ([`open_beneath`]:
-//!   a symlink out of it is not followed); writes go through narwhal-store's
-//!   atomic `FileCache`.
+//!   a symlink out of it is not followed; the directory is opened once, so a
+//!   read resolves only its key, and a directory moved into its place is
+//!   served after a restart); writes go through narwhal-store's atomic
+//!   `FileCache`.
 //! - [`Backend::Remote`]: any other [`CacheWriter`] (an S3 bucket). Its
 //!   blocking calls run on tokio's blocking pool; bodies stream through a
 //!   bounded channel.
 //! - [`Backend::Local`]: the machine's Nix store, read-only ([`crate::local`]).
 
 use std::io::{self, Read, SeekFrom};
-use std::path::PathBuf;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -26,7 +29,11 @@ use crate::local::Local;
 pub const CHUNK: usize = 256 * 1024;
 
 pub enum Backend {
-    Dir { root: PathBuf, writer: Arc<dyn CacheWriter> },
+    /// Made by [`Backend::dir`].
+    Dir {
+        root: Arc<Root>,
+        writer: Arc<dyn CacheWriter>,
+    },
     Remote(Arc<dyn CacheWriter>),
     Local(Arc<Local>),
 }
@@ -93,7 +100,20 @@ pub struct Object {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unsatisfiable(pub u64);
 
+/// A cache directory, and a descriptor of it that reads resolve their keys beneath.
+pub struct Root {
+    path: PathBuf,
+    fd: OwnedFd,
+}
+
 impl Backend {
+    /// The cache directory `root`, opened now; `writer` writes to it.
+    pub fn dir(root: PathBuf, writer: Arc<dyn CacheWriter>) -> io::Result<Self> {
+        use rustix::fs::{Mode, OFlags};
+        let fd = rustix::fs::open(&root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        Ok(Self::Dir { root: Arc::new(Root { path: root, fd }), writer })
+    }
+
     /// The writable cache behind this backend; `None` for the local store.
     pub fn writer(&self) -> Option<&Arc<dyn CacheWriter>> {
         match self {
@@ -141,10 +161,8 @@ impl Backend {
         match self {
             Self::Dir { root, .. } => {
                 check_key(key)?;
-                let (dir, name) = (root.clone(), key.to_owned());
-                let opened = tokio::task::spawn_blocking(move || open_beneath(&dir, &name))
-                    .await
-                    .map_err(|_| ApiError::internal("a storage task panicked"))?;
+                let (root, name) = (Arc::clone(root), key.to_owned());
+                let opened = blocking(move || open_beneath(&root, &name)).await?;
                 let mut file = match opened {
                     Ok(f) => tokio::fs::File::from_std(f),
                     Err(e) if is_absent(&e) => return Ok(None),
@@ -199,14 +217,15 @@ impl Backend {
 /// absolute symlink, no symlink that resolves outside it (`openat2` with
 /// `RESOLVE_BENEATH`; where the kernel lacks it, the resolved path must be
 /// inside the resolved root).
-pub fn open_beneath(root: &std::path::Path, key: &str) -> io::Result<std::fs::File> {
+fn open_beneath(root: &Root, key: &str) -> io::Result<std::fs::File> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
-    let dir = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
     // Non-blocking: opening a FIFO someone put there must not hang (regular files ignore it).
     let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
-    match rustix::fs::openat2(&dir, key, flags, Mode::empty(), ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS) {
+    let beneath = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+    match rustix::fs::openat2(&root.fd, key, flags, Mode::empty(), beneath) {
         Ok(fd) => Ok(std::fs::File::from(fd)),
         Err(rustix::io::Errno::NOSYS) => {
+            let root: &Path = &root.path;
             let path = std::fs::canonicalize(root.join(key))?;
             if path.starts_with(std::fs::canonicalize(root)?) {
                 std::fs::File::open(path)
@@ -227,7 +246,7 @@ fn is_absent(e: &io::Error) -> bool {
 }
 
 /// Runs a blocking storage call on tokio's blocking pool. A panic there (a bug) is resumed in the
-/// request's task, where the router's `catch_panic` answers 500 and counts it like any other.
+/// request's task, where the router's `access_and_log` answers 500 and counts it like any other.
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(value) => Ok(value),

@@ -69,7 +69,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt as _;
 
     let app = router(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -90,7 +90,11 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 // Each request knows its client, so log lines can name it.
-                let service = TowerToHyperService::new(app.clone().layer(axum::Extension(routes::Client(peer))));
+                let app = app.clone();
+                let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(routes::Client(peer));
+                    app.clone().oneshot(request)
+                });
                 let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {

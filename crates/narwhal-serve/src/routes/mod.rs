@@ -38,7 +38,6 @@ pub fn router(state: AppState) -> Router {
         .route("/pins/{file}", get(pin::get).put(pin::put).delete(pin::delete))
         .fallback(|| async { ApiError::not_found() })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_SMALL_PUT))
-        .layer(middleware::from_fn_with_state(state.clone(), catch_panic))
         .layer(middleware::from_fn_with_state(state.clone(), access_and_log))
         .with_state(state)
 }
@@ -83,26 +82,32 @@ fn route_of(path: &str) -> Route {
     }
 }
 
-/// A panicking handler (a bug) answers 500 with a generic body and is counted, instead of
-/// dropping the connection; the process's panic hook has logged where it happened.
-async fn catch_panic(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    use futures_util::FutureExt as _;
-    std::panic::AssertUnwindSafe(next.run(request)).catch_unwind().await.unwrap_or_else(|_| {
-        state.metrics.panics.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        ApiError::internal("internal error").into_response()
-    })
-}
-
 /// The address of the client a request came from (set per connection by [`crate::serve`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Client(pub std::net::SocketAddr);
 
+/// How log lines name a request's client: its address, or `-` (a request from no connection).
+struct Peer(Option<Client>);
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(Client(addr)) => addr.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// Every request: access control, the handler, metrics and the request log. A panicking handler
+/// (a bug) answers 500 with a generic body and is counted, instead of dropping the connection;
+/// the process's panic hook has logged where it happened.
 async fn access_and_log(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    use futures_util::FutureExt as _;
     use tracing::Instrument as _;
     let start = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let client = request.extensions().get::<Client>().map_or_else(|| "-".to_owned(), |c| c.0.to_string());
+    let client = Peer(request.extensions().get::<Client>().copied());
     // Every line logged while the request runs (a backend failure, say) names the client and the object.
     let span = tracing::info_span!("request", client = %client, method = %method, path = %path);
     let route = route_of(&path);
@@ -115,7 +120,13 @@ async fn access_and_log(State(state): State<AppState>, request: Request, next: N
         state.tokens.check(request.headers(), if write { Access::Write } else { Access::Read })
     };
     let mut response = match checked {
-        Ok(()) => next.run(request).instrument(span).await,
+        Ok(()) => {
+            let handled = std::panic::AssertUnwindSafe(next.run(request).instrument(span)).catch_unwind();
+            handled.await.unwrap_or_else(|_| {
+                state.metrics.panics.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ApiError::internal("internal error").into_response()
+            })
+        }
         Err(e) => {
             let mut r = e.into_response();
             if r.status() == axum::http::StatusCode::UNAUTHORIZED {

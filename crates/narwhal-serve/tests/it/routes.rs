@@ -59,7 +59,7 @@ impl Cache {
         let writer = Arc::new(FileCache::new(root.clone(), format!("file://{}", root.display())));
         let reads: Vec<String> = if reads_need_a_token { vec![READ.to_owned()] } else { Vec::new() };
         Arc::new(State {
-            backend: Backend::Dir { root, writer },
+            backend: Backend::dir(root, writer).unwrap(),
             store_dir: StoreDir::default(),
             keys: vec![SecretKey::generate("router-test-1").unwrap()],
             tokens: Tokens::new(&[PUSH.to_owned()], &reads),

@@ -98,7 +98,9 @@ fn open_backend(store: &str, cfg: &Config) -> anyhow::Result<(Backend, narwhal_f
     let info = writer.get(narwhal_store::keys::CACHE_INFO).with_context(|| format!("cannot read the cache {store}"))?;
     let store_dir = store_dir_of(info.as_deref()).map_err(|e| anyhow::anyhow!("{store}: {e}"))?;
     let backend = match &url.location {
-        Location::File(dir) => Backend::Dir { root: dir.clone(), writer },
+        Location::File(dir) => {
+            Backend::dir(dir.clone(), writer).with_context(|| format!("cannot open the cache directory {store}"))?
+        }
         _ => Backend::Remote(writer),
     };
     Ok((backend, store_dir))

@@ -206,9 +206,13 @@ fn nix_reads_a_served_directory_signed_by_the_server() {
 
     // A miss is a plain 404, which Nix reads as "not in this cache".
     assert_eq!(get(server.addr, "/00000000000000000000000000000000.narinfo").status, 404);
-    // Graceful stop on SIGTERM.
+    // Each request is one log line that names the client (its address and port), the object and the answer.
     let log = server.log();
-    assert!(log.contains("status=200"), "{log}");
+    let line = format!(" method=GET path=/{hash}.narinfo status=200 ");
+    let client = log.lines().find_map(|l| l.split_once(&line)?.0.split_once(" request client=")).map(|(_, c)| c);
+    let port = client.and_then(|c| c.strip_prefix("127.0.0.1:")).and_then(|p| p.parse::<u16>().ok());
+    assert!(port.is_some_and(|p| p != server.addr.port()), "no request line naming the client: {log}");
+    // Graceful stop on SIGTERM.
     assert!(server.stop().success());
 }
 
