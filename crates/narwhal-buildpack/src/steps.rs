@@ -14,23 +14,24 @@ use crate::source::{s3_object, Source};
 use crate::write_atomic;
 
 /// NARWHAL_NETRC as a file for this build only: outside the app and the
-/// build cache, readable by this user only, removed when dropped. HTTP
-/// caches read it first of the settings' netrc files, as Nix reads its netrc-file.
-pub struct TempNetrc(PathBuf);
+/// build cache, readable by this user only (a temporary file of
+/// [`narwhal_formats::temp`]), removed when dropped. HTTP caches read it first
+/// of the settings' netrc files, as Nix reads its netrc-file.
+pub struct TempNetrc {
+    _file: narwhal_formats::temp::TempPath,
+}
 
 impl TempNetrc {
     /// Writes the netrc and puts it first in `env`'s netrc files.
     pub fn write(text: &str, env: &mut Env) -> Result<Self, Error> {
-        let file = std::env::temp_dir().join(format!("narwhal-netrc-{}", std::process::id()));
-        write_atomic(&file, text.as_bytes(), 0o600)?;
-        env.store.netrc_files.insert(0, file.clone());
-        Ok(Self(file))
-    }
-}
-
-impl Drop for TempNetrc {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        use std::io::Write as _;
+        let dir = std::env::temp_dir();
+        let mut file = narwhal_formats::temp::file_with_mode(&dir, "narwhal-netrc".as_ref(), 0o600)
+            .map_err(Error::io("create a file in", &dir))?;
+        file.write_all(text.as_bytes()).map_err(Error::io("write", file.path()))?;
+        let path = file.into_temp_path();
+        env.store.netrc_files.insert(0, path.to_path_buf());
+        Ok(Self { _file: path })
     }
 }
 

@@ -112,7 +112,8 @@ impl Layout {
 
 /// What was measured of a NAR as it went by: its hash and size, and those of the compressed file
 /// it came in (when it was compressed). The one check of a NAR against its narinfo,
-/// [`Digests::check`], used wherever a NAR is read (fetch, `push --from`, the server's PUT).
+/// [`Digests::check`], used wherever a NAR is read: by fetch as it unpacks, and through
+/// `narwhal_store::nar_check` by `push --from`, the server's PUT and `narwhal verify`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Digests {
     pub nar_hash: Hash,

@@ -194,7 +194,7 @@ fn check_nar(cache: &dyn BinaryCache, info: &NarInfo, contents: bool) -> Result<
         return Ok(Some((Problem::Unreadable, format!("URL {:?} leaves the cache", info.url))));
     }
     match measure(cache, &info.url, info, contents, &mut std::io::sink()) {
-        Ok(d) => Ok(d.check(info).err().map(|m| (Problem::DamagedNar, format!("{}: {m}", info.url)))),
+        Ok(m) => Ok(m.digests().check(info).err().map(|m| (Problem::DamagedNar, format!("{}: {m}", info.url)))),
         Err(MeasureError::Store(e)) if matches!(e.kind, StoreErrorKind::NotFound) => {
             Ok(Some((Problem::MissingNar, info.url.clone())))
         }
@@ -232,7 +232,9 @@ fn repair(
             m
         };
         let stored = match measured {
-            Ok(d) if d.check(info).is_ok() => cache.put_file(&info.url, tmp.path(), keys::NAR_TYPE).map(|()| true),
+            Ok(m) if m.digests().check(info).is_ok() => {
+                cache.put_file(&info.url, tmp.path(), keys::NAR_TYPE).map(|()| true)
+            }
             Err(MeasureError::Store(e)) if !matches!(e.kind, StoreErrorKind::NotFound) => Err(e),
             // Not there, or not the bytes the narinfo names: try the next URL.
             _ => Ok(false),

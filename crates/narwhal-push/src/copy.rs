@@ -6,13 +6,13 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::str::FromStr as _;
 
-use narwhal_formats::hash::{Algorithm, HashingWriter};
 use narwhal_formats::narinfo::{Digests, Mismatch, NarInfo};
 use narwhal_formats::store_path::{StoreDir, StorePath};
 use narwhal_store::keys;
+use narwhal_store::nar_check::{self, MeasureError};
 use narwhal_store::{BinaryCache, CacheWriter, Compression};
 
 use crate::commit::{self, GcGuard};
@@ -104,34 +104,26 @@ fn copy_one(
         actual: m.actual,
     };
     let as_is = keep_compression || from.to_string() == opts.compression.name();
-    let mut reader = source.open(&info.url)?;
     let (nar_hash, nar_size, file_hash, file_size, url, compression) = if as_is {
         // One pass: the compressed bytes go to the file (hashed) and through the decoder (hashed).
         let temp_err = |source| Error::Temp { path: tmp.to_path_buf(), source };
-        let file = File::create(&tmp).map_err(temp_err)?;
-        let mut file_out = HashingWriter::new(Algorithm::Sha256, BufWriter::with_capacity(1 << 20, file));
-        let mut nar = HashingWriter::new(Algorithm::Sha256, io::sink());
-        let decoded = {
-            let tee = Tee { inner: &mut reader, copy: &mut file_out };
-            from.decoder(tee).and_then(|mut decoder| io::copy(&mut decoder, &mut nar))
+        let mut file = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(temp_err)?);
+        let measured = match nar_check::measure(source, &info.url, info, true, &mut file) {
+            Ok(m) => m,
+            Err(MeasureError::Store(e)) => return Err(e.into()),
+            Err(MeasureError::Read { source, .. }) => return Err(read_err(source)),
+            Err(MeasureError::Compression(e)) => return Err(Error::SourceCompression { path: full, source: e }),
+            Err(e) => return Err(read_err(io::Error::other(e))),
         };
-        // Whatever follows the compressed stream is part of the file too; a file that does not
-        // decode is read to its end so that a FileHash mismatch, the likelier cause, is reported.
-        io::copy(&mut reader, &mut file_out).map_err(read_err)?;
-        let (nar_hash, nar_size, _) = nar.finish();
-        let (file_hash, file_size, mut buffered) = file_out.finish();
-        buffered.flush().map_err(temp_err)?;
-        // The file first: a file that does not decode is most likely not the one signed.
-        let file_only = Digests {
-            nar_hash: info.nar_hash,
-            nar_size: info.nar_size,
-            file_hash: Some(file_hash),
-            file_size: Some(file_size),
-        };
-        file_only.check(info).map_err(&mismatch)?;
-        decoded.map_err(read_err)?;
-        (nar_hash, nar_size, file_hash, file_size, info.url.clone(), info.compression().to_owned())
+        file.flush().map_err(temp_err)?;
+        measured.check_file(info).map_err(&mismatch)?;
+        if let Some(e) = measured.not_decoded {
+            return Err(read_err(e));
+        }
+        let m = measured;
+        (m.nar_hash, m.nar_size, m.file_hash, m.file_size, info.url.clone(), info.compression().to_owned())
     } else {
+        let mut reader = source.open(&info.url)?;
         let mut decoder = from.decoder(&mut reader).map_err(read_err)?;
         let (nar_hash, nar_size, file_hash, file_size) =
             compress_with(&tmp, opts, &full, Some(info.nar_size), &mut |w| {
@@ -154,18 +146,4 @@ fn copy_one(
     narinfo.sigs.clone_from(&info.sigs);
     narinfo.ca.clone_from(&info.ca);
     commits.publish(dest, narinfo, opts, pending, gc)
-}
-
-/// A reader that copies what it reads into `copy`.
-struct Tee<'a, R: Read, W: Write> {
-    inner: &'a mut R,
-    copy: &'a mut W,
-}
-
-impl<R: Read, W: Write> Read for Tee<'_, R, W> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.copy.write_all(&buf[..n])?;
-        Ok(n)
-    }
 }

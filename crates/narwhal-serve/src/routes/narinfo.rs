@@ -3,17 +3,17 @@
 //! committed narinfo is never changed, except to add signatures: another one
 //! for the same path is refused (409), the same one again is a no-op.
 
-use std::io::{self, Read};
+use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::Response;
 use bytes::Bytes;
-use narwhal_formats::hash::{Algorithm, Hasher, HashingWriter};
-use narwhal_formats::narinfo::NarInfo;
+use narwhal_formats::narinfo::{Mismatch, NarInfo};
 use narwhal_formats::signature::Signature;
 use narwhal_formats::store_path::StoreDir;
+use narwhal_store::nar_check::{self, MeasureError};
 use narwhal_store::{check_key, CacheWriter, Compression, StoreErrorKind};
 
 use super::{blocking, hash_part, ok, stored, writer};
@@ -162,63 +162,26 @@ fn compare_to_committed(committed: &[u8], sent: &NarInfo, store_dir: &StoreDir) 
     }
 }
 
-/// Reads the stored NAR back and checks FileSize, FileHash, NarSize and NarHash.
+/// Reads the stored NAR back and checks FileHash, FileSize, NarSize and NarHash.
 fn check_nar(w: &dyn CacheWriter, ni: &NarInfo, compression: Compression) -> Result<(), ApiError> {
-    let file = match w.open(&ni.url) {
-        Ok(f) => f,
-        Err(e) if matches!(e.kind, StoreErrorKind::NotFound) => {
+    let measured = match nar_check::measure(w, &ni.url, ni, true, &mut io::sink()) {
+        Ok(m) => m,
+        Err(MeasureError::Store(e)) if matches!(e.kind, StoreErrorKind::NotFound) => {
             return Err(ApiError::conflict(format!(
                 "{} is not in the cache; upload the NAR before its narinfo",
                 ni.url
             )))
         }
-        Err(e) => return Err(e.into()),
+        Err(MeasureError::Store(e)) => return Err(e.into()),
+        Err(e) => return Err(ApiError::backend("cannot read a NAR back", &e)),
     };
-    let file_algo = ni.file_hash.as_ref().map_or(Algorithm::Sha256, narwhal_formats::hash::Hash::algorithm);
-    let mut counted = Counted { inner: file, hasher: Hasher::new(file_algo), count: 0 };
-    let mismatch = |what: &str| ApiError::bad_request(format!("the narinfo's {what} does not match {}", ni.url));
-    let (nar_hash, nar_size) = {
-        let mut decoder =
-            compression.decoder(&mut counted).map_err(|e| ApiError::backend("cannot start decompressing a NAR", &e))?;
-        let mut sink = HashingWriter::new(ni.nar_hash.algorithm(), io::sink());
-        io::copy(&mut decoder, &mut sink).map_err(|e| {
-            if matches!(e.kind(), io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof | io::ErrorKind::Other) {
-                ApiError::bad_request(format!("{} does not decompress as {compression}: {e}", ni.url))
-            } else {
-                ApiError::backend("cannot read a NAR back", &e)
-            }
-        })?;
-        let (h, n, _) = sink.finish();
-        (h, n)
-    };
-    // Read what the decoder left (a trailer), so FileSize and FileHash cover the whole file.
-    io::copy(&mut counted, &mut io::sink()).map_err(|e| ApiError::backend("cannot read a NAR back", &e))?;
-    if ni.file_size.is_some_and(|s| s != counted.count) {
-        return Err(mismatch("FileSize"));
+    let mismatch = |m: Mismatch| ApiError::bad_request(format!("the narinfo's {} does not match {}", m.field, ni.url));
+    measured.check_file(ni).map_err(mismatch)?;
+    if let Some(e) = &measured.not_decoded {
+        if matches!(e.kind(), io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof | io::ErrorKind::Other) {
+            return Err(ApiError::bad_request(format!("{} does not decompress as {compression}: {e}", ni.url)));
+        }
+        return Err(ApiError::backend("cannot read a NAR back", e));
     }
-    if ni.file_hash.as_ref().is_some_and(|h| *h != counted.hasher.finish()) {
-        return Err(mismatch("FileHash"));
-    }
-    if nar_size != ni.nar_size {
-        return Err(mismatch("NarSize"));
-    }
-    if nar_hash != ni.nar_hash {
-        return Err(mismatch("NarHash"));
-    }
-    Ok(())
-}
-
-struct Counted<R> {
-    inner: R,
-    hasher: Hasher,
-    count: u64,
-}
-
-impl<R: Read> Read for Counted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
+    measured.digests().check(ni).map_err(mismatch)
 }

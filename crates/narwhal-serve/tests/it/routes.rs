@@ -211,3 +211,35 @@ async fn uploads_keep_the_commit_rule() {
     // Nothing of the refused uploads is left.
     assert_eq!(std::fs::read_dir(cache.dir.path().join("uploads")).unwrap().count(), 0);
 }
+
+#[tokio::test]
+async fn a_narinfo_is_checked_against_its_nar_read_back_naming_the_field_that_differs() {
+    let cache = Cache::new(&[HASH, GLIBC]);
+    let state = cache.state(false);
+    let (narinfo, url) = example_path(GREET);
+    let nar = std::fs::read(example().join(&url)).unwrap();
+    assert_eq!(put(&state, &format!("/{url}"), PUSH, nar).await.status, StatusCode::NO_CONTENT);
+    let with = |field: &str, value: &str| {
+        narinfo
+            .lines()
+            .map(|l| if l.starts_with(&format!("{field}: ")) { format!("{field}: {value}") } else { l.to_owned() })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    };
+    let zeros = format!("sha256:{}", "0".repeat(52));
+    for (field, value, says) in [
+        ("FileHash", zeros.as_str(), "FileHash does not match"),
+        ("FileSize", "1", "FileSize does not match"),
+        ("NarSize", "1", "NarSize does not match"),
+        ("NarHash", zeros.as_str(), "NarHash does not match"),
+        ("Compression", "zstd", "does not decompress as zstd"),
+    ] {
+        let a = put(&state, &format!("/{GREET}.narinfo"), PUSH, with(field, value).into_bytes()).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{field}: {}", a.text());
+        assert!(a.text().contains(says), "{field}: {}", a.text());
+        assert!(!cache.root().join(format!("{GREET}.narinfo")).exists(), "{field}");
+    }
+    let a = put(&state, &format!("/{GREET}.narinfo"), PUSH, narinfo.clone().into_bytes()).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.text());
+}
