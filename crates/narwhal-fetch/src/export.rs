@@ -16,13 +16,14 @@ use std::io::{self, Read};
 use narwhal_formats::export::{CheckOnly, ExportReader, ExportedPath};
 use narwhal_formats::nar::{ErrorKind, UnpackError};
 use narwhal_formats::store_path::{StoreDir, StorePath};
+use narwhal_formats::tee::{Progress, Tee};
 
 use crate::error::Error;
 use crate::fetch::{
     commit_trees, is_present, open_destination, reconcile, scan_all, unpack_relocated, Done, FetchOptions, Summary,
 };
 use crate::manifest::ManifestEntry;
-use crate::report::{Reporter, Source};
+use crate::report::Source;
 
 /// What [`fetch_export`] put in place.
 #[derive(Debug)]
@@ -48,7 +49,7 @@ pub fn fetch_export(
 ) -> Result<ExportFetched, Error> {
     let (mut manifest, _lock) = open_destination(opts, store_dir.as_str())?;
     opts.reporter.reading_export(what, len);
-    let mut counted = Counted { inner: input, n: 0, reporter: opts.reporter };
+    let mut counted = Tee::new(input, Progress::new(|n| opts.reporter.progress(n)));
     let read = read_stream(&mut counted, what, store_dir, &manifest, opts)?;
     let present: BTreeSet<&str> = manifest.paths.keys().map(String::as_str).collect();
     let roots = check_closure(&read.paths, &present, roots, what, store_dir)?;
@@ -60,7 +61,7 @@ pub fn fetch_export(
         paths: read.paths.len(),
         downloaded: done.len(),
         present: read.present,
-        downloaded_bytes: counted.n,
+        downloaded_bytes: counted.out().written(),
         unpacked_bytes: read.unpacked_bytes,
         ..Summary::default()
     };
@@ -84,7 +85,7 @@ struct Stream {
 }
 
 fn read_stream(
-    input: &mut Counted<'_, '_>,
+    input: &mut (dyn Read + Send),
     what: &str,
     store_dir: &StoreDir,
     manifest: &crate::manifest::Manifest,
@@ -193,20 +194,4 @@ pub fn check_closure(
 
 fn is_truncated(e: &UnpackError) -> bool {
     matches!(e, UnpackError::Nar(n) if matches!(n.kind, ErrorKind::Truncated))
-}
-
-/// Counts the bytes read and reports them as progress.
-struct Counted<'a, 'r> {
-    inner: &'a mut (dyn Read + Send),
-    n: u64,
-    reporter: &'r dyn Reporter,
-}
-
-impl Read for Counted<'_, '_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.n += n as u64;
-        self.reporter.progress(n as u64);
-        Ok(n)
-    }
 }

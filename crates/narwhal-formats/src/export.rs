@@ -14,9 +14,10 @@ use std::io::{self, Read, Write};
 
 use thiserror::Error;
 
-use crate::hash::{Algorithm, Hash, Hasher};
+use crate::hash::{Algorithm, Hash, HashingWriter};
 use crate::nar;
 use crate::store_path::{self, StoreDir, StorePath};
+use crate::tee::Tee;
 use crate::wire;
 
 /// Marks the metadata that follows each NAR ("NIXE").
@@ -157,9 +158,14 @@ impl<R: Read> ExportReader<R> {
             1 => {}
             found => return Err(Error::NotExport { index, found }),
         }
-        let mut hashing = HashingReader { inner: &mut self.r, hasher: Hasher::new(Algorithm::Sha256), copy: raw };
+        let mut sink = io::sink();
+        let copy: &mut dyn Write = match raw {
+            Some(raw) => raw,
+            None => &mut sink,
+        };
+        let mut hashing = Tee::new(&mut self.r, HashingWriter::new(Algorithm::Sha256, copy));
         let nar_size = nar::parse(&mut hashing, visitor).map_err(|source| Error::Nar { index, source })?;
-        let nar_hash = hashing.hasher.finish();
+        let (nar_hash, _, _) = hashing.into_out().finish();
         let magic = wire::read_u64(&mut self.r).map_err(io_err)?;
         if magic != EXPORT_MAGIC {
             return Err(Error::BadMagic { index, found: magic });
@@ -205,23 +211,6 @@ impl<R: Read> ExportReader<R> {
     fn read_path(&mut self, index: usize, what: &'static str) -> Result<StorePath, Error> {
         let s = self.read_string(index, what)?;
         self.store_dir.parse_path(&s).map_err(|source| Error::StorePath { index, what, source })
-    }
-}
-
-struct HashingReader<'c, R> {
-    inner: R,
-    hasher: Hasher,
-    copy: Option<&'c mut dyn Write>,
-}
-
-impl<R: Read> Read for HashingReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        if let Some(w) = &mut self.copy {
-            w.write_all(&buf[..n])?;
-        }
-        Ok(n)
     }
 }
 

@@ -350,6 +350,20 @@ impl<W: std::io::Write> HashingWriter<W> {
         Self { inner, hasher: Hasher::new(algo), len: 0 }
     }
 
+    /// The bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.len
+    }
+
+    /// The hash of the bytes written so far.
+    pub fn hash(&self) -> Hash {
+        self.hasher.clone().finish()
+    }
+
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+
     /// The hash and byte count so far, and the inner writer.
     pub fn finish(self) -> (Hash, u64, W) {
         (self.hasher.finish(), self.len, self.inner)

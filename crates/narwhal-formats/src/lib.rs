@@ -17,6 +17,7 @@
 //! | [`export`] | `nix-store --export` streams |
 //! | [`nix_conf`] | `nix.conf` (the settings narwhal uses) |
 //! | [`pipe`] | byte streams handed to other threads in shared, recycled chunks |
+//! | [`tee`] | the one reader that hashes, copies or reports a stream as it reads it |
 //! | [`temp`] | narwhal's temporary files and trees (`.<name>.tmp-<pid>-<random>`, tempfile's), `write_atomic` |
 //! | [`tree`] | the one walk over a directory tree on disk |
 //! | [`wire`] | integers and padded strings |
@@ -33,6 +34,7 @@ pub mod nixbase32;
 pub mod pipe;
 pub mod signature;
 pub mod store_path;
+pub mod tee;
 pub mod temp;
 pub mod tree;
 pub mod wire;

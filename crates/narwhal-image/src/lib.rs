@@ -27,6 +27,7 @@ use std::path::PathBuf;
 use narwhal_formats::hash::{Algorithm, Encoding, Hash, HashingWriter};
 use narwhal_formats::nar;
 use narwhal_formats::store_path::{StoreDir, StorePath};
+use narwhal_formats::tee::{Progress, Tee};
 use thiserror::Error;
 
 pub use crate::oci::History;
@@ -681,7 +682,7 @@ fn build_layer(
         prefix.extend_from_slice(entry.path.base_name().as_bytes());
         let full = store_dir.display(&entry.path).to_string();
         let mut visitor = tar::NarToTar { tar: &mut tar, prefix, seen: Vec::new() };
-        let mut reader = Progressing { inner: source.open(entry)?, progress };
+        let mut reader = Tee::new(source.open(entry)?, Progress::new(progress));
         nar::parse_to_end(&mut reader, &mut visitor).map_err(|source| Error::Nar { path: full.clone(), source })?;
         seen.insert(entry.path.clone(), visitor.seen);
     }
@@ -703,20 +704,6 @@ fn build_layer(
         paths: members.iter().map(|e| e.path.clone()).collect(),
         seen,
     })
-}
-
-/// A NAR stream that reports the bytes read.
-struct Progressing<'p, R> {
-    inner: R,
-    progress: &'p dyn Fn(u64),
-}
-
-impl<R: io::Read> io::Read for Progressing<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        (self.progress)(n as u64);
-        Ok(n)
-    }
 }
 
 /// What the compressor is fed at a time. Deflate's output depends on how its input was split into

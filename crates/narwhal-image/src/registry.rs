@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
+use narwhal_formats::tee::{Progress, Tee};
 use narwhal_store::retry::{Retry, Verdict};
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::{Method, StatusCode};
@@ -29,21 +30,6 @@ enum Mount {
     Mounted,
     /// The registry started an upload at this location instead.
     Upload(String),
-}
-
-/// A blob's file, reporting the bytes read (sent) as it goes.
-struct Counted {
-    inner: File,
-    blob: Descriptor,
-    reporter: Arc<dyn Reporter>,
-}
-
-impl Read for Counted {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.reporter.blob_progress(&self.blob, n as u64);
-        Ok(n)
-    }
 }
 
 /// Whether `tag` is a valid image tag (a registry's or an OCI layout's): 1 to 128 characters of
@@ -371,7 +357,8 @@ impl Registry {
         self.send(&what, &Method::PUT, &put, |r| {
             match File::open(&path) {
                 Ok(file) => {
-                    let counted = Counted { inner: file, blob: blob.clone(), reporter: Arc::clone(&self.reporter) };
+                    let (sent, reporter) = (blob.clone(), Arc::clone(&self.reporter));
+                    let counted = Tee::new(file, Progress::new(move |n| reporter.blob_progress(&sent, n)));
                     r.header("Content-Type", "application/octet-stream")
                         .header("Content-Length", blob.size.to_string())
                         .body(reqwest::blocking::Body::sized(counted, blob.size))

@@ -3,10 +3,11 @@
 //! and the server's PUT. The comparison is [`Digests::check`], the one check of a NAR against its
 //! narinfo.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 
 use narwhal_formats::hash::{Algorithm, Hash, HashingWriter};
 use narwhal_formats::narinfo::{Digests, Mismatch, NarInfo};
+use narwhal_formats::tee::Tee;
 
 use crate::{BinaryCache, Compression, StoreError};
 
@@ -77,7 +78,7 @@ pub fn measure(
     let (nar_hash, nar_size) = if contents {
         let mut nar = HashingWriter::new(info.nar_hash.algorithm(), io::sink());
         let decoded = {
-            let tee = Tee { inner: &mut reader, copy: &mut file };
+            let tee = Tee::new(&mut reader, &mut file);
             compression.decoder(tee).and_then(|mut decoder| io::copy(&mut decoder, &mut nar))
         };
         let (hash, size, _) = nar.finish();
@@ -93,18 +94,4 @@ pub fn measure(
     };
     let (file_hash, file_size, _) = file.finish();
     Ok(Measured { nar_hash, nar_size, file_hash, file_size, not_decoded })
-}
-
-/// A reader that copies what it reads into `copy`.
-struct Tee<'a, R: Read + ?Sized, W: Write> {
-    inner: &'a mut R,
-    copy: &'a mut W,
-}
-
-impl<R: Read + ?Sized, W: Write> Read for Tee<'_, R, W> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.copy.write_all(&buf[..n])?;
-        Ok(n)
-    }
 }

@@ -15,7 +15,7 @@ use narwhal_store::Compression;
 
 use super::download_cache::DownloadCopy;
 use super::pipeline::{unpack_relocated, OnePath};
-use super::verify::{check_hashes, file_hash_mismatch, FileTee};
+use super::verify::{self, check_hashes, file_hash_mismatch};
 use super::{Done, FetchOptions};
 use crate::closure::ClosurePath;
 use crate::error::Error;
@@ -103,7 +103,7 @@ impl Attempt<'_, '_> {
             (Some(dir), Source::Download) => DownloadCopy::new(dir, self.key, self.opts.reporter),
             _ => None,
         };
-        let mut tee = FileTee::new(input, copy.as_mut().map(DownloadCopy::file), self.opts.reporter);
+        let mut tee = verify::file_tee(input, copy.as_mut().map(DownloadCopy::file), self.opts.reporter);
         let reading = &mut tee;
         let compression = self.compression;
         let run: OnePath<io::Result<()>> =
@@ -120,7 +120,7 @@ impl Attempt<'_, '_> {
             Ok(pending) => pending,
             Err(e) => return Err(file_hash_mismatch(&mut tee, info, &path, &cache).unwrap_or(e)),
         };
-        let (file_hash, file_size, copied) = tee.finish();
+        let (file_hash, file_size, copied) = verify::finish(tee);
         check_hashes(info, &path, &cache, file_hash, file_size, run.nar_hash, run.nar_size)?;
         unpacked.fetch_add(run.nar_size, Ordering::Relaxed);
         // Verified: the download cache's copy goes in under its name (unless writing it failed).

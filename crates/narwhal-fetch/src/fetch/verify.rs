@@ -1,55 +1,60 @@
 //! Verification: the compressed file's FileHash and FileSize measured as it
-//! is read ([`FileTee`]), the NAR's NarHash, NarSize and relocated hash on
+//! is read ([`FileTee`], a `Tee`), the NAR's NarHash, NarSize and relocated hash on
 //! their own thread ([`nar_hashes`]), and the one check against the signed
 //! narinfo ([`check_hashes`], through `Digests::check`).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 
-use narwhal_formats::hash::{Algorithm, Hash, Hasher};
+use narwhal_formats::hash::{Algorithm, Hash, Hasher, HashingWriter};
 use narwhal_formats::narinfo::Digests;
 use narwhal_formats::pipe;
+use narwhal_formats::tee::Tee;
 use narwhal_relocate::Relocation;
 
 use crate::error::Error;
 use crate::report::Reporter;
 
-/// Hashes and counts the compressed bytes, copies them into the download cache, reports progress.
-pub(super) struct FileTee<'a, 'f> {
+/// The compressed bytes as they are read: hashed and counted (FileHash, FileSize), copied into
+/// the download cache, reported as progress.
+pub(super) type FileTee<'a, 'f> = Tee<Box<dyn Read + Send>, HashingWriter<FileCopy<'a, 'f>>>;
+
+pub(super) fn file_tee<'a, 'f>(
     inner: Box<dyn Read + Send>,
-    hasher: Hasher,
-    size: u64,
+    copy: Option<&'f mut File>,
+    reporter: &'a dyn Reporter,
+) -> FileTee<'a, 'f> {
+    let copy = copy.map(|f| io::BufWriter::with_capacity(256 * 1024, f));
+    Tee::new(inner, HashingWriter::new(Algorithm::Sha256, FileCopy { copy, reporter }))
+}
+
+/// FileHash and FileSize of what was read, and whether the copy holds all of it (no writer left
+/// means a write to it failed).
+pub(super) fn finish(tee: FileTee<'_, '_>) -> (Hash, u64, bool) {
+    let (hash, size, out) = tee.into_out().finish();
+    (hash, size, out.copy.is_some_and(|mut w| w.flush().is_ok()))
+}
+
+/// The download cache's copy and the progress report, beside the decoder.
+pub(super) struct FileCopy<'a, 'f> {
     copy: Option<io::BufWriter<&'f mut File>>,
     reporter: &'a dyn Reporter,
 }
 
-impl<'a, 'f> FileTee<'a, 'f> {
-    pub(super) fn new(inner: Box<dyn Read + Send>, copy: Option<&'f mut File>, reporter: &'a dyn Reporter) -> Self {
-        let copy = copy.map(|f| io::BufWriter::with_capacity(256 * 1024, f));
-        Self { inner, hasher: Hasher::new(Algorithm::Sha256), size: 0, copy, reporter }
-    }
-
-    /// FileHash and FileSize of what was read, and whether the copy holds all of it (no writer
-    /// left means a write to it failed).
-    pub(super) fn finish(self) -> (Hash, u64, bool) {
-        let copied = self.copy.is_some_and(|mut w| w.flush().is_ok());
-        (self.hasher.finish(), self.size, copied)
-    }
-}
-
-impl Read for FileTee<'_, '_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.size += n as u64;
+impl Write for FileCopy<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if let Some(w) = &mut self.copy {
-            if w.write_all(&buf[..n]).is_err() {
+            if w.write_all(buf).is_err() {
                 // The download cache is an optimisation: stop copying, keep going.
                 self.copy = None;
             }
         }
-        self.reporter.progress(n as u64);
-        Ok(n)
+        self.reporter.progress(buf.len() as u64);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -112,12 +117,12 @@ pub(super) fn file_hash_mismatch(
     cache: &str,
 ) -> Option<Error> {
     let (expected, size) = (info.file_hash?, info.file_size?);
-    tee.copy = None;
-    let rest = size.checked_sub(tee.size)?;
+    tee.out_mut().get_mut().copy = None;
+    let rest = size.checked_sub(tee.out().written())?;
     // One byte more than promised, to tell a longer file from a complete one.
     io::copy(&mut (&mut *tee).take(rest.saturating_add(1)), &mut io::sink()).ok()?;
-    let actual = tee.hasher.clone().finish();
-    (tee.size == size && actual != expected).then(|| Error::HashMismatch {
+    let actual = tee.out().hash();
+    (tee.out().written() == size && actual != expected).then(|| Error::HashMismatch {
         path: path.to_owned(),
         cache: cache.to_owned(),
         what: "FileHash",
