@@ -36,7 +36,10 @@ impl<R, W> Tee<R, W> {
 impl<R: Read, W: Write> Read for Tee<R, W> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.out.write_all(&buf[..n])?;
+        // A reader that claims more than the buffer holds breaks `Read`'s contract: an error, not a panic.
+        let read =
+            buf.get(..n).ok_or_else(|| io::Error::other(format!("a reader returned {n} bytes into {}", buf.len())))?;
+        self.out.write_all(read)?;
         Ok(n)
     }
 }
@@ -124,6 +127,18 @@ mod tests {
         }
         let err = Tee::new(&b"abc"[..], Full).read_to_end(&mut Vec::new()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+    }
+
+    #[test]
+    fn a_reader_claiming_more_than_its_buffer_is_an_error() {
+        struct Liar;
+        impl Read for Liar {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                Ok(buf.len() + 1)
+            }
+        }
+        let err = Tee::new(Liar, io::sink()).read(&mut [0; 4]).unwrap_err();
+        assert_eq!(err.to_string(), "a reader returned 5 bytes into 4");
     }
 
     #[test]
